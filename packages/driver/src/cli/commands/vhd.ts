@@ -1,0 +1,234 @@
+import { open, rm, truncate, writeFile } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { Ext4Error, probeExt4, type Ext4Summary, type ReadAt } from '@lcow/ext4';
+import { appendFixedFooter, convertRawImage, createVhdx, inspectDisk, openVhdx, type DiskInfo } from '@lcow/vhd';
+import { DriverError } from '../../errors.ts';
+import { formatBytes, parseSize, table, toJson } from '../format.ts';
+import { progressBar } from '../progress.ts';
+import type { Command, Io } from '../main.ts';
+
+/** What `lcow vhd info` reports: the disk, what it contains, and a verdict. */
+export interface VhdReport {
+  disk: DiskInfo;
+  contents: ({ type: 'ext4' } & Ext4Summary) | { type: 'unknown'; reason: string };
+  verdict: 'ok' | 'warnings';
+}
+
+async function probeContents(info: DiskInfo): Promise<VhdReport['contents']> {
+  let read: ReadAt;
+  let close: () => Promise<void>;
+  if (info.format === 'vhdx') {
+    const d = await openVhdx(info.file);
+    read = (offset, length) => d.read(offset, Math.max(0, Math.min(length, d.size - offset)));
+    close = () => d.close();
+  } else if (info.footer.type === 'fixed') {
+    const fh = await open(info.file, 'r');
+    const limit = info.footer.currentSize;
+    read = async (offset, length) => {
+      const buf = new Uint8Array(Math.max(0, Math.min(length, limit - offset)));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+      return buf.subarray(0, bytesRead);
+    };
+    close = () => fh.close();
+  } else {
+    return { type: 'unknown', reason: `${info.footer.type} VHD payloads are not read` };
+  }
+  try {
+    return { type: 'ext4', ...(await probeExt4(read, info.file)) };
+  } catch (e) {
+    if (e instanceof Ext4Error) return { type: 'unknown', reason: e.message.replace(`${info.file}: `, '') };
+    throw e;
+  } finally {
+    await close();
+  }
+}
+
+/** Inspects a VHD/VHDX file and what is on it. */
+export async function vhdReport(file: string): Promise<VhdReport> {
+  const disk = await inspectDisk(file);
+  const contents = await probeContents(disk);
+  return { disk, contents, verdict: disk.warnings.length > 0 ? 'warnings' : 'ok' };
+}
+
+/** The human-readable form of a report, as `lcow vhd info` prints it. */
+export function describeReport(r: VhdReport): string {
+  const d = r.disk;
+  const rows: [string, string][] = [['file', d.file]];
+  if (d.format === 'vhdx') {
+    const a = d.allocation;
+    rows.push(
+      ['format', `VHDX (${d.leaveBlocksAllocated ? 'fixed' : 'dynamic'})`],
+      ['virtual size', `${formatBytes(d.virtualSize)} (${d.virtualSize} bytes)`],
+      ['block size', formatBytes(d.blockSize)],
+      ['sectors', `${d.logicalSectorSize} logical, ${d.physicalSectorSize} physical`],
+      ['disk id', d.diskId],
+      ['creator', d.creator || '(none)'],
+      [
+        'header',
+        `copy ${d.header.current} current, sequence ${d.header.sequenceNumber}, log ${d.header.logGuid.startsWith('00000000-0000') ? 'empty' : d.header.logGuid}`,
+      ],
+      ['regions', d.regions.map((x) => `${x.name} ${formatBytes(x.length)} @ ${x.offset}`).join(', ')],
+      [
+        'blocks',
+        `${a.presentBlocks} of ${a.totalBlocks} present (chunk ratio ${d.chunkRatio}, ${d.batEntries} BAT entries)`,
+      ],
+      [
+        'payload',
+        a.contiguous
+          ? `contiguous at file offset ${a.contiguous.offset} (losetup -o ${a.contiguous.offset} --sizelimit ${a.contiguous.length})`
+          : 'allocated on demand',
+      ],
+      ['file size', `${formatBytes(d.fileSize)} (${d.fileSize} bytes)`],
+    );
+  } else {
+    const f = d.footer;
+    rows.push(
+      ['format', `VHD (${f.type})`],
+      ['virtual size', `${formatBytes(d.virtualSize)} (${d.virtualSize} bytes)`],
+      ['cookie', JSON.stringify(f.cookie)],
+      ['features', `0x${f.features.toString(16).padStart(8, '0')}`],
+      ['version', `${f.formatVersion >>> 16}.${f.formatVersion & 0xffff}`],
+      ['data offset', f.dataOffset === 0xffff_ffff_ffff_ffffn ? 'none (fixed)' : String(f.dataOffset)],
+      ['timestamp', `${f.date.toISOString()} (${f.timestamp})`],
+      [
+        'creator',
+        `${JSON.stringify(f.creatorApplication)} version 0x${f.creatorVersion.toString(16)} on ${JSON.stringify(f.creatorHostOs)}`,
+      ],
+      ['original size', String(f.originalSize)],
+      ['current size', String(f.currentSize)],
+      ['geometry', `${f.cylinders}/${f.heads}/${f.sectorsPerTrack} (C/H/S) = ${f.geometrySize} bytes`],
+      ['checksum', `0x${f.checksum.toString(16).padStart(8, '0')} (valid)`],
+      ['unique id', f.uniqueId],
+      ['saved state', String(f.savedState)],
+    );
+    if (d.dynamicHeader)
+      rows.push([
+        'dynamic',
+        `block size ${formatBytes(d.dynamicHeader.blockSize)}, ${d.dynamicHeader.maxTableEntries} table entries @ ${d.dynamicHeader.tableOffset}`,
+      ]);
+  }
+  const c = r.contents;
+  rows.push([
+    'contents',
+    c.type === 'ext4'
+      ? `ext4, ${formatBytes(c.size)} in ${c.blocksCount} blocks of ${c.blockSize}, ${c.inodesCount - c.freeInodes} inodes used, ${c.state}${c.label ? `, label ${JSON.stringify(c.label)}` : ''}; features: ${c.features.join(' ')}`
+      : `unknown (${c.reason})`,
+  ]);
+  rows.push(['verdict', r.verdict === 'ok' ? 'OK' : `warnings: ${d.warnings.join('; ')}`]);
+  return table(rows);
+}
+
+function flag(args: string[], name: string): boolean {
+  const i = args.indexOf(name);
+  if (i < 0) return false;
+  args.splice(i, 1);
+  return true;
+}
+
+function option(args: string[], name: string): string | undefined {
+  const i = args.findIndex((a) => a === name || a.startsWith(`${name}=`));
+  if (i < 0) return undefined;
+  const a = args[i]!;
+  if (a.includes('=')) {
+    args.splice(i, 1);
+    return a.slice(name.length + 1);
+  }
+  const v = args[i + 1];
+  if (v === undefined) throw new DriverError('ERR_USAGE', `${name} needs a value`);
+  args.splice(i, 2);
+  return v;
+}
+
+function positional(args: string[], count: number, usage: string): string[] {
+  const unknown = args.find((a) => a.startsWith('-'));
+  if (unknown) throw new DriverError('ERR_USAGE', `unknown option ${unknown}; usage: ${usage}`);
+  if (args.length !== count) throw new DriverError('ERR_USAGE', `usage: ${usage}`);
+  return args;
+}
+
+function kindOf(path: string): 'vhd' | 'vhdx' {
+  const ext = extname(path).toLowerCase();
+  if (ext === '.vhd' || ext === '.vhdx') return ext.slice(1) as 'vhd' | 'vhdx';
+  throw new DriverError('ERR_USAGE', `${path}: the output must end in .vhd or .vhdx`);
+}
+
+const INFO = 'lcow vhd info FILE [--json]';
+const CREATE =
+  'lcow vhd create OUT.vhdx|OUT.vhd --size 20G [--fixed] [--block-size 1M] [--logical-sector 512|4096] [--force] [--json]';
+const CONVERT =
+  'lcow vhd convert IN.raw OUT.vhd|OUT.vhdx [--fixed] [--block-size 1M] [--align-geometry] [--force] [--json]';
+
+export const vhdCommand: Command = {
+  name: 'vhd',
+  summary: 'inspect, create and convert VHD/VHDX disks',
+  usage: [INFO, CREATE, CONVERT],
+  async run(argv: string[], io: Io): Promise<number> {
+    const [sub, ...rest] = argv;
+    const args = [...rest];
+    const json = flag(args, '--json');
+    if (sub === 'info') {
+      const [file] = positional(args, 1, INFO);
+      const r = await vhdReport(file!);
+      io.out(json ? toJson(r) : describeReport(r));
+      return 0;
+    }
+    if (sub === 'create') {
+      const fixed = flag(args, '--fixed');
+      const force = flag(args, '--force');
+      const sizeText = option(args, '--size');
+      const blockSize = option(args, '--block-size');
+      const logical = option(args, '--logical-sector');
+      const [out] = positional(args, 1, CREATE);
+      if (!sizeText) throw new DriverError('ERR_USAGE', `--size is required; usage: ${CREATE}`);
+      const size = parseSize(sizeText, '--size');
+      if (kindOf(out!) === 'vhdx') {
+        await createVhdx(out!, {
+          size,
+          type: fixed ? 'fixed' : 'dynamic',
+          overwrite: force,
+          signal: io.signal,
+          ...(blockSize ? { blockSize: parseSize(blockSize, '--block-size') } : {}),
+          ...(logical ? { logicalSectorSize: Number(logical) as 512 | 4096 } : {}),
+        });
+      } else {
+        // A fixed VHD: a sparse payload of `size` bytes and its footer.
+        await writeFile(out!, '', { flag: force ? 'w' : 'wx' }).catch((e: NodeJS.ErrnoException) => {
+          throw e.code === 'EEXIST' ? new DriverError('ERR_USAGE', `${out}: already exists (use --force)`) : e;
+        });
+        try {
+          await truncate(out!, size);
+          await appendFixedFooter(out!);
+        } catch (e) {
+          await rm(out!, { force: true });
+          throw e;
+        }
+      }
+      const r = await vhdReport(out!);
+      io.out(json ? toJson(r) : describeReport(r));
+      return 0;
+    }
+    if (sub === 'convert') {
+      const fixed = flag(args, '--fixed');
+      const force = flag(args, '--force');
+      const align = flag(args, '--align-geometry');
+      const blockSize = option(args, '--block-size');
+      const [input, out] = positional(args, 2, CONVERT);
+      const bar = progressBar(`converting ${input}`, io.progress);
+      const result = await convertRawImage(input!, out!, {
+        format: kindOf(out!),
+        overwrite: force,
+        signal: io.signal,
+        onProgress: (p) => bar.update(p),
+        vhdx: {
+          type: fixed ? 'fixed' : 'dynamic',
+          ...(blockSize ? { blockSize: parseSize(blockSize, '--block-size') } : {}),
+        },
+        footer: align ? { align: 'geometry' } : {},
+      }).finally(() => bar.done());
+      const r = await vhdReport(out!);
+      io.out(json ? toJson({ ...r, skippedZeroBytes: result.skippedZeroBytes }) : describeReport(r));
+      return 0;
+    }
+    throw new DriverError('ERR_USAGE', `usage:\n  ${[INFO, CREATE, CONVERT].join('\n  ')}`);
+  },
+};

@@ -1,0 +1,38 @@
+import { DriverError } from '../errors.ts';
+
+const UNITS = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 } as const;
+
+/** Parses `20G`, `512M`, `1.5T`, `4096` (binary units; an optional `i`/`iB`/`B` suffix is accepted). */
+export function parseSize(text: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT])?(?:i?B)?$/i.exec(text.trim());
+  if (!m)
+    throw new DriverError('ERR_USAGE', `${what} ${JSON.stringify(text)}: expected a size such as 20G, 512M or 1048576`);
+  const unit = m[2] ? UNITS[m[2].toUpperCase() as keyof typeof UNITS] : 1;
+  const n = Number(m[1]) * unit;
+  if (!Number.isSafeInteger(n))
+    throw new DriverError('ERR_USAGE', `${what} ${JSON.stringify(text)}: not a whole number of bytes`);
+  return n;
+}
+
+/** `20 GiB`, `1.5 MiB`, `512 B`. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 ? v : Number.isInteger(v) ? v : v.toFixed(2)} ${units[u]}`;
+}
+
+/** JSON with bigints as decimal strings and dates as ISO strings. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2);
+}
+
+/** Aligned `label: value` lines. */
+export function table(rows: [string, string][]): string {
+  const w = Math.max(...rows.map(([k]) => k.length)) + 2;
+  return rows.map(([k, v]) => `${`${k}:`.padEnd(w)}${v}`).join('\n');
+}

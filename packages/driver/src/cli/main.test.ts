@@ -1,0 +1,110 @@
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { oracle, pseudoRandomBytes, run, tempDir } from '@lcow/testkit';
+import { main } from './main.ts';
+import { parseSize } from './format.ts';
+
+const hasMkfs = oracle('mkfs.ext4');
+let dir: { path: string; cleanup: () => Promise<void> };
+beforeAll(async () => {
+  dir = await tempDir('lcow-cli-');
+});
+afterAll(() => dir?.cleanup());
+
+async function lcow(...argv: string[]): Promise<{ status: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const status = await main(argv, {
+    out: (t) => (out += `${t}\n`),
+    err: (t) => (err += `${t}\n`),
+    progress: process.stderr,
+    signal: new AbortController().signal,
+  });
+  return { status, out, err };
+}
+
+describe('lcow vhd', () => {
+  it('create → info --json for a dynamic and a fixed VHDX and a fixed VHD', async () => {
+    const dyn = join(dir.path, 'a.vhdx');
+    const r = await lcow('vhd', 'create', dyn, '--size', '20G', '--json');
+    expect(r).toMatchObject({ status: 0, err: '' });
+    const info = JSON.parse((await lcow('vhd', 'info', dyn, '--json')).out);
+    expect(info).toMatchObject({
+      verdict: 'ok',
+      disk: { format: 'vhdx', virtualSize: 20 * 2 ** 30, blockSize: 2 ** 20, allocation: { presentBlocks: 0 } },
+    });
+    const fixed = join(dir.path, 'b.vhdx');
+    expect((await lcow('vhd', 'create', fixed, '--size=64M', '--fixed', '--block-size', '2M')).status).toBe(0);
+    const fi = JSON.parse((await lcow('vhd', 'info', fixed, '--json')).out);
+    expect(fi.disk.allocation.contiguous).toEqual({ offset: 4 * 2 ** 20, length: 64 * 2 ** 20 });
+    const vhd = join(dir.path, 'c.vhd');
+    const v = await lcow('vhd', 'create', vhd, '--size', '10M');
+    expect(v.out).toMatch(/format:\s+VHD \(fixed\)/);
+    expect((await stat(vhd)).size).toBe(10 * 2 ** 20 + 512);
+  });
+
+  it.skipIf(!hasMkfs)('convert a raw image to .vhd and .vhdx; info shows the ext4 inside', async () => {
+    const raw = join(dir.path, 'fs.raw');
+    await run('truncate', ['-s', '24M', raw]);
+    await run('mkfs.ext4', ['-q', '-F', '-L', 'cli-test', raw]);
+    for (const out of ['fs.vhd', 'fs.vhdx']) {
+      const r = await lcow('vhd', 'convert', raw, join(dir.path, out), '--json');
+      expect(r.status).toBe(0);
+      const rep = JSON.parse(r.out);
+      expect(rep.contents).toMatchObject({ type: 'ext4', label: 'cli-test', blockSize: expect.any(Number) });
+      expect(rep.disk.virtualSize).toBe(24 * 2 ** 20);
+    }
+  });
+
+  it('errors print "lcow: CODE: message" and exit non-zero', async () => {
+    const junk = join(dir.path, 'junk.vhd');
+    await writeFile(junk, pseudoRandomBytes(4096, 1));
+    const r = await lcow('vhd', 'info', junk);
+    expect(r.status).toBe(1);
+    expect(r.err).toMatch(
+      new RegExp(`^lcow: ERR_VHD_FORMAT: ${junk.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: footer cookie`),
+    );
+    expect((await lcow('vhd', 'info', join(dir.path, 'missing.vhdx'))).err).toMatch(/^lcow: ENOENT: /);
+    expect(await lcow('vhd', 'create', join(dir.path, 'x.vhdx'))).toMatchObject({
+      status: 2,
+      err: expect.stringMatching(/^lcow: ERR_USAGE: --size is required/),
+    });
+    expect((await lcow('vhd', 'create', join(dir.path, 'x.vhdx'), '--size', '1000')).err).toMatch(
+      /^lcow: ERR_INVALID_ARGUMENT: size 1000/,
+    );
+    expect((await lcow('vhd', 'create', join(dir.path, 'x.img'), '--size', '1M')).err).toMatch(
+      /must end in \.vhd or \.vhdx/,
+    );
+    expect((await lcow('vhd', 'info', 'a', '--bogus')).status).toBe(2);
+    expect((await lcow('nope')).status).toBe(2);
+    expect((await lcow('--help')).out).toMatch(/lcow vhd info FILE/);
+    const dup = join(dir.path, 'dup.vhdx');
+    await lcow('vhd', 'create', dup, '--size', '1M');
+    expect((await lcow('vhd', 'create', dup, '--size', '1M')).err).toMatch(/already exists/);
+    expect((await lcow('vhd', 'create', dup, '--size', '2M', '--force')).status).toBe(0);
+  });
+
+  it.skipIf(!hasMkfs)('demo runs end to end and verifies every disk', async () => {
+    const r = await lcow('demo', '--dir', join(dir.path, 'demo'), '--json');
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.verified).toBe(true);
+    expect(j.reports.map((x: { disk: { format: string } }) => x.disk.format)).toEqual(['vhd', 'vhdx', 'vhdx']);
+    expect(await readFile(join(dir.path, 'demo', 'rootfs', 'hello.txt'), 'utf8')).toMatch(/Hello/);
+  });
+});
+
+describe('parseSize', () => {
+  it.each([
+    ['20G', 20 * 2 ** 30],
+    ['512M', 512 * 2 ** 20],
+    ['1.5K', 1536],
+    ['4096', 4096],
+    ['2GiB', 2 * 2 ** 30],
+    ['64T', 64 * 2 ** 40],
+  ])('%s', (t, n) => expect(parseSize(t, 'size')).toBe(n));
+  it.each(['', 'G', '-1', '1X', '0.3'])('refuses %j', (t) =>
+    expect(() => parseSize(t, 'size')).toThrow(/ERR_USAGE|expected a size|whole number/),
+  );
+});

@@ -1,0 +1,67 @@
+import { demoCommand } from './commands/demo.ts';
+import { vhdCommand } from './commands/vhd.ts';
+
+/** Where a command writes, and how it is cancelled. Tests pass their own. */
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  /** Stream for a progress bar (drawn only when it is a TTY). */
+  progress: NodeJS.WriteStream;
+  signal: AbortSignal;
+}
+
+/** One `lcow` subcommand. */
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string[];
+  run(argv: string[], io: Io): Promise<number>;
+}
+
+const COMMANDS: Command[] = [vhdCommand, demoCommand];
+
+function help(): string {
+  return [
+    'lcow — LCOW container layers as ext4 in VHD/VHDX, on Linux and Windows',
+    '',
+    'commands:',
+    ...COMMANDS.flatMap((c) => [`  ${c.name.padEnd(8)}${c.summary}`, ...c.usage.map((u) => `            ${u}`)]),
+    '',
+    'Errors print "lcow: CODE: message" on stderr and exit with status 1 (2 for usage errors).',
+  ].join('\n');
+}
+
+/** Runs the `lcow` command line; returns the exit status. */
+export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
+  const ac = new AbortController();
+  const onSigint = (): void => ac.abort();
+  const full: Io = {
+    out: (t) => process.stdout.write(`${t}\n`),
+    err: (t) => process.stderr.write(`${t}\n`),
+    progress: process.stderr,
+    signal: ac.signal,
+    ...io,
+  };
+  if (!io?.signal) process.once('SIGINT', onSigint);
+  try {
+    const [name, ...rest] = argv;
+    if (!name || name === 'help' || name === '--help' || name === '-h') {
+      full.out(help());
+      return name ? 0 : 2;
+    }
+    const cmd = COMMANDS.find((c) => c.name === name);
+    if (!cmd) {
+      full.err(`lcow: ERR_USAGE: unknown command ${JSON.stringify(name)}\n\n${help()}`);
+      return 2;
+    }
+    return await cmd.run(rest, full);
+  } catch (e) {
+    const err = e as Error & { code?: unknown };
+    const code = typeof err.code === 'string' ? err.code : 'ERR_INTERNAL';
+    full.err(`lcow: ${code}: ${err.message}`);
+    if (code === 'ERR_INTERNAL' && process.env.LCOW_DEBUG) full.err(String(err.stack));
+    return code === 'ERR_USAGE' ? 2 : 1;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}

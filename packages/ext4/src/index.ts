@@ -1,0 +1,4 @@
+export { Ext4Error, type Ext4ErrorCode } from './errors.ts';
+export { Compat, Incompat, RoCompat } from './format/constants.ts';
+export { SUPERBLOCK_MAGIC, SUPERBLOCK_OFFSET, Superblock } from './format/superblock.ts';
+export { probeExt4, type Ext4Summary, type ReadAt } from './probe.ts';

@@ -1,0 +1,10 @@
+export { LayerStoreError, type LayerStoreErrorCode } from './errors.ts';
+export {
+  MAX_LAYER_ID_LENGTH,
+  dataRootPaths,
+  layerPaths,
+  validateLayerId,
+  type DataRootPaths,
+  type LayerPaths,
+} from './paths.ts';
+export { MAX_CHAIN_BYTES, formatLayerChain, parseLayerChain } from './chain.ts';

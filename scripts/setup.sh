@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine (or re-checks a set-up one) for lcow: system tools the tests use as
+# independent witnesses, pnpm, dependencies, and a build. Idempotent; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pair in qemu-img:qemu-utils qemu-io:qemu-utils mkfs.ext4:e2fsprogs e2fsck:e2fsprogs debugfs:e2fsprogs losetup:mount; do
+  tool=${pair%%:*} pkg=${pair#*:}
+  PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${need_apt[@]}" | sort -u | tr '\n' ' ')
+  echo "setup: installing apt packages: $pkgs"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends $pkgs >/dev/null; }
+fi
+
+if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm --version | cut -d. -f1)" != "10" ]; then
+  echo "setup: installing pnpm 10"
+  npm install -g pnpm@10 >/dev/null 2>&1
+fi
+
+pnpm install --frozen-lockfile --reporter=append-only 2>&1 | grep -v '^Progress' | tail -3
+pnpm run build >/dev/null
+echo "setup: ready ($(node --version), pnpm $(pnpm --version), $(qemu-img --version | head -1))"

@@ -1,0 +1,93 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
+
+/** True when tests run in CI, where a missing tool or privilege is a failure, never a skip. */
+export const inCI: boolean = process.env.CI === 'true' || process.env.CI === '1';
+
+/** Fails loudly in CI; elsewhere logs why a group of tests is skipped and returns false. */
+function capability(what: string, ok: boolean, hint: string): boolean {
+  if (ok) return true;
+  if (inCI) throw new Error(`CI=true but ${what} is not available (${hint}); .ci/run must provide it`);
+  console.warn(`[testkit] skipping tests that need ${what}: ${hint}`);
+  return false;
+}
+
+function has(tool: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${tool}`], {
+      stdio: 'ignore',
+      env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
+    });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether an oracle tool (`qemu-img`, `e2fsck`, …) is on PATH; see {@link capability}. */
+export function oracle(tool: string): boolean {
+  return capability(tool, has(tool), `install it (scripts/setup.sh does)`);
+}
+
+/** Whether we run as root with loop devices (for kernel mounts). */
+export function rootWithLoop(): boolean {
+  const root = process.getuid?.() === 0;
+  return capability('root with loop devices', root && has('losetup'), root ? 'losetup missing' : 'not running as root');
+}
+
+/** Runs a command and returns stdout; rejects with stderr in the message. */
+export async function run(cmd: string, args: string[], opts: { input?: string } = {}): Promise<string> {
+  const env = { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin`, LC_ALL: 'C' };
+  try {
+    const { stdout } = await execFileP(cmd, args, { env, maxBuffer: 64 << 20, ...opts });
+    return stdout;
+  } catch (e) {
+    const err = e as { stderr?: string; stdout?: string; code?: number };
+    throw new Error(`${cmd} ${args.join(' ')} failed (${err.code}): ${err.stderr ?? ''}${err.stdout ?? ''}`, {
+      cause: e,
+    });
+  }
+}
+
+/** A fresh temporary folder; call the returned `cleanup` in `afterAll`. */
+export async function tempDir(prefix = 'lcow-test-'): Promise<{ path: string; cleanup: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), prefix));
+  return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so failing cases can be replayed. */
+export function pseudoRandomBytes(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** Parses a hex dump string (whitespace ignored) into bytes: hex`636f 6e65`. */
+export function hex(strings: TemplateStringsArray, ...values: unknown[]): Uint8Array {
+  const text = String.raw(strings, ...values).replace(/\s+/g, '');
+  return Uint8Array.from(text.match(/../g) ?? [], (h) => Number.parseInt(h, 16));
+}
+
+/**
+ * Asserts two byte arrays are equal, with a native compare (vitest's deep equality is slow on megabytes)
+ * and a message naming the first differing offset.
+ */
+export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
+  if (actual.length === expected.length && Buffer.compare(actual, expected) === 0) return;
+  let i = 0;
+  while (i < actual.length && i < expected.length && actual[i] === expected[i]) i++;
+  throw new Error(
+    `${what}: differ at offset ${i} (lengths ${actual.length} and ${expected.length}; got ${actual[i]}, expected ${expected[i]})`,
+  );
+}
