@@ -1,8 +1,18 @@
 /**
- * Codes of {@link Ext4Error}: `ERR_EXT4_CORRUPT` for bytes that are not a valid ext4 structure (the message
- * names the structure and field), `ERR_EXT4_UNSUPPORTED` for a valid filesystem using something we refuse.
+ * Codes of {@link Ext4Error}:
+ * - `ERR_EXT4_CORRUPT`: bytes that are not a valid ext4 structure (the message names the structure and field);
+ * - `ERR_EXT4_UNSUPPORTED`: valid input using something we refuse (a feature, an xattr too large for a block);
+ * - `ERR_TAR_FORMAT`: a tar that is malformed or unsafe (the message names the entry);
+ * - `ERR_DISK_FULL`: the filesystem would exceed `maximumDiskSize` (the message names the entry);
+ * - `ERR_INVALID_ARGUMENT`: an option out of range; `ERR_ABORTED`: the `AbortSignal` fired.
  */
-export type Ext4ErrorCode = 'ERR_EXT4_CORRUPT' | 'ERR_EXT4_UNSUPPORTED';
+export type Ext4ErrorCode =
+  | 'ERR_EXT4_CORRUPT'
+  | 'ERR_EXT4_UNSUPPORTED'
+  | 'ERR_TAR_FORMAT'
+  | 'ERR_DISK_FULL'
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_ABORTED';
 
 /** The one error class of `@lcow/ext4`. */
 export class Ext4Error extends Error {

@@ -91,3 +91,28 @@ export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what =
     `${what}: differ at offset ${i} (lengths ${actual.length} and ${expected.length}; got ${actual[i]}, expected ${expected[i]})`,
   );
 }
+
+export { makeTar, type TarSpec } from './tar.ts';
+export { snapshotTree, splitDev, type FsEntry } from './fstree.ts';
+
+/** Attaches `file` read-only through a loop device limited to `size` bytes, mounts it, runs `fn`, cleans up. */
+export async function withLoopMount<T>(
+  file: string,
+  size: number,
+  mnt: string,
+  fn: (mnt: string) => Promise<T>,
+  fstype = 'ext4',
+): Promise<T> {
+  const dev = (await run('losetup', ['--find', '--show', '--read-only', '--sizelimit', String(size), file])).trim();
+  try {
+    await run('mkdir', ['-p', mnt]);
+    await run('mount', ['-t', fstype, '-o', 'ro', dev, mnt]);
+    try {
+      return await fn(mnt);
+    } finally {
+      await run('umount', [mnt]);
+    }
+  } finally {
+    await run('losetup', ['--detach', dev]);
+  }
+}

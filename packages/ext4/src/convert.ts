@@ -1,0 +1,168 @@
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { createFixedFooter } from '@lcow/vhd';
+import { Ext4Error } from './errors.ts';
+import { TarParser } from './tar/parser.ts';
+import { Ext4Writer, type WriterSummary } from './writer/writer.ts';
+
+/** Progress of a conversion: bytes of (decompressed) tar read, entries seen. */
+export interface ConvertProgress {
+  bytes: number;
+  entries: number;
+}
+
+/** Options of {@link convert}. The defaults are what Docker's LCOW driver asked hcsshim for, minus the footer. */
+export interface ConvertOptions {
+  /** `.wh.NAME` → 0:0 character device, `.wh..wh..opq` → `trusted.overlay.opaque=y` (default false). */
+  convertWhiteouts?: boolean;
+  /** Append a fixed VHD footer after the filesystem (default false). */
+  appendVhdFooter?: boolean;
+  /** Store files of at most 60 bytes in their inodes (inline_data; default false). */
+  inlineData?: boolean;
+  /** Largest filesystem, in bytes (default 128 GiB, as the LCOW driver). */
+  maximumDiskSize?: number;
+  /** Filesystem UUID; default: derived from the content, so the same tar gives the same bytes. */
+  uuid?: string;
+  /** Time stamp for the superblock and the VHD footer; default: 0 in the superblock, now in the footer. */
+  timestamp?: Date;
+  /** Volume label (≤ 16 bytes). */
+  label?: string;
+  signal?: AbortSignal;
+  onProgress?: (p: ConvertProgress) => void;
+  /** Recoverable oddities in the input (skipped AUFS metadata, a lone zero block…). */
+  onWarning?: (w: { code: string; message: string }) => void;
+}
+
+/** What {@link convert} wrote. */
+export interface ConvertResult extends WriterSummary {
+  /** Output size including the VHD footer, if any. */
+  size: number;
+  /** Bytes of tar read (after decompression). */
+  tarBytes: number;
+  /** Whether the input was gzip-compressed. */
+  gzip: boolean;
+}
+
+const DEFAULT_MAX = 128 * 2 ** 30;
+
+async function* chunks(input: Readable | AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  for await (const c of input) yield typeof c === 'string' ? Buffer.from(c) : c;
+}
+
+/** Peeks at the first bytes: gzip (1f 8b) is decompressed on the fly. */
+async function* decompressed(input: AsyncIterable<Uint8Array>, flag: { gzip: boolean }): AsyncGenerator<Uint8Array> {
+  const it = input[Symbol.asyncIterator]();
+  let first = await it.next();
+  while (!first.done && first.value.length === 0) first = await it.next();
+  if (first.done) return;
+  const rest = (async function* () {
+    yield first.value;
+    for (;;) {
+      const n = await it.next();
+      if (n.done) return;
+      yield n.value;
+    }
+  })();
+  if (first.value[0] === 0x1f && first.value[1] === 0x8b) {
+    flag.gzip = true;
+    const gunzip = createGunzip({ chunkSize: 256 * 1024 });
+    const src = Readable.from(rest, { objectMode: false });
+    src.on('error', (e) => gunzip.destroy(e));
+    src.pipe(gunzip);
+    try {
+      for await (const c of gunzip) yield c as Buffer;
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (err.code?.startsWith('Z_'))
+        throw new Ext4Error('ERR_TAR_FORMAT', `gzip stream: ${err.message}`, { cause: e });
+      throw e;
+    }
+    return;
+  }
+  yield* rest;
+}
+
+/**
+ * Converts a tar (an OCI layer; plain or gzip) into a compact read-only ext4 image, optionally followed
+ * by a fixed VHD footer. `output` is a path — written under a temporary name in the same folder and
+ * renamed only when complete, so a failure leaves nothing behind — or an open file descriptor/handle,
+ * which is truncated first and, on failure, truncated back to empty.
+ */
+export async function convert(
+  input: Readable | AsyncIterable<Uint8Array>,
+  output: string | number | FileHandle,
+  options: ConvertOptions = {},
+): Promise<ConvertResult> {
+  const maximumDiskSize = options.maximumDiskSize ?? DEFAULT_MAX;
+  const { signal } = options;
+  signal?.throwIfAborted();
+  let fh: FileHandle;
+  let tmp: string | null = null;
+  if (typeof output === 'string') {
+    tmp = join(dirname(output), `.${basename(output)}.${randomBytes(6).toString('hex')}.tmp`);
+    fh = await open(tmp, 'wx+');
+  } else if (typeof output === 'number') {
+    // Node has no public FileHandle-from-fd; /proc/self/fd opens a second handle on the same file (Linux).
+    fh = await open(`/proc/self/fd/${output}`, 'r+');
+  } else fh = output;
+  try {
+    await fh.truncate(0);
+    const writer = new Ext4Writer(fh, {
+      convertWhiteouts: options.convertWhiteouts ?? false,
+      inlineData: options.inlineData ?? false,
+      maximumDiskSize,
+      ...(options.uuid ? { uuid: options.uuid } : {}),
+      ...(options.timestamp ? { timestamp: options.timestamp } : {}),
+      ...(options.label ? { label: options.label } : {}),
+      warn: (code, message) => options.onWarning?.({ code, message }),
+    });
+    const parser = new TarParser({
+      entry: (e) => writer.entry(e),
+      data: (c) => writer.data(c),
+      warn: (code, message) => options.onWarning?.({ code, message }),
+    });
+    const flag = { gzip: false };
+    let tarBytes = 0;
+    let lastReport = 0;
+    for await (const chunk of decompressed(chunks(input), flag)) {
+      if (signal?.aborted)
+        throw new Ext4Error('ERR_ABORTED', `conversion aborted after ${tarBytes} bytes`, { cause: signal.reason });
+      await parser.push(chunk);
+      tarBytes += chunk.length;
+      if (options.onProgress && tarBytes - lastReport >= 4 << 20) {
+        lastReport = tarBytes;
+        options.onProgress({ bytes: tarBytes, entries: parser.entries });
+      }
+    }
+    parser.end();
+    const summary = await writer.finish();
+    let size = summary.bytes;
+    if (options.appendVhdFooter) {
+      const footer = createFixedFooter(summary.bytes, {
+        ...(options.timestamp ? { timestamp: options.timestamp } : {}),
+        uniqueId: summary.uuid,
+      });
+      await fh.write(footer, 0, footer.length, summary.bytes);
+      size += footer.length;
+    }
+    await fh.sync();
+    options.onProgress?.({ bytes: tarBytes, entries: parser.entries });
+    if (tmp) {
+      await fh.close();
+      await rename(tmp, output as string);
+      tmp = null;
+    }
+    return { ...summary, size, tarBytes, gzip: flag.gzip };
+  } catch (e) {
+    if (tmp) {
+      await fh.close().catch(() => {});
+      await rm(tmp, { force: true });
+    } else await fh.truncate(0).catch(() => {});
+    throw e;
+  } finally {
+    if (typeof output === 'number') await fh.close().catch(() => {});
+  }
+}

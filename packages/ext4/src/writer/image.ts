@@ -1,0 +1,112 @@
+import { createHash, type Hash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+
+/**
+ * Sequential writer for the image: everything but the superblock and group descriptors is written in
+ * increasing offsets (file data while the tar streams, metadata at the end), so it goes through one
+ * large buffer and a few big `pwrite`s. Metadata bytes can be hashed on the way (for the default UUID).
+ */
+export class ImageWriter {
+  readonly #fh: FileHandle;
+  /** Two buffers: one fills while the other is being written (write-behind overlaps I/O with parsing). */
+  #buf: Uint8Array;
+  #spare: Uint8Array;
+  #pending: Promise<void> | null = null;
+  #start = 0;
+  #len = 0;
+  #hash: Hash | null = null;
+  /** Bytes written so far (the next byte's offset). */
+  get offset(): number {
+    return this.#start + this.#len;
+  }
+
+  constructor(fh: FileHandle, start: number, bufferSize = 4 << 20) {
+    this.#fh = fh;
+    this.#start = start;
+    this.#buf = new Uint8Array(bufferSize);
+    this.#spare = new Uint8Array(bufferSize);
+  }
+
+  /** Starts hashing everything appended from now on. */
+  hashFromHere(): void {
+    this.#hash = createHash('sha256');
+  }
+
+  digest(): Buffer {
+    return this.#hash ? this.#hash.digest() : Buffer.alloc(32);
+  }
+
+  /** Appends bytes; returns a promise only when it has to wait for the disk. */
+  append(data: Uint8Array): void | Promise<void> {
+    this.#hash?.update(data);
+    if (this.#len + data.length < this.#buf.length) {
+      this.#buf.set(data, this.#len);
+      this.#len += data.length;
+      return;
+    }
+    return this.#appendSlow(data);
+  }
+
+  async #appendSlow(data: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < data.length) {
+      const n = Math.min(this.#buf.length - this.#len, data.length - at);
+      this.#buf.set(data.subarray(at, at + n), this.#len);
+      this.#len += n;
+      at += n;
+      if (this.#len === this.#buf.length) await this.#rotate();
+    }
+  }
+
+  /** Hands the full buffer to the disk and continues in the other one once the previous write is done. */
+  async #rotate(): Promise<void> {
+    if (this.#pending) await this.#pending;
+    const buf = this.#buf;
+    const len = this.#len;
+    const at = this.#start;
+    this.#pending = this.#writeAll(buf, len, at);
+    this.#buf = this.#spare;
+    this.#spare = buf;
+    this.#start += len;
+    this.#len = 0;
+  }
+
+  async #writeAll(buf: Uint8Array, len: number, at: number): Promise<void> {
+    let done = 0;
+    while (done < len) {
+      const { bytesWritten } = await this.#fh.write(buf, done, len - done, at + done);
+      done += bytesWritten;
+    }
+  }
+
+  /** Appends `n` zero bytes. */
+  zeros(n: number): void | Promise<void> {
+    if (n <= 0) return;
+    if (this.#hash) this.#hash.update(new Uint8Array(n));
+    if (this.#len + n < this.#buf.length) {
+      this.#buf.fill(0, this.#len, this.#len + n);
+      this.#len += n;
+      return;
+    }
+    return this.#zerosSlow(n);
+  }
+
+  async #zerosSlow(n: number): Promise<void> {
+    // Large gaps are skipped in the file (it stays sparse there) rather than written.
+    await this.flush();
+    this.#start += n;
+  }
+
+  /** Pads with zeros to a multiple of `to`. */
+  align(to: number): void | Promise<void> {
+    const rem = this.offset % to;
+    return rem === 0 ? undefined : this.zeros(to - rem);
+  }
+
+  /** Writes everything buffered and waits for it. */
+  async flush(): Promise<void> {
+    if (this.#len > 0) await this.#rotate();
+    if (this.#pending) await this.#pending;
+    this.#pending = null;
+  }
+}

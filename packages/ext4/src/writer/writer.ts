@@ -1,0 +1,869 @@
+import type { FileHandle } from 'node:fs/promises';
+import { Ext4Error } from '../errors.ts';
+import { Compat, Incompat, RoCompat } from '../format/constants.ts';
+import { DirEntryHeader, DirFileType } from '../format/dirent.ts';
+import { EXTENT_MAGIC, Extent, ExtentHeader, ExtentIndex, MAX_EXTENT_LEN } from '../format/extent.ts';
+import { GroupDesc } from '../format/group.ts';
+import { DeviceNumbers, EXTRA_ISIZE, FileMode, INODE_SIZE, Ino, Inode, InodeFlags } from '../format/inode.ts';
+import { SUPERBLOCK_MAGIC, SUPERBLOCK_OFFSET, Superblock } from '../format/superblock.ts';
+import { displayName } from '../tar/header.ts';
+import type { TarEntry, Time } from '../tar/parser.ts';
+import { ImageWriter } from './image.ts';
+import { newNode, splitPath, Tree, type FsNode, type Run } from './tree.ts';
+import { blockXattrs, inodeXattrs, prepareXattrs, setXattrRefcount } from './xattrs.ts';
+
+export const BLOCK_SIZE = 4096;
+const BLOCKS_PER_GROUP = BLOCK_SIZE * 8;
+const INODES_PER_BLOCK = BLOCK_SIZE / INODE_SIZE;
+const EXTENTS_PER_LEAF = Math.floor((BLOCK_SIZE - ExtentHeader.size) / Extent.size);
+const MAX_LINKS = 65000;
+/** Space for extended attributes inside a 256-byte inode, after the base and extra fields. */
+const INODE_XATTR_ROOM = INODE_SIZE - 128 - EXTRA_ISIZE;
+const INLINE_MAX = 60;
+
+/** Options of the ext4 writer. */
+export interface WriterOptions {
+  /** Turn `.wh.NAME` into 0:0 character devices and `.wh..wh..opq` into `trusted.overlay.opaque=y`. */
+  convertWhiteouts: boolean;
+  /** Store regular files of at most 60 bytes inside their inode (the inline_data feature). */
+  inlineData: boolean;
+  /** Largest image, in bytes; exceeding it is `ERR_DISK_FULL`. */
+  maximumDiskSize: number;
+  /** Filesystem UUID; default: derived from the filesystem's metadata, so output is reproducible. */
+  uuid?: string;
+  /** Superblock times (mkfs, write, last check); default 0, so output is reproducible. */
+  timestamp?: Date;
+  /** Volume label, at most 16 bytes. */
+  label?: string;
+  warn: (code: string, message: string) => void;
+}
+
+/** Counts of what was written. */
+export interface WriterSummary {
+  /** Image size in bytes (a multiple of 4096). */
+  bytes: number;
+  blocks: number;
+  inodes: number;
+  entries: number;
+  files: number;
+  directories: number;
+  symlinks: number;
+  hardlinks: number;
+  whiteouts: number;
+  uuid: string;
+}
+
+interface Current {
+  node: FsNode;
+  /** Bytes of the body still to come. */
+  left: number;
+  /** Sparse: regions still to come, and the image offset of each byte run. */
+  regions: { imageOffset: number; length: number }[] | null;
+  inline: Uint8Array | null;
+  inlineAt: number;
+}
+
+function encodeTime(t: Time): [number, number] {
+  // 32 bits of seconds plus 2 epoch bits in *_extra extend the range to 2446; nanoseconds above them.
+  const lo = ((t.sec % 2 ** 32) + 2 ** 32) % 2 ** 32;
+  const signed = lo >= 2 ** 31 ? lo - 2 ** 32 : lo;
+  const epoch = Math.floor((t.sec - signed) / 2 ** 32) & 3;
+  return [lo, ((t.nsec << 2) | epoch) >>> 0];
+}
+
+function fileTypeOf(type: number): number {
+  switch (type) {
+    case FileMode.REG:
+      return DirFileType.REG;
+    case FileMode.DIR:
+      return DirFileType.DIR;
+    case FileMode.LNK:
+      return DirFileType.LNK;
+    case FileMode.CHR:
+      return DirFileType.CHR;
+    case FileMode.BLK:
+      return DirFileType.BLK;
+    case FileMode.FIFO:
+      return DirFileType.FIFO;
+    default:
+      return DirFileType.SOCK;
+  }
+}
+
+const direntSize = (nameLen: number): number => (DirEntryHeader.size + nameLen + 3) & ~3;
+
+/**
+ * Builds a compact, read-only ext4 image from a stream of tar entries. File data goes straight to its
+ * final place as it arrives; inodes, directories and bitmaps are laid out at {@link Ext4Writer.finish}.
+ *
+ * Layout: block 0 holds the superblock, the group descriptor table follows (sized for
+ * `maximumDiskSize`), then file data in arrival order, then directories, long symlinks, attribute
+ * blocks, extent leaves, and every group's bitmaps and inode table together (flex_bg). No journal, no
+ * backup superblocks (sparse_super2 with none), the read-only feature set.
+ */
+export class Ext4Writer {
+  readonly #opts: WriterOptions;
+  readonly #fh: FileHandle;
+  readonly #out: ImageWriter;
+  readonly #tree: Tree;
+  readonly #gdtBlocks: number;
+  readonly #maxBlocks: number;
+  #cur: Current | null = null;
+  #lastEntry = '(none)';
+  #stats = { entries: 0, files: 0, directories: 0, symlinks: 0, hardlinks: 0, whiteouts: 0 };
+  #usesInline = false;
+
+  constructor(fh: FileHandle, opts: WriterOptions) {
+    this.#opts = opts;
+    this.#fh = fh;
+    this.#maxBlocks = Math.floor(opts.maximumDiskSize / BLOCK_SIZE);
+    if (this.#maxBlocks < 64)
+      throw new Ext4Error('ERR_INVALID_ARGUMENT', `maximumDiskSize ${opts.maximumDiskSize}: at least 256 KiB`);
+    if (this.#maxBlocks >= 2 ** 32)
+      throw new Ext4Error(
+        'ERR_INVALID_ARGUMENT',
+        `maximumDiskSize ${opts.maximumDiskSize}: at most 16 TiB (32-bit block numbers)`,
+      );
+    const maxGroups = Math.ceil(this.#maxBlocks / BLOCKS_PER_GROUP);
+    this.#gdtBlocks = Math.ceil((maxGroups * GroupDesc.size) / BLOCK_SIZE);
+    this.#out = new ImageWriter(fh, (1 + this.#gdtBlocks) * BLOCK_SIZE);
+    this.#tree = new Tree({ sec: 0, nsec: 0 });
+    const lf = newNode(FileMode.DIR, 0o700, 'lost+found');
+    this.#tree.root.children!.set('lost+found', lf);
+  }
+
+  #fail(code: 'ERR_TAR_FORMAT' | 'ERR_DISK_FULL' | 'ERR_EXT4_UNSUPPORTED', entry: string, why: string): Ext4Error {
+    return new Ext4Error(code, `tar entry ${JSON.stringify(displayName(entry))}: ${why}`);
+  }
+
+  #reserve(blocks: number, entry: string): number {
+    const first = this.#out.offset / BLOCK_SIZE;
+    if (first + blocks > this.#maxBlocks) {
+      throw this.#fail(
+        'ERR_DISK_FULL',
+        entry,
+        `needs ${blocks} more blocks; the filesystem would exceed maximumDiskSize (${this.#opts.maximumDiskSize} bytes)`,
+      );
+    }
+    return first;
+  }
+
+  /** Adds one tar entry. For regular files, its body follows through {@link Ext4Writer.data}. */
+  entry(e: TarEntry): void {
+    this.#lastEntry = e.path;
+    this.#stats.entries++;
+    let parts = splitPath(e.path);
+    const base = parts[parts.length - 1] ?? '';
+    const implicit = e.mtime;
+    if (this.#opts.convertWhiteouts && base.startsWith('.wh.')) {
+      if (base === '.wh..wh..opq') {
+        const dir = this.#tree.parentOf([...parts.slice(0, -1), 'x'], e.path, implicit);
+        (dir.xattrs ??= new Map()).set('trusted.overlay.opaque', Buffer.from('y'));
+        this.#stats.whiteouts++;
+        return;
+      }
+      if (base.startsWith('.wh..wh.')) {
+        this.#opts.warn(
+          'WHITEOUT_META',
+          `tar entry ${JSON.stringify(displayName(e.path))}: AUFS metadata entry skipped`,
+        );
+        return;
+      }
+      parts = [...parts.slice(0, -1), base.slice(4)];
+      if (parts[parts.length - 1] === '') throw this.#fail('ERR_TAR_FORMAT', e.path, 'whiteout without a name');
+      const node = newNode(FileMode.CHR, 0, e.path, e.mtime);
+      node.uid = e.uid;
+      node.gid = e.gid;
+      this.#tree.place(parts, node, e.path, implicit);
+      this.#stats.whiteouts++;
+      return;
+    }
+    if (e.type === 'link') {
+      const target = splitPath(e.linkname);
+      const node = this.#tree.lookup(target);
+      if (!node)
+        throw this.#fail(
+          'ERR_TAR_FORMAT',
+          e.path,
+          `hard link to ${JSON.stringify(displayName(e.linkname))}, which no earlier entry created`,
+        );
+      if (node.type === FileMode.DIR)
+        throw this.#fail('ERR_TAR_FORMAT', e.path, `hard link to directory ${JSON.stringify(displayName(e.linkname))}`);
+      if (target.join('/') === parts.join('/')) return; // a link to itself changes nothing
+      this.#tree.place(parts, node, e.path, implicit);
+      this.#stats.hardlinks++;
+      return;
+    }
+    const type = {
+      file: FileMode.REG,
+      dir: FileMode.DIR,
+      symlink: FileMode.LNK,
+      chr: FileMode.CHR,
+      blk: FileMode.BLK,
+      fifo: FileMode.FIFO,
+    }[e.type];
+    const node = newNode(type, e.mode & 0o7777, e.path, e.mtime);
+    node.uid = e.uid;
+    node.gid = e.gid;
+    node.atime = e.atime ?? e.mtime;
+    node.ctime = e.ctime ?? e.mtime;
+    if (e.xattrs) node.xattrs = new Map(e.xattrs);
+    switch (e.type) {
+      case 'dir':
+        this.#stats.directories++;
+        break;
+      case 'symlink':
+        if (e.linkname.length === 0) throw this.#fail('ERR_TAR_FORMAT', e.path, 'symlink with an empty target');
+        if (e.linkname.length >= BLOCK_SIZE)
+          throw this.#fail(
+            'ERR_TAR_FORMAT',
+            e.path,
+            `symlink target of ${e.linkname.length} bytes (limit ${BLOCK_SIZE - 1})`,
+          );
+        node.target = e.linkname;
+        node.size = e.linkname.length;
+        this.#stats.symlinks++;
+        break;
+      case 'chr':
+      case 'blk':
+        node.major = e.devmajor;
+        node.minor = e.devminor;
+        break;
+      case 'file':
+        this.#startFile(node, e);
+        break;
+    }
+    this.#tree.place(parts, node, e.path, implicit);
+  }
+
+  #startFile(node: FsNode, e: TarEntry): void {
+    this.#stats.files++;
+    node.size = e.size;
+    if (e.size === 0) return;
+    if (this.#opts.inlineData && e.size <= INLINE_MAX && !e.sparse) {
+      node.inline = new Uint8Array(e.size);
+      this.#usesInline = true;
+      this.#cur = { node, left: e.size, regions: null, inline: node.inline, inlineAt: 0 };
+      return;
+    }
+    if (!e.sparse) {
+      const blocks = Math.ceil(e.size / BLOCK_SIZE);
+      const first = this.#reserve(blocks, e.path);
+      node.runs = splitRun({ logical: 0, physical: first, len: blocks });
+      this.#cur = { node, left: e.size, regions: null, inline: null, inlineAt: 0 };
+      return;
+    }
+    // Sparse: allocate the blocks the data regions touch, merged where regions share a block.
+    const runs: Run[] = [];
+    const regions: { imageOffset: number; length: number }[] = [];
+    let next = this.#out.offset / BLOCK_SIZE;
+    for (const r of e.sparse) {
+      if (r.length === 0) continue;
+      const lo = Math.floor(r.offset / BLOCK_SIZE);
+      const hi = Math.ceil((r.offset + r.length) / BLOCK_SIZE);
+      const last = runs[runs.length - 1];
+      if (last && last.logical + last.len >= lo) {
+        const extra = hi - (last.logical + last.len);
+        if (extra > 0) {
+          last.len += extra;
+          next += extra;
+        }
+      } else {
+        runs.push({ logical: lo, physical: next, len: hi - lo });
+        next += hi - lo;
+      }
+      const run = runs[runs.length - 1]!;
+      regions.push({
+        imageOffset: (run.physical + (lo - run.logical)) * BLOCK_SIZE + (r.offset - lo * BLOCK_SIZE),
+        length: r.length,
+      });
+    }
+    this.#reserve(next - this.#out.offset / BLOCK_SIZE, e.path);
+    node.runs = runs.flatMap(splitRun);
+    this.#cur = { node, left: regions.reduce((n, r) => n + r.length, 0), regions, inline: null, inlineAt: 0 };
+  }
+
+  /** Body bytes of the current regular file. Returns a promise when the write buffer had to be flushed. */
+  data(chunk: Uint8Array): void | Promise<void> {
+    const cur = this.#cur;
+    if (!cur) return;
+    if (cur.inline) {
+      cur.inline.set(chunk, cur.inlineAt);
+      cur.inlineAt += chunk.length;
+      cur.left -= chunk.length;
+      if (cur.left === 0) this.#cur = null;
+      return;
+    }
+    if (cur.regions) return this.#sparseData(cur, chunk);
+    cur.left -= chunk.length;
+    const r = this.#out.append(chunk);
+    if (cur.left === 0) {
+      this.#cur = null;
+      if (r) return r.then(() => this.#out.align(BLOCK_SIZE));
+      return this.#out.align(BLOCK_SIZE);
+    }
+    return r;
+  }
+
+  async #sparseData(cur: Current, chunk: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < chunk.length) {
+      const region = cur.regions![0]!;
+      if (this.#out.offset < region.imageOffset) await this.#out.zeros(region.imageOffset - this.#out.offset);
+      const n = Math.min(region.length, chunk.length - at);
+      await this.#out.append(chunk.subarray(at, at + n));
+      region.length -= n;
+      region.imageOffset += n;
+      at += n;
+      cur.left -= n;
+      if (region.length === 0) cur.regions!.shift();
+    }
+    if (cur.left === 0) {
+      this.#cur = null;
+      const runs = cur.node.runs;
+      const last = runs[runs.length - 1];
+      if (last) {
+        const end = (last.physical + last.len) * BLOCK_SIZE;
+        if (this.#out.offset < end) await this.#out.zeros(end - this.#out.offset);
+      }
+    }
+  }
+
+  /** Lays out and writes all metadata, then the superblock. Returns what was written. */
+  async finish(): Promise<WriterSummary> {
+    const out = this.#out;
+    await out.align(BLOCK_SIZE);
+    const dataEnd = out.offset / BLOCK_SIZE;
+
+    // 1. Inode numbers in depth-first order; link counts.
+    const root = this.#tree.root;
+    const lostFound = root.children!.get('lost+found');
+    const nodes: FsNode[] = [];
+    const parents = new Map<FsNode, FsNode>();
+    const links = new Map<FsNode, number>();
+    let nextIno = Ino.FIRST + 1;
+    root.ino = Ino.ROOT;
+    if (lostFound?.type === FileMode.DIR) lostFound.ino = Ino.LOST_FOUND;
+    const stack: FsNode[] = [root];
+    const seen = new Set<FsNode>();
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      nodes.push(dir);
+      let subdirs = 0;
+      const kids = [...dir.children!.values()];
+      for (const child of kids) {
+        if (child.type === FileMode.DIR) {
+          subdirs++;
+          parents.set(child, dir);
+          if (child.ino === 0) child.ino = nextIno++;
+        } else {
+          links.set(child, (links.get(child) ?? 0) + 1);
+          if (!seen.has(child)) {
+            seen.add(child);
+            child.ino = nextIno++;
+            nodes.push(child);
+          }
+        }
+      }
+      links.set(dir, 2 + subdirs > MAX_LINKS ? 1 : 2 + subdirs);
+      for (let i = kids.length - 1; i >= 0; i--) if (kids[i]!.type === FileMode.DIR) stack.push(kids[i]!);
+    }
+    nodes.sort((a, b) => a.ino - b.ino);
+    for (const [n, count] of links) {
+      if (count > MAX_LINKS && n.type !== FileMode.DIR)
+        throw this.#fail('ERR_EXT4_UNSUPPORTED', n.source, `${count} hard links (ext4 allows ${MAX_LINKS})`);
+    }
+    const inodeCount = nodes[nodes.length - 1]!.ino;
+
+    // 2. Sizes of the metadata that goes after the data.
+    const dirBlocks = new Map<FsNode, number>();
+    let metaBlocks = 0;
+    for (const n of nodes) {
+      if (n.type === FileMode.DIR) {
+        let blocks = 1;
+        let used = direntSize(1) + direntSize(2);
+        for (const name of n.children!.keys()) {
+          const need = direntSize(name.length);
+          if (used + need > BLOCK_SIZE) {
+            blocks++;
+            used = 0;
+          }
+          used += need;
+        }
+        dirBlocks.set(n, blocks);
+        n.size = blocks * BLOCK_SIZE;
+        metaBlocks += blocks;
+      } else if (n.type === FileMode.LNK && n.target!.length >= 60) metaBlocks += 1;
+    }
+    const xattrArea = new Map<FsNode, Uint8Array>();
+    const xattrBlocks = new Map<string, { block: Uint8Array; users: FsNode[] }>();
+    for (const n of nodes) {
+      const attrs = n.inline ? new Map([...(n.xattrs ?? []), ['system.data', new Uint8Array(0)] as const]) : n.xattrs;
+      if (!attrs || attrs.size === 0) continue;
+      const items = prepareXattrs(attrs, `tar entry ${JSON.stringify(displayName(n.source))}`);
+      const inInode = inodeXattrs(items, INODE_XATTR_ROOM);
+      if (inInode) xattrArea.set(n, inInode);
+      else {
+        if (n.inline)
+          throw this.#fail(
+            'ERR_EXT4_UNSUPPORTED',
+            n.source,
+            'inline data with attributes that do not fit in the inode',
+          );
+        const block = blockXattrs(items, BLOCK_SIZE, `tar entry ${JSON.stringify(displayName(n.source))}`);
+        const key = Buffer.from(block).toString('latin1');
+        const shared = xattrBlocks.get(key);
+        if (shared) shared.users.push(n);
+        else {
+          xattrBlocks.set(key, { block, users: [n] });
+          metaBlocks++;
+        }
+      }
+    }
+    const leafBlocks = new Map<FsNode, number>();
+    for (const n of nodes) {
+      if (n.runs.length > 4) {
+        const leaves = Math.ceil(n.runs.length / EXTENTS_PER_LEAF);
+        if (leaves > 4)
+          throw this.#fail(
+            'ERR_EXT4_UNSUPPORTED',
+            n.source,
+            `${n.runs.length} extents need a deeper extent tree than this writer builds`,
+          );
+        leafBlocks.set(n, leaves);
+        metaBlocks += leaves;
+      }
+    }
+    // Directories' extents are known once placed; they are contiguous, so ≤ 4 extents up to 512 MiB.
+
+    // 3. Groups and inodes per group.
+    let groups = Math.max(1, Math.ceil(inodeCount / BLOCKS_PER_GROUP));
+    let ipg = 0;
+    let total = 0;
+    for (;;) {
+      ipg = Math.ceil(Math.ceil(inodeCount / groups) / INODES_PER_BLOCK) * INODES_PER_BLOCK;
+      if (ipg > BLOCKS_PER_GROUP) {
+        groups++;
+        continue;
+      }
+      const itable = (groups * ipg) / INODES_PER_BLOCK;
+      total = dataEnd + metaBlocks + 2 * groups + itable;
+      total = Math.max(total, (groups - 1) * BLOCKS_PER_GROUP + 256);
+      total = Math.ceil(total / 256) * 256; // whole MiB
+      const need = Math.ceil(total / BLOCKS_PER_GROUP);
+      if (need === groups) break;
+      groups = need;
+    }
+    if (total > this.#maxBlocks) {
+      throw new Ext4Error(
+        'ERR_DISK_FULL',
+        `filesystem metadata after tar entry ${JSON.stringify(displayName(this.#lastEntry))}: the image needs ${total * BLOCK_SIZE} bytes, more than maximumDiskSize (${this.#opts.maximumDiskSize})`,
+      );
+    }
+
+    // 4. Place and write the metadata, in order.
+    out.hashFromHere();
+    const used = new Uint8Array(Math.ceil(total / 8));
+    const mark = (first: number, count: number): void => {
+      for (let b = first; b < first + count; b++) used[b >>> 3]! |= 1 << (b & 7);
+    };
+    // Block 0 and the descriptors of the groups that exist; the rest of the reserved table stays free.
+    mark(0, 1 + Math.ceil((groups * GroupDesc.size) / BLOCK_SIZE));
+    for (const n of nodes) for (const r of n.runs) mark(r.physical, r.len);
+    let cursor = dataEnd;
+    for (const n of nodes) {
+      if (n.type !== FileMode.DIR) continue;
+      const blocks = dirBlocks.get(n)!;
+      n.runs = splitRun({ logical: 0, physical: cursor, len: blocks });
+      cursor += blocks;
+      await this.#writeDir(n, parents.get(n) ?? n);
+    }
+    const symlinkBlock = new Map<FsNode, number>();
+    for (const n of nodes) {
+      if (n.type === FileMode.LNK && n.target!.length >= 60) {
+        symlinkBlock.set(n, cursor);
+        n.runs = [{ logical: 0, physical: cursor++, len: 1 }];
+        const b = new Uint8Array(BLOCK_SIZE);
+        b.set(Buffer.from(n.target!, 'latin1'));
+        await out.append(b);
+      }
+    }
+    const xattrBlockOf = new Map<FsNode, number>();
+    for (const { block, users } of xattrBlocks.values()) {
+      setXattrRefcount(block, users.length);
+      for (const u of users) xattrBlockOf.set(u, cursor);
+      cursor++;
+      await out.append(block);
+    }
+    const leafOf = new Map<FsNode, number>();
+    for (const [n, leaves] of leafBlocks) {
+      leafOf.set(n, cursor);
+      for (let l = 0; l < leaves; l++) {
+        const b = new Uint8Array(BLOCK_SIZE);
+        const part = n.runs.slice(l * EXTENTS_PER_LEAF, (l + 1) * EXTENTS_PER_LEAF);
+        ExtentHeader.encodeInto(
+          { magic: EXTENT_MAGIC, entries: part.length, max: EXTENTS_PER_LEAF, depth: 0, generation: 0 },
+          b,
+          0,
+        );
+        part.forEach((r, i) => Extent.encodeInto(extentOf(r), b, ExtentHeader.size + i * Extent.size));
+        await out.append(b);
+        cursor++;
+      }
+    }
+    const blockBitmapAt = cursor;
+    const inodeBitmapAt = blockBitmapAt + groups;
+    const inodeTableAt = inodeBitmapAt + groups;
+    const itableBlocksPerGroup = ipg / INODES_PER_BLOCK;
+    const metaEnd = inodeTableAt + groups * itableBlocksPerGroup;
+    mark(dataEnd, metaEnd - dataEnd);
+
+    const descs: GroupDesc[] = [];
+    let freeBlocks = 0;
+    let freeInodes = 0;
+    const byIno = new Map(nodes.map((n) => [n.ino, n] as const));
+    for (let g = 0; g < groups; g++) {
+      const first = g * BLOCKS_PER_GROUP;
+      const inGroup = Math.min(BLOCKS_PER_GROUP, total - first);
+      const bitmap = new Uint8Array(BLOCK_SIZE);
+      let free = 0;
+      for (let i = 0; i < BLOCKS_PER_GROUP; i++) {
+        const b = first + i;
+        const set = i >= inGroup || (used[b >>> 3]! & (1 << (b & 7))) !== 0;
+        if (set) bitmap[i >>> 3]! |= 1 << (i & 7);
+        else free++;
+      }
+      let ifree = 0;
+      let dirs = 0;
+      for (let i = 0; i < ipg; i++) {
+        const ino = g * ipg + i + 1;
+        const n = byIno.get(ino);
+        if (n && n.type === FileMode.DIR) dirs++;
+        if (!(n || ino <= Ino.FIRST)) ifree++;
+      }
+      freeBlocks += free;
+      freeInodes += ifree;
+      descs.push({
+        blockBitmapLo: blockBitmapAt + g,
+        inodeBitmapLo: inodeBitmapAt + g,
+        inodeTableLo: inodeTableAt + g * itableBlocksPerGroup,
+        freeBlocksCountLo: free,
+        freeInodesCountLo: ifree,
+        usedDirsCountLo: dirs,
+        flags: 0,
+        excludeBitmapLo: 0,
+        blockBitmapCsumLo: 0,
+        inodeBitmapCsumLo: 0,
+        itableUnusedLo: 0,
+        checksum: 0,
+      });
+      await out.append(bitmap);
+    }
+    for (let g = 0; g < groups; g++) {
+      const bitmap = new Uint8Array(BLOCK_SIZE);
+      for (let i = 0; i < BLOCKS_PER_GROUP; i++) {
+        const ino = g * ipg + i + 1;
+        // Bits past the group's inodes are padding and must be set (e2fsck checks).
+        if (i >= ipg || ino <= Ino.FIRST || byIno.has(ino)) bitmap[i >>> 3]! |= 1 << (i & 7);
+      }
+      await out.append(bitmap);
+    }
+    for (let g = 0; g < groups; g++) {
+      const table = new Uint8Array(ipg * INODE_SIZE);
+      for (let i = 0; i < ipg; i++) {
+        const n = byIno.get(g * ipg + i + 1);
+        if (!n) continue;
+        this.#encodeInode(n, table, i * INODE_SIZE, {
+          links: links.get(n) ?? 1,
+          xattrArea: xattrArea.get(n),
+          xattrBlock: xattrBlockOf.get(n) ?? 0,
+          leaf: leafOf.get(n),
+          leaves: leafBlocks.get(n) ?? 0,
+        });
+      }
+      await out.append(table);
+    }
+    if (out.offset !== metaEnd * BLOCK_SIZE)
+      throw new Error(`internal: metadata ends at ${out.offset}, planned ${metaEnd * BLOCK_SIZE}`);
+    await out.flush();
+
+    // 5. Group descriptors and superblock at the front; the file gets its full size.
+    const gdt = new Uint8Array(this.#gdtBlocks * BLOCK_SIZE);
+    descs.forEach((d, g) => GroupDesc.encodeInto(d, gdt, g * GroupDesc.size));
+    const uuid = this.#opts.uuid ?? uuidFrom(out.digest());
+    const sb = this.#superblock({ total, groups, ipg, freeBlocks, freeInodes, uuid });
+    const head = new Uint8Array(BLOCK_SIZE);
+    head.set(sb, SUPERBLOCK_OFFSET);
+    await this.#fh.write(head, 0, BLOCK_SIZE, 0);
+    await this.#fh.write(gdt, 0, gdt.length, BLOCK_SIZE);
+    await this.#fh.truncate(total * BLOCK_SIZE);
+    return { bytes: total * BLOCK_SIZE, blocks: total, inodes: groups * ipg, ...this.#stats, uuid };
+  }
+
+  async #writeDir(dir: FsNode, parent: FsNode): Promise<void> {
+    const blocks = dir.runs.reduce((n, r) => n + r.len, 0);
+    const buf = new Uint8Array(blocks * BLOCK_SIZE);
+    let blockStart = 0;
+    let at = 0;
+    let lastAt = -1;
+    const put = (name: Buffer, ino: number, type: number): void => {
+      const need = direntSize(name.length);
+      if (at + need > blockStart + BLOCK_SIZE) {
+        DirEntryHeader.set(buf, 'recLen', blockStart + BLOCK_SIZE - lastAt, lastAt);
+        blockStart += BLOCK_SIZE;
+        at = blockStart;
+      }
+      DirEntryHeader.encodeInto({ inode: ino, recLen: need, nameLen: name.length, fileType: type }, buf, at);
+      buf.set(name, at + DirEntryHeader.size);
+      lastAt = at;
+      at += need;
+    };
+    put(Buffer.from('.'), dir.ino, DirFileType.DIR);
+    put(Buffer.from('..'), parent.ino, DirFileType.DIR);
+    for (const [name, child] of dir.children!) put(Buffer.from(name, 'latin1'), child.ino, fileTypeOf(child.type));
+    DirEntryHeader.set(buf, 'recLen', blockStart + BLOCK_SIZE - lastAt, lastAt);
+    await this.#out.append(buf);
+  }
+
+  #encodeInode(
+    n: FsNode,
+    table: Uint8Array,
+    at: number,
+    x: {
+      links: number;
+      xattrArea: Uint8Array | undefined;
+      xattrBlock: number;
+      leaf: number | undefined;
+      leaves: number;
+    },
+  ): void {
+    const block = new Uint8Array(60);
+    let flags = 0;
+    let dataBlocks = n.runs.reduce((s, r) => s + r.len, 0) + x.leaves;
+    if (n.type === FileMode.LNK && n.target!.length < 60) {
+      block.set(Buffer.from(n.target!, 'latin1'));
+      dataBlocks = 0;
+    } else if (n.type === FileMode.CHR || n.type === FileMode.BLK) {
+      // old_encode_dev when both numbers fit in 8 bits, else new_encode_dev in i_block[1] (fs/ext4/inode.c).
+      const small = n.major < 256 && n.minor < 256;
+      DeviceNumbers.encodeInto(
+        small
+          ? { old: (n.major << 8) | n.minor, new: 0, zero: 0 }
+          : { old: 0, new: ((n.minor & 0xff) | (n.major << 8) | ((n.minor & ~0xff) << 12)) >>> 0, zero: 0 },
+        block,
+        0,
+      );
+    } else if (n.type === FileMode.FIFO || n.type === FileMode.SOCK) {
+      // nothing in i_block
+    } else if (n.inline) {
+      flags |= InodeFlags.INLINE_DATA;
+      block.set(n.inline);
+    } else {
+      flags |= InodeFlags.EXTENTS;
+      if (x.leaf === undefined) {
+        ExtentHeader.encodeInto(
+          { magic: EXTENT_MAGIC, entries: n.runs.length, max: 4, depth: 0, generation: 0 },
+          block,
+          0,
+        );
+        n.runs.forEach((r, i) => Extent.encodeInto(extentOf(r), block, ExtentHeader.size + i * Extent.size));
+      } else {
+        ExtentHeader.encodeInto({ magic: EXTENT_MAGIC, entries: x.leaves, max: 4, depth: 1, generation: 0 }, block, 0);
+        for (let l = 0; l < x.leaves; l++) {
+          const firstRun = n.runs[l * EXTENTS_PER_LEAF]!;
+          ExtentIndex.encodeInto(
+            { block: firstRun.logical, leafLo: x.leaf + l, leafHi: 0, unused: 0 },
+            block,
+            ExtentHeader.size + l * ExtentIndex.size,
+          );
+        }
+      }
+    }
+    if (x.xattrBlock) dataBlocks++;
+    const sectors = dataBlocks * (BLOCK_SIZE / 512);
+    const [atime, atimeExtra] = encodeTime(n.atime);
+    const [mtime, mtimeExtra] = encodeTime(n.mtime);
+    const [ctime, ctimeExtra] = encodeTime(n.ctime);
+    Inode.encodeInto(
+      {
+        mode: n.type | n.perm,
+        uidLo: n.uid & 0xffff,
+        sizeLo: n.size % 2 ** 32,
+        atime,
+        ctime,
+        mtime,
+        dtime: 0,
+        gidLo: n.gid & 0xffff,
+        linksCount: x.links,
+        blocksLo: sectors % 2 ** 32,
+        flags,
+        version: 0,
+        block,
+        generation: 0,
+        fileAclLo: x.xattrBlock,
+        sizeHi: Math.floor(n.size / 2 ** 32),
+        obsoFaddr: 0,
+        blocksHi: Math.floor(sectors / 2 ** 32),
+        fileAclHi: 0,
+        uidHi: Math.floor(n.uid / 65536) & 0xffff,
+        gidHi: Math.floor(n.gid / 65536) & 0xffff,
+        checksumLo: 0,
+        reserved: 0,
+        extraIsize: EXTRA_ISIZE,
+        checksumHi: 0,
+        ctimeExtra,
+        mtimeExtra,
+        atimeExtra,
+        crtime: mtime,
+        crtimeExtra: mtimeExtra,
+        versionHi: 0,
+        projid: 0,
+      },
+      table,
+      at,
+    );
+    if (x.xattrArea) table.set(x.xattrArea, at + 128 + EXTRA_ISIZE);
+  }
+
+  #superblock(s: {
+    total: number;
+    groups: number;
+    ipg: number;
+    freeBlocks: number;
+    freeInodes: number;
+    uuid: string;
+  }): Uint8Array {
+    const now = this.#opts.timestamp ? Math.floor(this.#opts.timestamp.getTime() / 1000) : 0;
+    const [time, timeHi] = [now % 2 ** 32, Math.floor(now / 2 ** 32) & 0xff];
+    const label = Buffer.from(this.#opts.label ?? '', 'utf8');
+    if (label.length > 16)
+      throw new Ext4Error('ERR_INVALID_ARGUMENT', `label ${JSON.stringify(this.#opts.label)}: longer than 16 bytes`);
+    return Superblock.encode({
+      inodesCount: s.groups * s.ipg,
+      blocksCountLo: s.total,
+      rBlocksCountLo: 0,
+      freeBlocksCountLo: s.freeBlocks,
+      freeInodesCount: s.freeInodes,
+      firstDataBlock: 0,
+      logBlockSize: 2,
+      logClusterSize: 2,
+      blocksPerGroup: BLOCKS_PER_GROUP,
+      clustersPerGroup: BLOCKS_PER_GROUP,
+      inodesPerGroup: s.ipg,
+      mtime: 0,
+      wtime: time,
+      mntCount: 0,
+      maxMntCount: 0xffff,
+      magic: SUPERBLOCK_MAGIC,
+      state: 1,
+      errors: 1,
+      minorRevLevel: 0,
+      lastcheck: time,
+      checkinterval: 0,
+      creatorOs: 0,
+      revLevel: 1,
+      defResuid: 0,
+      defResgid: 0,
+      firstIno: Ino.FIRST,
+      inodeSize: INODE_SIZE,
+      blockGroupNr: 0,
+      featureCompat: Compat.ext_attr | Compat.sparse_super2,
+      featureIncompat:
+        Incompat.filetype | Incompat.extent | Incompat.flex_bg | (this.#usesInline ? Incompat.inline_data : 0),
+      featureRoCompat:
+        RoCompat.large_file | RoCompat.huge_file | RoCompat.dir_nlink | RoCompat.extra_isize | RoCompat['read-only'],
+      uuid: s.uuid,
+      volumeName: label.toString('latin1'),
+      lastMounted: '',
+      algorithmUsageBitmap: 0,
+      preallocBlocks: 0,
+      preallocDirBlocks: 0,
+      reservedGdtBlocks: 0,
+      journalUuid: '00000000-0000-0000-0000-000000000000',
+      journalInum: 0,
+      journalDev: 0,
+      lastOrphan: 0,
+      hashSeed: new Uint8Array(16),
+      defHashVersion: 1,
+      jnlBackupType: 0,
+      descSize: 0,
+      defaultMountOpts: 0,
+      firstMetaBg: 0,
+      mkfsTime: time,
+      jnlBlocks: new Uint8Array(68),
+      blocksCountHi: 0,
+      rBlocksCountHi: 0,
+      freeBlocksCountHi: 0,
+      minExtraIsize: EXTRA_ISIZE,
+      wantExtraIsize: EXTRA_ISIZE,
+      flags: 0,
+      raidStride: 0,
+      mmpInterval: 0,
+      mmpBlock: 0n,
+      raidStripeWidth: 0,
+      logGroupsPerFlex: 31 - Math.clz32(Math.max(1, s.groups)) + (s.groups & (s.groups - 1) ? 1 : 0),
+      checksumType: 0,
+      kbytesWritten: 0n,
+      snapshotInum: 0,
+      snapshotId: 0,
+      snapshotRBlocksCount: 0n,
+      snapshotList: 0,
+      errorCount: 0,
+      firstErrorTime: 0,
+      firstErrorIno: 0,
+      firstErrorBlock: 0n,
+      firstErrorFunc: '',
+      firstErrorLine: 0,
+      lastErrorTime: 0,
+      lastErrorIno: 0,
+      lastErrorLine: 0,
+      lastErrorBlock: 0n,
+      lastErrorFunc: '',
+      mountOpts: '',
+      usrQuotaInum: 0,
+      grpQuotaInum: 0,
+      overheadClusters: 0,
+      backupBgs0: 0,
+      backupBgs1: 0,
+      encryptAlgos: new Uint8Array(4),
+      encryptPwSalt: new Uint8Array(16),
+      lpfIno: Ino.LOST_FOUND,
+      prjQuotaInum: 0,
+      checksumSeed: 0,
+      wtimeHi: timeHi,
+      mtimeHi: 0,
+      mkfsTimeHi: timeHi,
+      lastcheckHi: timeHi,
+      firstErrorTimeHi: 0,
+      lastErrorTimeHi: 0,
+      firstErrorErrcode: 0,
+      lastErrorErrcode: 0,
+      encoding: 0,
+      encodingFlags: 0,
+      orphanFileInum: 0,
+      checksum: 0,
+    });
+  }
+}
+
+/** Splits a run into extents of at most 32768 blocks. */
+function splitRun(r: Run): Run[] {
+  const out: Run[] = [];
+  for (let done = 0; done < r.len; done += MAX_EXTENT_LEN) {
+    out.push({ logical: r.logical + done, physical: r.physical + done, len: Math.min(MAX_EXTENT_LEN, r.len - done) });
+  }
+  return out;
+}
+
+function extentOf(r: Run): Extent {
+  return { block: r.logical, len: r.len, startHi: Math.floor(r.physical / 2 ** 32), startLo: r.physical % 2 ** 32 };
+}
+
+/** A UUID (version 5 bits) from a digest, for reproducible images. */
+function uuidFrom(digest: Buffer): string {
+  const b = Buffer.from(digest.subarray(0, 16));
+  b[6] = (b[6]! & 0x0f) | 0x50;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
