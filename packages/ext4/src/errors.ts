@@ -4,7 +4,8 @@
  * - `ERR_EXT4_UNSUPPORTED`: valid input using something we refuse (a feature, an xattr too large for a block);
  * - `ERR_TAR_FORMAT`: a tar that is malformed or unsafe (the message names the entry);
  * - `ERR_DISK_FULL`: the filesystem would exceed `maximumDiskSize` (the message names the entry);
- * - `ERR_INVALID_ARGUMENT`: an option out of range; `ERR_ABORTED`: the `AbortSignal` fired.
+ * - `ERR_INVALID_ARGUMENT`: an option out of range; `ERR_ABORTED`: the `AbortSignal` fired;
+ * - `ERR_INTERNAL`: an invariant of the writer broke (a bug: please report it with the input).
  */
 export type Ext4ErrorCode =
   | 'ERR_EXT4_CORRUPT'
@@ -12,7 +13,8 @@ export type Ext4ErrorCode =
   | 'ERR_TAR_FORMAT'
   | 'ERR_DISK_FULL'
   | 'ERR_INVALID_ARGUMENT'
-  | 'ERR_ABORTED';
+  | 'ERR_ABORTED'
+  | 'ERR_INTERNAL';
 
 /** The one error class of `@lcow/ext4`. */
 export class Ext4Error extends Error {

@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
@@ -8,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, oracle, pseudoRandomBytes, rootWithLoop, run, tempDir, type TarSpec } from '@lcow/testkit';
 import { readFooter } from '@lcow/vhd';
 import { convert, probeExt4 } from '../src/index.ts';
-import { convertChecked, expectNoLeftovers, mountedTree } from './helpers.ts';
+import { convertChecked, mountedTree } from './helpers.ts';
 
 const tools = oracle('e2fsck') && oracle('debugfs') && oracle('getfattr');
 const kernel = tools && rootWithLoop();
@@ -196,7 +195,6 @@ describe.skipIf(!tools)('convert: every entry type', () => {
 
   it('a 600 MiB file spans five extents through an extent leaf block', async () => {
     const size = 600 * 2 ** 20;
-    const tarPath = join(dir.path, 'huge.tar');
     const head = makeTar([{ path: 'huge', body: new Uint8Array(0) }], { end: false });
     // Patch the size field to 600 MiB and stream the body without holding it.
     const hdr = head.slice(0, 512);
@@ -212,7 +210,6 @@ describe.skipIf(!tools)('convert: every entry type', () => {
     }
     const image = join(dir.path, 'huge.img');
     const result = await convert(body(), image);
-    void tarPath;
     await run('e2fsck', ['-fn', image]);
     expect(await run('debugfs', ['-R', 'stat /huge', image])).toMatch(/\(ETB0\):\d+, \(0-32767\)/);
     expect(result.bytes).toBeGreaterThan(size);

@@ -583,8 +583,12 @@ export class Ext4Writer {
       }
       await out.append(table);
     }
-    if (out.offset !== metaEnd * BLOCK_SIZE)
-      throw new Error(`internal: metadata ends at ${out.offset}, planned ${metaEnd * BLOCK_SIZE}`);
+    if (out.offset !== metaEnd * BLOCK_SIZE) {
+      throw new Ext4Error(
+        'ERR_INTERNAL',
+        `metadata ends at byte ${out.offset}, planned ${metaEnd * BLOCK_SIZE} (a bug in @lcow/ext4)`,
+      );
+    }
     await out.flush();
 
     // 5. Group descriptors and superblock at the front; the file gets its full size.
