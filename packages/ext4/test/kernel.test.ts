@@ -176,8 +176,8 @@ describe.skipIf(!ready)('random trees (property)', () => {
         });
         const tp = pack();
         const chunks: Buffer[] = [];
-        tp.on('data', (c: Buffer) => chunks.push(c));
-        const done = new Promise((r) => tp.on('end', r));
+        tp.on('data', (c: unknown) => chunks.push(c as Buffer));
+        const done = new Promise<void>((r) => tp.on('end', () => r()));
         for (const [parts, it, mtime, uid] of kept) {
           const common = { name: parts.join('/'), mtime: new Date(mtime * 1000), uid, gid: uid + 1 };
           if (it.kind === 'file') tp.entry({ ...common, mode: it.mode }, Buffer.from(it.body));
