@@ -191,8 +191,15 @@ export interface Struct<F extends Fields> {
   set<K extends DataKeys<F> & string>(buf: Uint8Array, field: K, value: ValueOf<F[K]>, offset?: number): void;
 }
 
+// Encoding many structs into one buffer (an inode table, a directory block) reuses its DataView.
+let lastBuf: Uint8Array | null = null;
+let lastView: DataView | null = null;
+
 function viewOf(buf: Uint8Array): DataView {
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (buf === lastBuf && lastView !== null) return lastView;
+  lastBuf = buf;
+  lastView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  return lastView;
 }
 
 /**

@@ -30,6 +30,11 @@ export interface ConvertOptions {
   timestamp?: Date;
   /** Volume label (≤ 16 bytes). */
   label?: string;
+  /**
+   * fsync the image before it is renamed into place (default true): after a crash the output is either
+   * absent or complete. Turn off only where the caller syncs itself or durability does not matter.
+   */
+  fsync?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: ConvertProgress) => void;
   /** Recoverable oddities in the input (skipped AUFS metadata, a lone zero block…). */
@@ -52,6 +57,33 @@ async function* chunks(input: Readable | AsyncIterable<Uint8Array>): AsyncGenera
   for await (const c of input) yield typeof c === 'string' ? Buffer.from(c) : c;
 }
 
+const READ_CHUNK = 1 << 20;
+
+/**
+ * Reads a file in 1 MiB chunks through two reused buffers, the next read in flight while the current
+ * chunk is parsed. A chunk is valid until the consumer asks for the next one (the parser never keeps one).
+ */
+async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
+  const fh = await open(path, 'r');
+  try {
+    const bufs = [new Uint8Array(READ_CHUNK), new Uint8Array(READ_CHUNK)];
+    let pos = 0;
+    let which = 0;
+    let pending = fh.read(bufs[0]!, 0, READ_CHUNK, pos);
+    for (;;) {
+      const { bytesRead } = await pending;
+      if (bytesRead === 0) return;
+      const cur = bufs[which]!;
+      pos += bytesRead;
+      which ^= 1;
+      pending = fh.read(bufs[which]!, 0, READ_CHUNK, pos);
+      yield cur.subarray(0, bytesRead);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Peeks at the first bytes: gzip (1f 8b) is decompressed on the fly. */
 async function* decompressed(input: AsyncIterable<Uint8Array>, flag: { gzip: boolean }): AsyncGenerator<Uint8Array> {
   const it = input[Symbol.asyncIterator]();
@@ -69,7 +101,13 @@ async function* decompressed(input: AsyncIterable<Uint8Array>, flag: { gzip: boo
   if (first.value[0] === 0x1f && first.value[1] === 0x8b) {
     flag.gzip = true;
     const gunzip = createGunzip({ chunkSize: 256 * 1024 });
-    const src = Readable.from(rest, { objectMode: false });
+    // zlib holds on to its input: hand it copies, since file chunks come from reused buffers.
+    const src = Readable.from(
+      (async function* () {
+        for await (const c of rest) yield Buffer.from(c);
+      })(),
+      { objectMode: false },
+    );
     src.on('error', (e) => gunzip.destroy(e));
     src.pipe(gunzip);
     try {
@@ -86,13 +124,13 @@ async function* decompressed(input: AsyncIterable<Uint8Array>, flag: { gzip: boo
 }
 
 /**
- * Converts a tar (an OCI layer; plain or gzip) into a compact read-only ext4 image, optionally followed
- * by a fixed VHD footer. `output` is a path — written under a temporary name in the same folder and
+ * Converts a tar (an OCI layer; plain or gzip; a path, a Readable or any async iterable of bytes) into a
+ * compact read-only ext4 image, optionally followed by a fixed VHD footer. `output` is a path — written under a temporary name in the same folder and
  * renamed only when complete, so a failure leaves nothing behind — or an open file descriptor/handle,
  * which is truncated first and, on failure, truncated back to empty.
  */
 export async function convert(
-  input: Readable | AsyncIterable<Uint8Array>,
+  input: string | Readable | AsyncIterable<Uint8Array>,
   output: string | number | FileHandle,
   options: ConvertOptions = {},
 ): Promise<ConvertResult> {
@@ -127,7 +165,8 @@ export async function convert(
     const flag = { gzip: false };
     let tarBytes = 0;
     let lastReport = 0;
-    for await (const chunk of decompressed(chunks(input), flag)) {
+    const source = typeof input === 'string' ? fileChunks(input) : chunks(input);
+    for await (const chunk of decompressed(source, flag)) {
       if (signal?.aborted)
         throw new Ext4Error('ERR_ABORTED', `conversion aborted after ${tarBytes} bytes`, { cause: signal.reason });
       await parser.push(chunk);
@@ -148,7 +187,7 @@ export async function convert(
       await fh.write(footer, 0, footer.length, summary.bytes);
       size += footer.length;
     }
-    await fh.sync();
+    if (options.fsync !== false) await fh.sync();
     options.onProgress?.({ bytes: tarBytes, entries: parser.entries });
     if (tmp) {
       await fh.close();

@@ -1,7 +1,7 @@
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { oracle, pseudoRandomBytes, run, tempDir } from '@lcow/testkit';
+import { makeTar, oracle, pseudoRandomBytes, run, tempDir } from '@lcow/testkit';
 import { main } from './main.ts';
 import { parseSize } from './format.ts';
 
@@ -92,6 +92,41 @@ describe('lcow vhd', () => {
     expect(j.verified).toBe(true);
     expect(j.reports.map((x: { disk: { format: string } }) => x.disk.format)).toEqual(['vhd', 'vhdx', 'vhdx']);
     expect(await readFile(join(dir.path, 'demo', 'rootfs', 'hello.txt'), 'utf8')).toMatch(/Hello/);
+  });
+});
+
+describe('lcow tar2ext4', () => {
+  it('converts a tar file to a layer.vhd; --json reports bytes, entries, seconds', async () => {
+    const tar = join(dir.path, 'layer.tar');
+    await writeFile(
+      tar,
+      makeTar([
+        { path: 'etc/os-release', body: 'ID=lcow\n' },
+        { path: '.wh.gone', body: '' },
+      ]),
+    );
+    const out = join(dir.path, 'layer.vhd');
+    const r = await lcow('tar2ext4', '-i', tar, '-o', out, '--vhd', '--whiteouts', '--json');
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j).toMatchObject({ bytes: (await stat(out)).size, entries: 2, whiteouts: 1, seconds: expect.any(Number) });
+    const info = JSON.parse((await lcow('vhd', 'info', out, '--json')).out);
+    expect(info).toMatchObject({
+      verdict: 'ok',
+      disk: { format: 'vhd', virtualSize: j.filesystemBytes },
+      contents: { type: 'ext4' },
+    });
+  });
+
+  it('a bad tar prints the error code and the entry, and leaves no output', async () => {
+    const tar = join(dir.path, 'bad.tar');
+    await writeFile(tar, makeTar([{ path: '../escape', body: 'x' }]));
+    const out = join(dir.path, 'bad.img');
+    const r = await lcow('tar2ext4', '-i', tar, '-o', out);
+    expect(r.status).toBe(1);
+    expect(r.err).toMatch(/^lcow: ERR_TAR_FORMAT: tar entry "\.\.\/escape": path contains "\.\."/);
+    await expect(stat(out)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect((await lcow('tar2ext4', '-i', tar)).status).toBe(2);
   });
 });
 

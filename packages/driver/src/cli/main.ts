@@ -1,4 +1,5 @@
 import { demoCommand } from './commands/demo.ts';
+import { tar2ext4Command } from './commands/tar2ext4.ts';
 import { vhdCommand } from './commands/vhd.ts';
 
 /** Where a command writes, and how it is cancelled. Tests pass their own. */
@@ -18,7 +19,7 @@ export interface Command {
   run(argv: string[], io: Io): Promise<number>;
 }
 
-const COMMANDS: Command[] = [vhdCommand, demoCommand];
+const COMMANDS: Command[] = [tar2ext4Command, vhdCommand, demoCommand];
 
 function help(): string {
   return [

@@ -241,7 +241,7 @@ export class TarParser {
     this.#lastName = entry.path;
     if (raw.type === 'S') {
       entry.sparse = [];
-      this.#readGnuSparse(b, entry.sparse, 0, 4, entry.path);
+      this.#readGnuSparse(b, entry.sparse, Field.gnuSparse[0], 4, entry.path);
       entry.size = number(b, Field.gnuRealSize, 'sparse real size', () => entry.path);
       this.#pending = { raw, entry };
       if (b[Field.gnuIsExtended[0]]) {

@@ -8,6 +8,7 @@ import { DeviceNumbers, EXTRA_ISIZE, FileMode, INODE_SIZE, Ino, Inode, InodeFlag
 import { SUPERBLOCK_MAGIC, SUPERBLOCK_OFFSET, Superblock } from '../format/superblock.ts';
 import { displayName } from '../tar/header.ts';
 import type { TarEntry, Time } from '../tar/parser.ts';
+import { Bitmap, popcount } from './bitmap.ts';
 import { ImageWriter } from './image.ts';
 import { newNode, splitPath, Tree, type FsNode, type Run } from './tree.ts';
 import { blockXattrs, inodeXattrs, prepareXattrs, setXattrRefcount } from './xattrs.ts';
@@ -463,10 +464,9 @@ export class Ext4Writer {
 
     // 4. Place and write the metadata, in order.
     out.hashFromHere();
-    const used = new Uint8Array(Math.ceil(total / 8));
-    const mark = (first: number, count: number): void => {
-      for (let b = first; b < first + count; b++) used[b >>> 3]! |= 1 << (b & 7);
-    };
+    // One bitmap for the whole filesystem: group g's block bitmap is its bytes [g × 4096, (g + 1) × 4096).
+    const used = new Bitmap(groups * BLOCKS_PER_GROUP);
+    const mark = (first: number, count: number): void => used.setRange(first, count);
     // Block 0 and the descriptors of the groups that exist; the rest of the reserved table stays free.
     mark(0, 1 + Math.ceil((groups * GroupDesc.size) / BLOCK_SIZE));
     for (const n of nodes) for (const r of n.runs) mark(r.physical, r.len);
@@ -478,10 +478,8 @@ export class Ext4Writer {
       cursor += blocks;
       await this.#writeDir(n, parents.get(n) ?? n);
     }
-    const symlinkBlock = new Map<FsNode, number>();
     for (const n of nodes) {
       if (n.type === FileMode.LNK && n.target!.length >= 60) {
-        symlinkBlock.set(n, cursor);
         n.runs = [{ logical: 0, physical: cursor++, len: 1 }];
         const b = new Uint8Array(BLOCK_SIZE);
         b.set(Buffer.from(n.target!, 'latin1'));
@@ -518,38 +516,28 @@ export class Ext4Writer {
     const metaEnd = inodeTableAt + groups * itableBlocksPerGroup;
     mark(dataEnd, metaEnd - dataEnd);
 
+    // Blocks past the end of the filesystem, in the last group, are padding and marked used.
+    mark(total, groups * BLOCKS_PER_GROUP - total);
+    const byIno = new Map(nodes.map((n) => [n.ino, n] as const));
+    const dirsIn = new Array<number>(groups).fill(0);
+    for (const n of nodes) if (n.type === FileMode.DIR) dirsIn[Math.floor((n.ino - 1) / ipg)]!++;
     const descs: GroupDesc[] = [];
     let freeBlocks = 0;
     let freeInodes = 0;
-    const byIno = new Map(nodes.map((n) => [n.ino, n] as const));
     for (let g = 0; g < groups; g++) {
-      const first = g * BLOCKS_PER_GROUP;
-      const inGroup = Math.min(BLOCKS_PER_GROUP, total - first);
-      const bitmap = new Uint8Array(BLOCK_SIZE);
-      let free = 0;
-      for (let i = 0; i < BLOCKS_PER_GROUP; i++) {
-        const b = first + i;
-        const set = i >= inGroup || (used[b >>> 3]! & (1 << (b & 7))) !== 0;
-        if (set) bitmap[i >>> 3]! |= 1 << (i & 7);
-        else free++;
-      }
-      let ifree = 0;
-      let dirs = 0;
-      for (let i = 0; i < ipg; i++) {
-        const ino = g * ipg + i + 1;
-        const n = byIno.get(ino);
-        if (n && n.type === FileMode.DIR) dirs++;
-        if (!(n || ino <= Ino.FIRST)) ifree++;
-      }
+      const bitmap = used.bytes.subarray(g * BLOCK_SIZE, (g + 1) * BLOCK_SIZE);
+      const free = BLOCKS_PER_GROUP - popcount(bitmap);
+      // Inode numbers are dense: 1 … inodeCount are all in use (the reserved ones included).
+      const usedInodes = Math.max(0, Math.min(ipg, inodeCount - g * ipg));
       freeBlocks += free;
-      freeInodes += ifree;
+      freeInodes += ipg - usedInodes;
       descs.push({
         blockBitmapLo: blockBitmapAt + g,
         inodeBitmapLo: inodeBitmapAt + g,
         inodeTableLo: inodeTableAt + g * itableBlocksPerGroup,
         freeBlocksCountLo: free,
-        freeInodesCountLo: ifree,
-        usedDirsCountLo: dirs,
+        freeInodesCountLo: ipg - usedInodes,
+        usedDirsCountLo: dirsIn[g]!,
         flags: 0,
         excludeBitmapLo: 0,
         blockBitmapCsumLo: 0,
@@ -560,13 +548,10 @@ export class Ext4Writer {
       await out.append(bitmap);
     }
     for (let g = 0; g < groups; g++) {
-      const bitmap = new Uint8Array(BLOCK_SIZE);
-      for (let i = 0; i < BLOCKS_PER_GROUP; i++) {
-        const ino = g * ipg + i + 1;
-        // Bits past the group's inodes are padding and must be set (e2fsck checks).
-        if (i >= ipg || ino <= Ino.FIRST || byIno.has(ino)) bitmap[i >>> 3]! |= 1 << (i & 7);
-      }
-      await out.append(bitmap);
+      const bitmap = new Bitmap(BLOCKS_PER_GROUP);
+      bitmap.setRange(0, Math.max(0, Math.min(ipg, inodeCount - g * ipg)));
+      bitmap.setRange(ipg, BLOCKS_PER_GROUP - ipg); // padding past the group's inodes (e2fsck checks it)
+      await out.append(bitmap.bytes);
     }
     for (let g = 0; g < groups; g++) {
       const table = new Uint8Array(ipg * INODE_SIZE);

@@ -5,6 +5,7 @@ import { appendFixedFooter, convertRawImage, createVhdx, inspectDisk, openVhdx, 
 import { DriverError } from '../../errors.ts';
 import { formatBytes, parseSize, table, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
+import { flag, option, positional } from '../args.ts';
 import type { Command, Io } from '../main.ts';
 
 /** What `lcow vhd info` reports: the disk, what it contains, and a verdict. */
@@ -116,34 +117,6 @@ export function describeReport(r: VhdReport): string {
   ]);
   rows.push(['verdict', r.verdict === 'ok' ? 'OK' : `warnings: ${d.warnings.join('; ')}`]);
   return table(rows);
-}
-
-function flag(args: string[], name: string): boolean {
-  const i = args.indexOf(name);
-  if (i < 0) return false;
-  args.splice(i, 1);
-  return true;
-}
-
-function option(args: string[], name: string): string | undefined {
-  const i = args.findIndex((a) => a === name || a.startsWith(`${name}=`));
-  if (i < 0) return undefined;
-  const a = args[i]!;
-  if (a.includes('=')) {
-    args.splice(i, 1);
-    return a.slice(name.length + 1);
-  }
-  const v = args[i + 1];
-  if (v === undefined) throw new DriverError('ERR_USAGE', `${name} needs a value`);
-  args.splice(i, 2);
-  return v;
-}
-
-function positional(args: string[], count: number, usage: string): string[] {
-  const unknown = args.find((a) => a.startsWith('-'));
-  if (unknown) throw new DriverError('ERR_USAGE', `unknown option ${unknown}; usage: ${usage}`);
-  if (args.length !== count) throw new DriverError('ERR_USAGE', `usage: ${usage}`);
-  return args;
 }
 
 function kindOf(path: string): 'vhd' | 'vhdx' {

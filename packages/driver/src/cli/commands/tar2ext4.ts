@@ -1,0 +1,56 @@
+import { stat } from 'node:fs/promises';
+import { convert } from '@lcow/ext4';
+import { DriverError } from '../../errors.ts';
+import { flag, option, positional } from '../args.ts';
+import { formatBytes, parseSize, toJson } from '../format.ts';
+import { progressBar } from '../progress.ts';
+import type { Command, Io } from '../main.ts';
+
+const USAGE =
+  'lcow tar2ext4 [-i IN.tar|-] -o OUT [--vhd] [--whiteouts] [--inline-data] [--max-size 128G] [--uuid UUID] [--json]';
+
+export const tar2ext4Command: Command = {
+  name: 'tar2ext4',
+  summary: 'convert a layer tar (plain or gzip, file or stdin) into an ext4 image, optionally a layer.vhd',
+  usage: [USAGE],
+  async run(argv: string[], io: Io): Promise<number> {
+    const args = [...argv];
+    const json = flag(args, '--json');
+    const vhd = flag(args, '--vhd');
+    const whiteouts = flag(args, '--whiteouts');
+    const inline = flag(args, '--inline-data');
+    const noFsync = flag(args, '--no-fsync');
+    const input = option(args, '-i') ?? '-';
+    const output = option(args, '-o');
+    const maxSize = option(args, '--max-size');
+    const uuid = option(args, '--uuid');
+    positional(args, 0, USAGE);
+    if (!output) throw new DriverError('ERR_USAGE', `-o OUT is required; usage: ${USAGE}`);
+    const total = input === '-' ? 0 : (await stat(input)).size;
+    const source = input === '-' ? process.stdin : input;
+    const bar = progressBar(`tar2ext4 ${input === '-' ? 'stdin' : input}`, io.progress);
+    const started = process.hrtime.bigint();
+    const r = await convert(source, output, {
+      appendVhdFooter: vhd,
+      convertWhiteouts: whiteouts,
+      inlineData: inline,
+      fsync: !noFsync,
+      ...(maxSize ? { maximumDiskSize: parseSize(maxSize, '--max-size') } : {}),
+      ...(uuid ? { uuid } : {}),
+      signal: io.signal,
+      // Compressed input: progress counts tar bytes, so the total is unknown.
+      onProgress: (p) => bar.update({ done: p.bytes, total: Math.max(total, p.bytes) }),
+      onWarning: (w) => io.err(`lcow: warning: ${w.code}: ${w.message}`),
+    }).finally(() => bar.done());
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    if (json) io.out(toJson({ ...r, bytes: r.size, filesystemBytes: r.bytes, entries: r.entries, seconds }));
+    else {
+      io.out(
+        `${output}: ${formatBytes(r.size)} ext4${vhd ? ' + VHD footer' : ''}, ${r.entries} entries (${r.files} files, ${r.directories} dirs, ` +
+          `${r.symlinks} symlinks, ${r.hardlinks} hard links, ${r.whiteouts} whiteouts) from ${formatBytes(r.tarBytes)} of tar` +
+          `${r.gzip ? ' (gzip)' : ''} in ${seconds.toFixed(2)} s; uuid ${r.uuid}`,
+      );
+    }
+    return 0;
+  },
+};
