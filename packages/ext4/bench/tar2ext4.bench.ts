@@ -3,11 +3,12 @@
 // run), tar -x + mkfs.ext4 -d, and a plain copy. Each case runs 3 times in its own process; the table
 // shows the best and median wall time, throughput over the tar size, and the peak RSS of that process.
 // Outputs go to /dev/shm when it exists, so the disk's writeback noise does not decide the ranking.
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { printTable, runMeasured } from '@lcow/testkit';
 
 const here = import.meta.dirname;
 const anchor = resolve(here, '../../../../shared/anchors/hcsshim-tar2ext4');
@@ -21,31 +22,7 @@ interface Sample {
   rssKiB: number;
 }
 
-/** Runs a command, sampling its VmHWM (peak RSS) from /proc while it runs. */
-function measure(cmd: string, args: string[]): Promise<Sample> {
-  return new Promise((resolveRun, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
-    let rss = 0;
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const sample = (): void => {
-      try {
-        const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        if (m) rss = Math.max(rss, Number(m[1]));
-      } catch {
-        // exited
-      }
-    };
-    const timer = setInterval(sample, 2);
-    child.on('exit', (code) => {
-      clearInterval(timer);
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (code === 0) resolveRun({ seconds, rssKiB: rss });
-      else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.slice(0, 500)}`));
-    });
-  });
-}
+const measure = (cmd: string, args: string[]): Promise<Sample> => runMeasured(cmd, args, env);
 
 async function main(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'lcow-bench-'));
@@ -115,21 +92,12 @@ async function main(): Promise<void> {
         String(best),
       ]);
     }
-    const head = ['case', 'best', 'median', 'throughput (best)', 'peak RSS', ''];
-    const body = rows.map((r) => {
-      const best = Number(r[5]);
-      r[5] = reference ? `${(reference / best).toFixed(2)}× hcsshim` : '';
-      return r;
-    });
-    const w = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
-    const line = (r: string[]): string => r.map((c, i) => c.padEnd(w[i]!)).join('  ');
+    for (const r of rows) r[5] = reference ? `${(reference / Number(r[5])).toFixed(2)}× hcsshim` : '';
     console.log(
       `\n@lcow/ext4: ${(tarBytes / 1e6).toFixed(0)} MB tar, ${entries} entries (${dirs.map((d) => `/${d}`).join(' ')}); ${runs} runs each; outputs on ${outRoot}`,
     );
     if (!existsSync(anchor)) console.log(`(hcsshim-tar2ext4 not found at ${anchor}: its row is left out)`);
-    console.log(line(head));
-    console.log(line(w.map((n) => '-'.repeat(n))));
-    for (const r of body) console.log(line(r));
+    printTable(['case', 'best', 'median', 'throughput (best)', 'peak RSS', 'speed'], rows);
   } finally {
     await rm(work, { recursive: true, force: true });
     await rm(out, { recursive: true, force: true });

@@ -2,11 +2,11 @@
 // beside a plain file on the same data, and qemu-img's raw→VHDX conversion beside ours. Each case runs in
 // its own process so its peak RSS is its own. Size: LCOW_BENCH_MB (default 512).
 import { execFile, execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { printTable, runMeasured } from '@lcow/testkit';
 import { convertRawImage, createVhdx, openVhdx } from '../src/index.ts';
 
 const execFileP = promisify(execFile);
@@ -79,21 +79,7 @@ const cases: Record<string, (dir: string) => Promise<void>> = {
       join(dir, 'plain.raw'),
       join(dir, 'qemu.vhdx'),
     ];
-    const proc = execFile('qemu-img', args);
-    // Node cannot read a child's rusage: sample its high-water mark while it runs.
-    const sample = (): void => {
-      try {
-        const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
-        if (m) externalRssKiB = Math.max(externalRssKiB, Number(m[1]));
-      } catch {
-        // exited between samples
-      }
-    };
-    const timer = setInterval(sample, 5);
-    await new Promise<void>((resolve, reject) =>
-      proc.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`qemu-img exited ${code}`)))),
-    );
-    clearInterval(timer);
+    externalRssKiB = (await runMeasured('qemu-img', args)).rssKiB;
   },
 };
 
@@ -136,15 +122,10 @@ async function parent(): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  const head = ['case', 'throughput', 'time', 'peak RSS'];
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]): string => r.map((c, i) => c.padEnd(w[i]!)).join('  ');
   console.log(
     `\n@lcow/vhd: ${totalMiB} MiB sequential, 1 MiB I/Os, fsync at the end of writes (peak RSS: of each case's own node process; for qemu-img, of qemu-img itself)\n`,
   );
-  console.log(line(head));
-  console.log(line(w.map((n) => '-'.repeat(n))));
-  for (const r of rows) console.log(line(r));
+  printTable(['case', 'throughput', 'time', 'peak RSS'], rows);
 }
 
 if (process.argv[2]) await child(process.argv[2], process.argv[3]!);

@@ -116,3 +116,5 @@ export async function withLoopMount<T>(
     await run('losetup', ['--detach', dev]);
   }
 }
+export { printTable, runMeasured, type Measured } from './measure.ts';
+export { runReadmeExample } from './readme.ts';

@@ -1,0 +1,53 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+/** Wall time and peak RSS of one child process. */
+export interface Measured {
+  seconds: number;
+  rssKiB: number;
+  stdout: string;
+}
+
+/**
+ * Runs a command and samples its VmHWM (peak RSS) from /proc while it runs — Node cannot read a child's
+ * rusage. Rejects with the start of stderr when the command fails.
+ */
+export function runMeasured(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Measured> {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let rss = 0;
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setInterval(() => {
+      try {
+        const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+        if (m) rss = Math.max(rss, Number(m[1]));
+      } catch {
+        // exited between samples
+      }
+    }, 2);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearInterval(timer);
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      if (code === 0) resolve({ seconds, rssKiB: rss, stdout: out });
+      else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.slice(0, 500)}`));
+    });
+  });
+}
+
+/** Prints rows as an aligned text table with a header rule. */
+export function printTable(head: string[], rows: string[][]): void {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]): string =>
+    r
+      .map((c, i) => (c ?? '').padEnd(w[i]!))
+      .join('  ')
+      .trimEnd();
+  console.log(line(head));
+  console.log(line(w.map((n) => '-'.repeat(n))));
+  for (const r of rows) console.log(line(r));
+}
