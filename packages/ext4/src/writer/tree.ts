@@ -22,8 +22,11 @@ export interface FsNode {
   atime: Time;
   ctime: Time;
   size: number;
-  /** Where the data lives (regular files, slow symlinks and directories get theirs at the end). */
-  runs: Run[];
+  /** First block and block count of contiguous data (most files); see {@link runsOf}. */
+  start: number;
+  blocks: number;
+  /** Explicit runs, for sparse files only. */
+  runs: Run[] | null;
   /** Symlink target, latin1 bytes. */
   target: string | null;
   /** Device numbers for character and block devices. */
@@ -52,7 +55,9 @@ export function newNode(type: number, perm: number, source: string, time: Time =
     atime: time,
     ctime: time,
     size: 0,
-    runs: [],
+    start: 0,
+    blocks: 0,
+    runs: null,
     target: null,
     major: 0,
     minor: 0,
@@ -182,4 +187,22 @@ function copyMetadata(to: FsNode, from: FsNode): void {
   to.ctime = from.ctime;
   if (from.xattrs) to.xattrs = new Map([...(to.xattrs ?? []), ...from.xattrs]);
   to.source = from.source;
+}
+
+/** Longest initialized extent, in blocks (EXT_INIT_MAX_LEN). */
+const MAX_RUN = 32768;
+
+/** A node's data as runs of at most 32768 blocks: its explicit runs, or its contiguous range split up. */
+export function runsOf(n: FsNode): Run[] {
+  if (n.runs) return n.runs;
+  const out: Run[] = [];
+  for (let done = 0; done < n.blocks; done += MAX_RUN) {
+    out.push({ logical: done, physical: n.start + done, len: Math.min(MAX_RUN, n.blocks - done) });
+  }
+  return out;
+}
+
+/** Number of extents the node's data needs. */
+export function extentCount(n: FsNode): number {
+  return n.runs ? n.runs.length : Math.ceil(n.blocks / MAX_RUN);
 }

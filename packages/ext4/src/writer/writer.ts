@@ -10,7 +10,7 @@ import { displayName } from '../tar/header.ts';
 import type { TarEntry, Time } from '../tar/parser.ts';
 import { Bitmap, popcount } from './bitmap.ts';
 import { ImageWriter } from './image.ts';
-import { newNode, splitPath, Tree, type FsNode, type Run } from './tree.ts';
+import { extentCount, newNode, runsOf, splitPath, Tree, type FsNode, type Run } from './tree.ts';
 import { blockXattrs, inodeXattrs, prepareXattrs, setXattrRefcount } from './xattrs.ts';
 
 export const BLOCK_SIZE = 4096;
@@ -21,6 +21,7 @@ const MAX_LINKS = 65000;
 /** Space for extended attributes inside a 256-byte inode, after the base and extra fields. */
 const INODE_XATTR_ROOM = INODE_SIZE - 128 - EXTRA_ISIZE;
 const INLINE_MAX = 60;
+const NO_BLOCK = new Uint8Array(60);
 
 /** Options of the ext4 writer. */
 export interface WriterOptions {
@@ -250,7 +251,8 @@ export class Ext4Writer {
     if (!e.sparse) {
       const blocks = Math.ceil(e.size / BLOCK_SIZE);
       const first = this.#reserve(blocks, e.path);
-      node.runs = splitRun({ logical: 0, physical: first, len: blocks });
+      node.start = first;
+      node.blocks = blocks;
       this.#cur = { node, left: e.size, regions: null, inline: null, inlineAt: 0 };
       return;
     }
@@ -281,6 +283,7 @@ export class Ext4Writer {
     }
     this.#reserve(next - this.#out.offset / BLOCK_SIZE, e.path);
     node.runs = runs.flatMap(splitRun);
+    node.blocks = node.runs.reduce((b, r) => b + r.len, 0);
     this.#cur = { node, left: regions.reduce((n, r) => n + r.length, 0), regions, inline: null, inlineAt: 0 };
   }
 
@@ -321,7 +324,7 @@ export class Ext4Writer {
     }
     if (cur.left === 0) {
       this.#cur = null;
-      const runs = cur.node.runs;
+      const runs = cur.node.runs!;
       const last = runs[runs.length - 1];
       if (last) {
         const end = (last.physical + last.len) * BLOCK_SIZE;
@@ -423,13 +426,14 @@ export class Ext4Writer {
     }
     const leafBlocks = new Map<FsNode, number>();
     for (const n of nodes) {
-      if (n.runs.length > 4) {
-        const leaves = Math.ceil(n.runs.length / EXTENTS_PER_LEAF);
+      const extents = extentCount(n);
+      if (extents > 4) {
+        const leaves = Math.ceil(extents / EXTENTS_PER_LEAF);
         if (leaves > 4)
           throw this.#fail(
             'ERR_EXT4_UNSUPPORTED',
             n.source,
-            `${n.runs.length} extents need a deeper extent tree than this writer builds`,
+            `${extents} extents need a deeper extent tree than this writer builds`,
           );
         leafBlocks.set(n, leaves);
         metaBlocks += leaves;
@@ -469,18 +473,23 @@ export class Ext4Writer {
     const mark = (first: number, count: number): void => used.setRange(first, count);
     // Block 0 and the descriptors of the groups that exist; the rest of the reserved table stays free.
     mark(0, 1 + Math.ceil((groups * GroupDesc.size) / BLOCK_SIZE));
-    for (const n of nodes) for (const r of n.runs) mark(r.physical, r.len);
+    for (const n of nodes) {
+      if (n.runs) for (const r of n.runs) mark(r.physical, r.len);
+      else if (n.blocks > 0) mark(n.start, n.blocks);
+    }
     let cursor = dataEnd;
     for (const n of nodes) {
       if (n.type !== FileMode.DIR) continue;
       const blocks = dirBlocks.get(n)!;
-      n.runs = splitRun({ logical: 0, physical: cursor, len: blocks });
+      n.start = cursor;
+      n.blocks = blocks;
       cursor += blocks;
       await this.#writeDir(n, parents.get(n) ?? n);
     }
     for (const n of nodes) {
       if (n.type === FileMode.LNK && n.target!.length >= 60) {
-        n.runs = [{ logical: 0, physical: cursor++, len: 1 }];
+        n.start = cursor++;
+        n.blocks = 1;
         const b = new Uint8Array(BLOCK_SIZE);
         b.set(Buffer.from(n.target!, 'latin1'));
         await out.append(b);
@@ -498,7 +507,7 @@ export class Ext4Writer {
       leafOf.set(n, cursor);
       for (let l = 0; l < leaves; l++) {
         const b = new Uint8Array(BLOCK_SIZE);
-        const part = n.runs.slice(l * EXTENTS_PER_LEAF, (l + 1) * EXTENTS_PER_LEAF);
+        const part = runsOf(n).slice(l * EXTENTS_PER_LEAF, (l + 1) * EXTENTS_PER_LEAF);
         ExtentHeader.encodeInto(
           { magic: EXTENT_MAGIC, entries: part.length, max: EXTENTS_PER_LEAF, depth: 0, generation: 0 },
           b,
@@ -590,7 +599,7 @@ export class Ext4Writer {
   }
 
   async #writeDir(dir: FsNode, parent: FsNode): Promise<void> {
-    const blocks = dir.runs.reduce((n, r) => n + r.len, 0);
+    const blocks = dir.blocks;
     const buf = new Uint8Array(blocks * BLOCK_SIZE);
     let blockStart = 0;
     let at = 0;
@@ -626,46 +635,56 @@ export class Ext4Writer {
       leaves: number;
     },
   ): void {
-    const block = new Uint8Array(60);
+    // i_block is filled in place after the fixed fields, so every write goes to the same table buffer.
+    const iblock = at + Inode.offsetOf('block');
+    const fill: ((table: Uint8Array) => void)[] = [];
     let flags = 0;
-    let dataBlocks = n.runs.reduce((s, r) => s + r.len, 0) + x.leaves;
+    const runs = runsOf(n);
+    let dataBlocks = runs.reduce((s, r) => s + r.len, 0) + x.leaves;
     if (n.type === FileMode.LNK && n.target!.length < 60) {
-      block.set(Buffer.from(n.target!, 'latin1'));
+      fill.push((t) => t.set(Buffer.from(n.target!, 'latin1'), iblock));
       dataBlocks = 0;
     } else if (n.type === FileMode.CHR || n.type === FileMode.BLK) {
       // old_encode_dev when both numbers fit in 8 bits, else new_encode_dev in i_block[1] (fs/ext4/inode.c).
       const small = n.major < 256 && n.minor < 256;
-      DeviceNumbers.encodeInto(
-        small
-          ? { old: (n.major << 8) | n.minor, new: 0, zero: 0 }
-          : { old: 0, new: ((n.minor & 0xff) | (n.major << 8) | ((n.minor & ~0xff) << 12)) >>> 0, zero: 0 },
-        block,
-        0,
-      );
+      const dev = small
+        ? { old: (n.major << 8) | n.minor, new: 0, zero: 0 }
+        : { old: 0, new: ((n.minor & 0xff) | (n.major << 8) | ((n.minor & ~0xff) << 12)) >>> 0, zero: 0 };
+      fill.push((t) => DeviceNumbers.encodeInto(dev, t, iblock));
     } else if (n.type === FileMode.FIFO || n.type === FileMode.SOCK) {
       // nothing in i_block
     } else if (n.inline) {
       flags |= InodeFlags.INLINE_DATA;
-      block.set(n.inline);
+      const data = n.inline;
+      fill.push((t) => t.set(data, iblock));
     } else {
       flags |= InodeFlags.EXTENTS;
       if (x.leaf === undefined) {
-        ExtentHeader.encodeInto(
-          { magic: EXTENT_MAGIC, entries: n.runs.length, max: 4, depth: 0, generation: 0 },
-          block,
-          0,
-        );
-        n.runs.forEach((r, i) => Extent.encodeInto(extentOf(r), block, ExtentHeader.size + i * Extent.size));
-      } else {
-        ExtentHeader.encodeInto({ magic: EXTENT_MAGIC, entries: x.leaves, max: 4, depth: 1, generation: 0 }, block, 0);
-        for (let l = 0; l < x.leaves; l++) {
-          const firstRun = n.runs[l * EXTENTS_PER_LEAF]!;
-          ExtentIndex.encodeInto(
-            { block: firstRun.logical, leafLo: x.leaf + l, leafHi: 0, unused: 0 },
-            block,
-            ExtentHeader.size + l * ExtentIndex.size,
+        fill.push((t) => {
+          ExtentHeader.encodeInto(
+            { magic: EXTENT_MAGIC, entries: runs.length, max: 4, depth: 0, generation: 0 },
+            t,
+            iblock,
           );
-        }
+          runs.forEach((r, i) => Extent.encodeInto(extentOf(r), t, iblock + ExtentHeader.size + i * Extent.size));
+        });
+      } else {
+        const leaf = x.leaf;
+        fill.push((t) => {
+          ExtentHeader.encodeInto(
+            { magic: EXTENT_MAGIC, entries: x.leaves, max: 4, depth: 1, generation: 0 },
+            t,
+            iblock,
+          );
+          for (let l = 0; l < x.leaves; l++) {
+            const firstRun = runs[l * EXTENTS_PER_LEAF]!;
+            ExtentIndex.encodeInto(
+              { block: firstRun.logical, leafLo: leaf + l, leafHi: 0, unused: 0 },
+              t,
+              iblock + ExtentHeader.size + l * ExtentIndex.size,
+            );
+          }
+        });
       }
     }
     if (x.xattrBlock) dataBlocks++;
@@ -687,7 +706,7 @@ export class Ext4Writer {
         blocksLo: sectors % 2 ** 32,
         flags,
         version: 0,
-        block,
+        block: NO_BLOCK,
         generation: 0,
         fileAclLo: x.xattrBlock,
         sizeHi: Math.floor(n.size / 2 ** 32),
@@ -711,6 +730,7 @@ export class Ext4Writer {
       table,
       at,
     );
+    for (const f of fill) f(table);
     if (x.xattrArea) table.set(x.xattrArea, at + 128 + EXTRA_ISIZE);
   }
 
