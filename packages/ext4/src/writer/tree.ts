@@ -39,6 +39,10 @@ export interface FsNode {
   children: Map<string, FsNode> | null;
   /** Inode number, assigned when the filesystem is laid out. */
   ino: number;
+  /** Link count, counted when the filesystem is laid out. */
+  links: number;
+  /** For directories: the directory holding it (for ".."), set when laid out. */
+  parent: FsNode | null;
   /** Source entry, for messages. */
   source: string;
 }
@@ -65,6 +69,8 @@ export function newNode(type: number, perm: number, source: string, time: Time =
     inline: null,
     children: type === FileMode.DIR ? new Map() : null,
     ino: 0,
+    links: 0,
+    parent: null,
     source,
   };
 }

@@ -161,6 +161,7 @@ export class Ext4Writer {
       if (base === '.wh..wh..opq') {
         const dir = this.#tree.parentOf([...parts.slice(0, -1), 'x'], e.path, implicit);
         (dir.xattrs ??= new Map()).set('trusted.overlay.opaque', Buffer.from('y'));
+        dir.source ||= parts.slice(0, -1).join('/') || '/';
         this.#stats.whiteouts++;
         return;
       }
@@ -204,7 +205,8 @@ export class Ext4Writer {
       blk: FileMode.BLK,
       fifo: FileMode.FIFO,
     }[e.type];
-    const node = newNode(type, e.mode & 0o7777, e.path, e.mtime);
+    // The entry's path is kept only where a later error could need it (memory per entry matters).
+    const node = newNode(type, e.mode & 0o7777, e.xattrs || e.sparse ? e.path : '', e.mtime);
     node.uid = e.uid;
     node.gid = e.gid;
     node.atime = e.atime ?? e.mtime;
@@ -342,43 +344,46 @@ export class Ext4Writer {
     // 1. Inode numbers in depth-first order; link counts.
     const root = this.#tree.root;
     const lostFound = root.children!.get('lost+found');
-    const nodes: FsNode[] = [];
-    const parents = new Map<FsNode, FsNode>();
-    const links = new Map<FsNode, number>();
     let nextIno = Ino.FIRST + 1;
     root.ino = Ino.ROOT;
+    root.parent = root;
     if (lostFound?.type === FileMode.DIR) lostFound.ino = Ino.LOST_FOUND;
+    const byIno: (FsNode | undefined)[] = [undefined, undefined, root];
+    if (lostFound?.ino === Ino.LOST_FOUND) byIno[Ino.LOST_FOUND] = lostFound;
     const stack: FsNode[] = [root];
-    const seen = new Set<FsNode>();
     while (stack.length > 0) {
       const dir = stack.pop()!;
-      nodes.push(dir);
       let subdirs = 0;
-      const kids = [...dir.children!.values()];
-      for (const child of kids) {
+      const firstDir = stack.length;
+      for (const [name, child] of dir.children!) {
         if (child.type === FileMode.DIR) {
           subdirs++;
-          parents.set(child, dir);
+          child.parent = dir;
           if (child.ino === 0) child.ino = nextIno++;
+          byIno[child.ino] = child;
+          stack.push(child);
         } else {
-          links.set(child, (links.get(child) ?? 0) + 1);
-          if (!seen.has(child)) {
-            seen.add(child);
+          if (child.links === 0) {
             child.ino = nextIno++;
-            nodes.push(child);
+            byIno[child.ino] = child;
+          }
+          child.links++;
+          if (child.links > MAX_LINKS) {
+            throw this.#fail(
+              'ERR_EXT4_UNSUPPORTED',
+              pathTo(dir, name),
+              `more than ${MAX_LINKS} hard links (the ext4 limit)`,
+            );
           }
         }
       }
-      links.set(dir, 2 + subdirs > MAX_LINKS ? 1 : 2 + subdirs);
-      for (let i = kids.length - 1; i >= 0; i--) if (kids[i]!.type === FileMode.DIR) stack.push(kids[i]!);
+      // dir_nlink: a directory with more subdirectories than the link count holds reports 1.
+      dir.links = 2 + subdirs > MAX_LINKS ? 1 : 2 + subdirs;
+      // Reverse the subdirectories just pushed, so the first one is visited first.
+      for (let i = firstDir, j = stack.length - 1; i < j; i++, j--) [stack[i], stack[j]] = [stack[j]!, stack[i]!];
     }
-    nodes.sort((a, b) => a.ino - b.ino);
-    for (const [n, count] of links) {
-      if (count > MAX_LINKS && n.type !== FileMode.DIR)
-        throw this.#fail('ERR_EXT4_UNSUPPORTED', n.source, `${count} hard links (ext4 allows ${MAX_LINKS})`);
-    }
-    const inodeCount = nodes[nodes.length - 1]!.ino;
-
+    const inodeCount = byIno.length - 1;
+    const nodes = byIno.filter((n): n is FsNode => n !== undefined);
     // 2. Sizes of the metadata that goes after the data.
     const dirBlocks = new Map<FsNode, number>();
     let metaBlocks = 0;
@@ -484,7 +489,7 @@ export class Ext4Writer {
       n.start = cursor;
       n.blocks = blocks;
       cursor += blocks;
-      await this.#writeDir(n, parents.get(n) ?? n);
+      await this.#writeDir(n, n.parent ?? n);
     }
     for (const n of nodes) {
       if (n.type === FileMode.LNK && n.target!.length >= 60) {
@@ -527,7 +532,6 @@ export class Ext4Writer {
 
     // Blocks past the end of the filesystem, in the last group, are padding and marked used.
     mark(total, groups * BLOCKS_PER_GROUP - total);
-    const byIno = new Map(nodes.map((n) => [n.ino, n] as const));
     const dirsIn = new Array<number>(groups).fill(0);
     for (const n of nodes) if (n.type === FileMode.DIR) dirsIn[Math.floor((n.ino - 1) / ipg)]!++;
     const descs: GroupDesc[] = [];
@@ -565,10 +569,10 @@ export class Ext4Writer {
     for (let g = 0; g < groups; g++) {
       const table = new Uint8Array(ipg * INODE_SIZE);
       for (let i = 0; i < ipg; i++) {
-        const n = byIno.get(g * ipg + i + 1);
+        const n = byIno[g * ipg + i + 1];
         if (!n) continue;
         this.#encodeInode(n, table, i * INODE_SIZE, {
-          links: links.get(n) ?? 1,
+          links: n.links,
           xattrArea: xattrArea.get(n),
           xattrBlock: xattrBlockOf.get(n) ?? 0,
           leaf: leafOf.get(n),
@@ -853,6 +857,16 @@ export class Ext4Writer {
       checksum: 0,
     });
   }
+}
+
+/** The path of `name` in `dir`, from the parent links set while laying out. */
+function pathTo(dir: FsNode, name: string): string {
+  const parts = [name];
+  for (let d = dir; d.parent && d.parent !== d; d = d.parent) {
+    const p: FsNode = d.parent;
+    for (const [k, v] of p.children!) if (v === d) parts.unshift(k);
+  }
+  return parts.join('/');
 }
 
 /** Splits a run into extents of at most 32768 blocks. */
