@@ -57,10 +57,10 @@ async function* chunks(input: Readable | AsyncIterable<Uint8Array>): AsyncGenera
   for await (const c of input) yield typeof c === 'string' ? Buffer.from(c) : c;
 }
 
-const READ_CHUNK = 1 << 20;
+const READ_CHUNK = 4 << 20;
 
 /**
- * Reads a file in 1 MiB chunks through two reused buffers, the next read in flight while the current
+ * Reads a file in 4 MiB chunks through two reused buffers, the next read in flight while the current
  * chunk is parsed. A chunk is valid until the consumer asks for the next one (the parser never keeps one).
  */
 async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
