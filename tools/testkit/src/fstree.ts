@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -84,8 +83,12 @@ export async function snapshotTree(
 ): Promise<Map<string, FsEntry>> {
   const out = new Map<string, FsEntry>();
   const attrs = opts.xattrs === false ? new Map() : await xattrsUnder(root);
+  // Paths are bytes: names that are not UTF-8 must reach the kernel unchanged, so they go as Buffers.
+  const rootBytes = Buffer.from(root);
+  const pathOf = (rel: string): Buffer =>
+    rel ? Buffer.concat([rootBytes, Buffer.from('/'), Buffer.from(rel, 'latin1')]) : rootBytes;
   const walk = async (rel: string): Promise<void> => {
-    const abs = rel ? join(root, rel) : root;
+    const abs = pathOf(rel);
     const st = await lstat(abs, { bigint: true });
     const type = typeOf(Number(st.mode));
     out.set(rel, {
@@ -100,14 +103,15 @@ export async function snapshotTree(
               .update(await readFile(abs))
               .digest('hex')
           : null,
-      target: type === 'symlink' ? await readlink(abs, 'latin1') : null,
+      target: type === 'symlink' ? (await readlink(abs, { encoding: 'buffer' })).toString('latin1') : null,
       rdev: type === 'chr' || type === 'blk' ? splitDev(Number(st.rdev)) : null,
       xattrs: attrs.get(rel) ?? {},
       mtimeNs: st.mtimeNs,
       nlink: Number(st.nlink),
     });
     if (type === 'dir') {
-      for (const name of (await readdir(abs, { encoding: 'latin1' })).sort()) {
+      const names = (await readdir(abs, { encoding: 'buffer' })).map((b) => b.toString('latin1')).sort();
+      for (const name of names) {
         const child = rel ? `${rel}/${name}` : name;
         if (!opts.skip?.(child)) await walk(child);
       }
