@@ -1,5 +1,8 @@
-/** Codes of {@link DriverError}; `ERR_USAGE` is a command line the `lcow` tool cannot run. */
-export type DriverErrorCode = 'ERR_USAGE';
+/**
+ * Codes of {@link DriverError}: `ERR_USAGE`, a command line the `lcow` tool cannot run; `ERR_VERIFICATION`,
+ * a self-check (such as `lcow demo`'s) that found a difference.
+ */
+export type DriverErrorCode = 'ERR_USAGE' | 'ERR_VERIFICATION';
 
 /** The one error class of `@lcow/driver`. */
 export class DriverError extends Error {

@@ -1,25 +1,62 @@
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, open, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { convertRawImage, createVhdx, openVhdx } from '@lcow/vhd';
+import { pack } from 'tar-stream';
+import { convert } from '@lcow/ext4';
+import { convertRawImage, createVhdx, openVhdx, readFooter } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
+import { flag, option, positional } from '../args.ts';
 import { formatBytes, toJson } from '../format.ts';
 import { describeReport, vhdReport, type VhdReport } from './vhd.ts';
 import type { Command, Io } from '../main.ts';
 
-const execFileP = promisify(execFile);
 const MiB = 1 << 20;
 
-/** The embedded default layer: a tiny root filesystem tree. */
-const DEFAULT_TREE: Record<string, string> = {
-  'etc/os-release': 'NAME="lcow demo layer"\nID=lcow-demo\n',
-  'etc/hostname': 'lcow\n',
-  'hello.txt': 'Hello from an LCOW layer: ext4 inside a VHD, made without root or a VM.\n',
-  'usr/share/doc/lcow/README': 'This filesystem was built by `lcow demo` from an embedded tree.\n',
-};
+/** The embedded default layer: a small root filesystem, with the things real layers carry. */
+const DEFAULT_LAYER: {
+  name: string;
+  body?: string;
+  type?: 'directory' | 'symlink' | 'link';
+  linkname?: string;
+  mode?: number;
+  pax?: Record<string, string>;
+}[] = [
+  { name: 'etc/', type: 'directory', mode: 0o755 },
+  { name: 'etc/os-release', body: 'NAME="lcow demo layer"\nID=lcow-demo\n' },
+  { name: 'etc/hostname', body: 'lcow\n' },
+  { name: 'hello.txt', body: 'Hello from an LCOW layer: ext4 inside a VHD, made without root or a VM.\n' },
+  { name: 'usr/share/doc/lcow/README', body: 'Built by `lcow demo` from a tar embedded in the lcow command.\n' },
+  {
+    name: 'usr/bin/ping',
+    body: '#!/bin/sh\necho pong\n',
+    mode: 0o755,
+    pax: { 'SCHILY.xattr.user.demo': 'xattrs survive' },
+  },
+  { name: 'usr/bin/pong', type: 'link', linkname: 'usr/bin/ping' },
+  { name: 'etc/motd', type: 'symlink', linkname: '../hello.txt' },
+  { name: 'var/cache/.wh.stale', body: '' },
+  { name: 'tmp/.wh..wh..opq', body: '' },
+];
+
+/** The embedded layer as tar bytes (tar-stream). */
+async function layerTar(): Promise<Buffer> {
+  const p = pack();
+  const chunks: Buffer[] = [];
+  p.on('data', (c: unknown) => chunks.push(c as Buffer));
+  const done = new Promise<void>((resolve, reject) => {
+    p.on('end', () => resolve());
+    p.on('error', reject);
+  });
+  const mtime = new Date('2026-01-01T00:00:00Z');
+  for (const e of DEFAULT_LAYER) {
+    const { body, ...header } = e;
+    p.entry({ mtime, mode: 0o644, ...header }, body ?? '');
+  }
+  p.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}
 
 async function sha256(read: (at: number, len: number) => Promise<Uint8Array>, size: number): Promise<string> {
   const h = createHash('sha256');
@@ -27,84 +64,67 @@ async function sha256(read: (at: number, len: number) => Promise<Uint8Array>, si
   return h.digest('hex');
 }
 
-async function fileReader(
-  path: string,
-): Promise<{ read: (at: number, len: number) => Promise<Uint8Array>; close: () => Promise<void> }> {
+async function fileSha256(path: string, size: number): Promise<string> {
   const fh = await open(path, 'r');
-  return {
-    read: async (at, len) => {
+  try {
+    return await sha256(async (at, len) => {
       const b = new Uint8Array(len);
       const { bytesRead } = await fh.read(b, 0, len, at);
       return b.subarray(0, bytesRead);
-    },
-    close: () => fh.close(),
-  };
-}
-
-/** Builds the embedded layer as a raw ext4 image with e2fsprogs' `mkfs.ext4 -d` (no root needed). */
-async function makeRawLayer(dir: string): Promise<string> {
-  const tree = join(dir, 'rootfs');
-  for (const [path, text] of Object.entries(DEFAULT_TREE)) {
-    await mkdir(join(tree, path, '..'), { recursive: true });
-    await writeFile(join(tree, path), text);
+    }, size);
+  } finally {
+    await fh.close();
   }
-  const raw = join(dir, 'layer.raw');
-  await writeFile(raw, '');
-  await truncate(raw, 64 * MiB);
-  const env = { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` };
-  await execFileP(
-    'mkfs.ext4',
-    ['-q', '-F', '-L', 'lcow-demo', '-O', '^has_journal', '-E', 'root_owner=0:0', '-d', tree, raw],
-    { env },
-  ).catch((e: Error) => {
-    throw new DriverError(
-      'ERR_USAGE',
-      `mkfs.ext4 (e2fsprogs) is needed for the demo layer until @lcow/ext4 writes layers itself: ${e.message}`,
-    );
-  });
-  return raw;
 }
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'build the embedded demo layer and show it as VHD, VHDX and a 20 GiB sandbox',
+  summary: 'convert the embedded demo layer with our ext4 writer and show it as layer.vhd, a VHDX and a 20 GiB sandbox',
   usage: ['lcow demo [--dir DIR] [--json]'],
   async run(argv: string[], io: Io): Promise<number> {
     const args = [...argv];
-    const json = args.includes('--json');
-    const dirAt = args.indexOf('--dir');
-    const dir = dirAt >= 0 ? args[dirAt + 1] : await mkdtemp(join(tmpdir(), 'lcow-demo-'));
-    if (!dir) throw new DriverError('ERR_USAGE', '--dir needs a folder');
+    const json = flag(args, '--json');
+    const dirOpt = option(args, '--dir');
+    positional(args, 0, 'lcow demo [--dir DIR] [--json]');
+    const dir = dirOpt ?? (await mkdtemp(join(tmpdir(), 'lcow-demo-')));
     await mkdir(dir, { recursive: true });
     const say = (t: string): void => {
       if (!json) io.out(t);
     };
     say(`lcow demo: working in ${dir}`);
-    const raw = await makeRawLayer(dir);
-    const rawSize = (await stat(raw)).size;
-    const src = await fileReader(raw);
-    const want = await sha256(src.read, rawSize);
-    await src.close();
+    const tarPath = join(dir, 'layer.tar');
+    await writeFile(tarPath, await layerTar());
     say(
-      `  layer.raw     64 MiB ext4 from the embedded tree (${Object.keys(DEFAULT_TREE).length} files), sha256 ${want.slice(0, 16)}…`,
+      `  layer.tar     the embedded layer: ${DEFAULT_LAYER.length} entries (files, a hard link, a symlink, an xattr, whiteouts)`,
+    );
+
+    const img = join(dir, 'layer.img');
+    const conv = await convert(tarPath, img, { convertWhiteouts: true, label: 'lcow-demo', signal: io.signal });
+    const want = await fileSha256(img, conv.size);
+    say(
+      `  layer.img     @lcow/ext4: ${formatBytes(conv.size)} read-only ext4, ${conv.entries} entries, ${conv.whiteouts} whiteouts; sha256 ${want.slice(0, 16)}…`,
     );
 
     const vhd = join(dir, 'layer.vhd');
-    await convertRawImage(raw, vhd, { format: 'vhd', overwrite: true, signal: io.signal });
-    const v = await fileReader(vhd);
-    const vhdSum = await sha256(v.read, rawSize);
-    await v.close();
+    const withFooter = await convert(tarPath, vhd, {
+      convertWhiteouts: true,
+      label: 'lcow-demo',
+      appendVhdFooter: true,
+      signal: io.signal,
+    });
+    const footer = await readFooter(vhd);
+    const vhdSum = await fileSha256(vhd, footer.currentSize);
     say(
-      `  layer.vhd     fixed VHD: the image plus a 512-byte footer; payload sha256 ${vhdSum === want ? 'matches' : 'DIFFERS'}`,
+      `  layer.vhd     the same filesystem + a fixed VHD footer (${formatBytes(withFooter.size)}); payload sha256 ${vhdSum === want ? 'matches' : 'DIFFERS'}`,
     );
 
     const vhdx = join(dir, 'layer.vhdx');
-    const conv = await convertRawImage(raw, vhdx, { format: 'vhdx', overwrite: true, signal: io.signal });
+    const asVhdx = await convertRawImage(img, vhdx, { format: 'vhdx', overwrite: true, signal: io.signal });
     const d = await openVhdx(vhdx);
     const vhdxSum = await sha256((at, len) => d.read(at, len), d.size);
     await d.close();
     say(
-      `  layer.vhdx    dynamic VHDX, ${formatBytes(rawSize - conv.skippedZeroBytes)} of data stored; read back through the BAT: sha256 ${vhdxSum === want ? 'matches' : 'DIFFERS'}`,
+      `  layer.vhdx    dynamic VHDX, ${formatBytes(asVhdx.virtualSize - asVhdx.skippedZeroBytes)} stored; read back through the BAT: sha256 ${vhdxSum === want ? 'matches' : 'DIFFERS'}`,
     );
 
     const sandbox = join(dir, 'sandbox.vhdx');
@@ -113,12 +133,14 @@ export const demoCommand: Command = {
 
     const reports: VhdReport[] = [];
     for (const f of [vhd, vhdx, sandbox]) reports.push(await vhdReport(f));
-    const ok = vhdSum === want && vhdxSum === want && reports.every((r) => r.verdict === 'ok');
-    if (json) io.out(toJson({ dir, verified: ok, reports }));
+    const ext4Ok = reports.slice(0, 2).every((r) => r.contents.type === 'ext4' && r.contents.label === 'lcow-demo');
+    const ok = vhdSum === want && vhdxSum === want && ext4Ok && reports.every((r) => r.verdict === 'ok');
+    if (json) io.out(toJson({ dir, verified: ok, layer: conv, reports }));
     else {
       for (const r of reports) say(`\n$ lcow vhd info ${r.disk.file}\n${describeReport(r)}`);
       say(`\n${ok ? 'demo OK: every disk verified' : 'demo FAILED: see above'}`);
     }
-    return ok ? 0 : 1;
+    if (!ok) throw new DriverError('ERR_VERIFICATION', 'demo: a disk did not read back as written (see above)');
+    return 0;
   },
 };
