@@ -1,11 +1,12 @@
-import { open, readdir, stat } from 'node:fs/promises';
+import { open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTar, pseudoRandomBytes, tempDir, type TarSpec } from '@lcow/testkit';
+import { makeTar, oracle, pseudoRandomBytes, run, tempDir, type TarSpec } from '@lcow/testkit';
 import { Ext4Error, convert, type ConvertOptions } from '../src/index.ts';
 
+const hasE2fsck = oracle('e2fsck');
 let dir: { path: string; cleanup: () => Promise<void> };
 let n = 0;
 beforeAll(async () => {
@@ -224,10 +225,11 @@ describe('fuzz', () => {
             for (const at of headerOffsets) if (at + 512 <= tar.length) fixChecksum(tar.subarray(at, at + 512));
           const started = Date.now();
           try {
-            await convert(Readable.from([tar]), join(dir.path, `fz${n++}.img`), {
-              convertWhiteouts: true,
-              maximumDiskSize: 64 << 20,
-            });
+            const out = join(dir.path, `fz${n++}.img`);
+            await convert(Readable.from([tar]), out, { convertWhiteouts: true, maximumDiskSize: 64 << 20 });
+            // Whatever a damaged tar still converts to must be a clean filesystem.
+            if (hasE2fsck) await run('e2fsck', ['-fn', out]);
+            await rm(out);
             converted++;
           } catch (e) {
             if (!(e instanceof Ext4Error)) throw e;

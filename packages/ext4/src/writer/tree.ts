@@ -176,12 +176,6 @@ export class Tree {
     dir.children!.set(name, node);
     return node;
   }
-
-  /** Removes a name (for whiteouts of an earlier entry in the same layer, if ever needed). */
-  remove(parts: string[]): void {
-    const dir = this.lookup(parts.slice(0, -1));
-    dir?.children?.delete(parts[parts.length - 1]!);
-  }
 }
 
 function copyMetadata(to: FsNode, from: FsNode): void {
