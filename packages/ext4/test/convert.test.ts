@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
@@ -173,6 +173,26 @@ describe.skipIf(!tools)('convert: every entry type', () => {
       await convert(pieces(tar, size), join(dir.path, `p${size}.img`));
       expect(sha(await readFile(join(dir.path, `p${size}.img`)))).toBe(wantSha);
     }
+  });
+
+  it('a tar file path (read through reused buffers) gives the same bytes as a stream', async () => {
+    const specs: TarSpec[] = [
+      { path: 'small', body: pseudoRandomBytes(5000, 1) },
+      { path: 'odd', body: pseudoRandomBytes((5 << 20) + 123, 3) },
+      { path: 'after', body: 'x' },
+      { path: 'big', body: pseudoRandomBytes(9 << 20, 4) },
+    ];
+    const tar = makeTar(specs);
+    const tarPath = join(dir.path, 'path.tar');
+    await writeFile(tarPath, tar);
+    await convert(tarPath, join(dir.path, 'from-path.img'));
+    await convert(Readable.from([tar]), join(dir.path, 'from-stream.img'));
+    expect(sha(await readFile(join(dir.path, 'from-path.img')))).toBe(
+      sha(await readFile(join(dir.path, 'from-stream.img'))),
+    );
+    await writeFile(tarPath, tar.subarray(0, tar.length - (5 << 20)));
+    await expect(convert(tarPath, join(dir.path, 'cut.img'))).rejects.toMatchObject({ code: 'ERR_TAR_FORMAT' });
+    await expect(stat(join(dir.path, 'cut.img'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('stores tiny files inline with inlineData', async () => {
