@@ -399,6 +399,14 @@ export class Ext4Writer {
           }
           used += need;
         }
+        // A directory's blocks are contiguous, so four in-inode extents hold up to 512 MiB of entries.
+        if (blocks > 4 * MAX_EXTENT_LEN) {
+          throw this.#fail(
+            'ERR_EXT4_UNSUPPORTED',
+            n.source || '(a directory)',
+            `directory of ${blocks} blocks (limit ${4 * MAX_EXTENT_LEN})`,
+          );
+        }
         dirBlocks.set(n, blocks);
         n.size = blocks * BLOCK_SIZE;
         metaBlocks += blocks;
@@ -444,7 +452,6 @@ export class Ext4Writer {
         metaBlocks += leaves;
       }
     }
-    // Directories' extents are known once placed; they are contiguous, so ≤ 4 extents up to 512 MiB.
 
     // 3. Groups and inodes per group.
     let groups = Math.max(1, Math.ceil(inodeCount / BLOCKS_PER_GROUP));
