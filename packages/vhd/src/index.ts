@@ -30,3 +30,19 @@ export {
 } from './vhdx/vhdx.ts';
 export { inspectDisk, type DiskInfo, type DynamicVhdHeader } from './inspect.ts';
 export { convertRawImage, type ConvertOptions, type ConvertResult, type Progress } from './convert.ts';
+export {
+  DEFAULT_SALT,
+  VERITY_BLOCK,
+  VerityTree,
+  appendVerity,
+  checkVerity,
+  levelSizes,
+  readVerity,
+  verityDigest,
+  verityLayout,
+  type VerityCheck,
+  type VerityInfo,
+  type VerityLayout,
+  type VerityOptions,
+  type VerityResult,
+} from './verity/verity.ts';

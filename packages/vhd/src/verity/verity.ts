@@ -1,0 +1,333 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { BinaryError } from '@lcow/binary';
+import { VhdError } from '../errors.ts';
+import { openTarget, readAt, type FileTarget } from '../file.ts';
+import { HASH_TYPE_NORMAL, VERITY_SIGNATURE, VeritySuperblock } from './format/superblock.ts';
+
+/** dm-verity parameters lcow uses (and hcsshim): SHA-256, 4 KiB data and hash blocks. */
+export const VERITY_BLOCK = 4096;
+const DIGEST = 32;
+const PER_BLOCK = VERITY_BLOCK / DIGEST;
+/** hcsshim's salt: 32 zero bytes. */
+export const DEFAULT_SALT: Uint8Array = new Uint8Array(32);
+
+/**
+ * Blocks in each tree level, leaves (level 0) first; the last level has one block. A single data block
+ * has no tree at all: its own digest is the root (veritysetup counts levels while (blocks − 1) >> 7·k > 0).
+ */
+export function levelSizes(dataBlocks: number): number[] {
+  if (!Number.isSafeInteger(dataBlocks) || dataBlocks <= 0) {
+    throw new VhdError('ERR_INVALID_ARGUMENT', `dm-verity over ${dataBlocks} data blocks`);
+  }
+  const sizes: number[] = [];
+  let n = dataBlocks;
+  while (n > 1) {
+    n = Math.ceil(n / PER_BLOCK);
+    sizes.push(n);
+  }
+  return sizes;
+}
+
+/**
+ * A streaming Merkle tree: feed data blocks in order; each completed hash block is handed to `onBlock`
+ * (level, index, bytes) and hashed into the level above. Memory: one partial block per level.
+ */
+export class VerityTree {
+  readonly dataBlocks: number;
+  readonly sizes: number[];
+  readonly #salt: Uint8Array;
+  readonly #onBlock: ((level: number, index: number, block: Uint8Array) => void | Promise<void>) | undefined;
+  readonly #partial: Uint8Array[];
+  readonly #fill: number[];
+  readonly #done: number[];
+  #fed = 0;
+  #root: string | null = null;
+
+  constructor(
+    dataBlocks: number,
+    salt: Uint8Array = DEFAULT_SALT,
+    onBlock?: (level: number, index: number, block: Uint8Array) => void | Promise<void>,
+  ) {
+    this.dataBlocks = dataBlocks;
+    this.sizes = levelSizes(dataBlocks);
+    this.#salt = salt;
+    this.#onBlock = onBlock;
+    this.#partial = this.sizes.map(() => new Uint8Array(VERITY_BLOCK));
+    this.#fill = this.sizes.map(() => 0);
+    this.#done = this.sizes.map(() => 0);
+  }
+
+  #hash(block: Uint8Array): Buffer {
+    return createHash('sha256').update(this.#salt).update(block).digest();
+  }
+
+  async #push(level: number, digest: Uint8Array): Promise<void> {
+    const part = this.#partial[level]!;
+    part.set(digest, this.#fill[level]! * DIGEST);
+    this.#fill[level]!++;
+    if (this.#fill[level] === PER_BLOCK) await this.#complete(level);
+  }
+
+  async #complete(level: number): Promise<void> {
+    const block = this.#partial[level]!;
+    const index = this.#done[level]!++;
+    await this.#onBlock?.(level, index, block);
+    const digest = this.#hash(block);
+    block.fill(0);
+    this.#fill[level] = 0;
+    if (level + 1 < this.sizes.length) await this.#push(level + 1, digest);
+    else this.#root = digest.toString('hex');
+  }
+
+  /** Feeds whole data blocks (a multiple of 4096 bytes; the last may be short and is zero-padded). */
+  async update(data: Uint8Array): Promise<void> {
+    for (let at = 0; at < data.length; at += VERITY_BLOCK) {
+      if (this.#fed >= this.dataBlocks)
+        throw new VhdError('ERR_INVALID_ARGUMENT', `dm-verity: more than ${this.dataBlocks} data blocks`);
+      let block = data.subarray(at, at + VERITY_BLOCK);
+      if (block.length < VERITY_BLOCK) {
+        const padded = new Uint8Array(VERITY_BLOCK);
+        padded.set(block);
+        block = padded;
+      }
+      this.#fed++;
+      if (this.sizes.length === 0) this.#root = this.#hash(block).toString('hex');
+      else await this.#push(0, this.#hash(block));
+    }
+  }
+
+  /** Completes the partial blocks, bottom up; returns the root digest (hex). */
+  async finish(): Promise<string> {
+    if (this.#fed !== this.dataBlocks)
+      throw new VhdError('ERR_INVALID_ARGUMENT', `dm-verity: ${this.#fed} of ${this.dataBlocks} data blocks fed`);
+    for (let level = 0; level < this.sizes.length; level++) {
+      if (this.#fill[level]! > 0) await this.#complete(level);
+    }
+    return this.#root!;
+  }
+}
+
+/** Where a verity area lies in a file: the superblock at `hashOffset`, the tree one block after it. */
+export interface VerityLayout {
+  dataBlocks: number;
+  hashOffset: number;
+  /** File offset of each level, leaves first (the tree stores the top level first). */
+  levelOffsets: number[];
+  /** Bytes of superblock and tree. */
+  hashSize: number;
+}
+
+export function verityLayout(dataBlocks: number, hashOffset: number): VerityLayout {
+  const sizes = levelSizes(dataBlocks);
+  const levelOffsets = new Array<number>(sizes.length);
+  let at = hashOffset + VERITY_BLOCK;
+  for (let level = sizes.length - 1; level >= 0; level--) {
+    levelOffsets[level] = at;
+    at += sizes[level]! * VERITY_BLOCK;
+  }
+  return { dataBlocks, hashOffset, levelOffsets, hashSize: at - hashOffset };
+}
+
+/** Options of {@link appendVerity}. */
+export interface VerityOptions {
+  /** Salt; default 32 zero bytes, as hcsshim. */
+  salt?: Uint8Array;
+  /** UUID in the superblock; default random (veritysetup's habit). */
+  uuid?: string;
+  signal?: AbortSignal;
+}
+
+/** What {@link appendVerity} wrote. */
+export interface VerityResult extends VerityLayout {
+  rootDigest: string;
+  salt: string;
+}
+
+/**
+ * Appends a dm-verity superblock and hash tree after the first `dataSize` bytes of a file (a multiple of
+ * 4096), as `veritysetup format DATA DATA --hash-offset=dataSize` would, streaming: the data is read once,
+ * tree blocks are written as they complete. The file is truncated to the end of the tree.
+ */
+export async function appendVerity(
+  target: FileTarget,
+  dataSize: number,
+  opts: VerityOptions = {},
+): Promise<VerityResult> {
+  if (!Number.isSafeInteger(dataSize) || dataSize <= 0 || dataSize % VERITY_BLOCK !== 0) {
+    throw new VhdError('ERR_INVALID_ARGUMENT', `dm-verity: data size ${dataSize} is not a positive multiple of 4096`);
+  }
+  const salt = opts.salt ?? DEFAULT_SALT;
+  if (salt.length > 256)
+    throw new VhdError('ERR_INVALID_ARGUMENT', `dm-verity: salt of ${salt.length} bytes (max 256)`);
+  const file = await openTarget(target, 'r+');
+  try {
+    const dataBlocks = dataSize / VERITY_BLOCK;
+    const layout = verityLayout(dataBlocks, dataSize);
+    await file.truncate(dataSize + layout.hashSize);
+    const tree = new VerityTree(dataBlocks, salt, (level, index, block) =>
+      file.write(block, layout.levelOffsets[level]! + index * VERITY_BLOCK),
+    );
+    const chunk = 1 << 20;
+    for (let at = 0; at < dataSize; at += chunk) {
+      if (opts.signal?.aborted) throw new VhdError('ERR_ABORTED', `dm-verity: aborted at byte ${at}`);
+      const data = await readAt(file, at, Math.min(chunk, dataSize - at));
+      if (data.length === 0) throw new VhdError('ERR_INVALID_ARGUMENT', `${file.name}: shorter than ${dataSize} bytes`);
+      await tree.update(data);
+    }
+    const rootDigest = await tree.finish();
+    const saltField = new Uint8Array(256);
+    saltField.set(salt);
+    const sb = new Uint8Array(VERITY_BLOCK);
+    VeritySuperblock.encodeInto(
+      {
+        signature: VERITY_SIGNATURE,
+        version: 1,
+        hashType: HASH_TYPE_NORMAL,
+        uuid: opts.uuid ?? randomUUID(),
+        algorithm: 'sha256',
+        dataBlockSize: VERITY_BLOCK,
+        hashBlockSize: VERITY_BLOCK,
+        dataBlocks,
+        saltSize: salt.length,
+        salt: saltField,
+      },
+      sb,
+      0,
+    );
+    await file.write(sb, dataSize);
+    await file.sync();
+    return { ...layout, rootDigest, salt: Buffer.from(salt).toString('hex') };
+  } finally {
+    await file.close();
+  }
+}
+
+/** The root digest of the first `dataSize` bytes of a file, or of a stream of bytes, without writing a tree. */
+export async function verityDigest(
+  source: FileTarget | AsyncIterable<Uint8Array>,
+  dataSize: number,
+  salt: Uint8Array = DEFAULT_SALT,
+): Promise<string> {
+  const tree = new VerityTree(Math.ceil(dataSize / VERITY_BLOCK), salt);
+  if (typeof source === 'object' && source !== null && Symbol.asyncIterator in source) {
+    let carry = new Uint8Array(0);
+    let seen = 0;
+    for await (const c of source as AsyncIterable<Uint8Array>) {
+      const take = c.subarray(0, Math.max(0, dataSize - seen));
+      seen += take.length;
+      const joined = carry.length ? Buffer.concat([carry, take]) : take;
+      const whole = joined.length - (joined.length % VERITY_BLOCK);
+      await tree.update(joined.subarray(0, whole));
+      carry = Uint8Array.from(joined.subarray(whole));
+      if (seen >= dataSize) break;
+    }
+    if (carry.length) await tree.update(carry);
+    return tree.finish();
+  }
+  const file = await openTarget(source as FileTarget, 'r');
+  try {
+    for (let at = 0; at < dataSize; at += 1 << 20)
+      await tree.update(await readAt(file, at, Math.min(1 << 20, dataSize - at)));
+    return await tree.finish();
+  } finally {
+    await file.close();
+  }
+}
+
+/** What {@link readVerity} found at a hash offset. */
+export interface VerityInfo extends VerityLayout {
+  version: number;
+  hashType: number;
+  uuid: string;
+  algorithm: string;
+  dataBlockSize: number;
+  hashBlockSize: number;
+  salt: string;
+}
+
+/**
+ * Reads and checks the verity superblock at `hashOffset`. Anything but version 1, hash type 1, SHA-256 and
+ * 4 KiB blocks with the data in front of it is `ERR_VHD_FORMAT` (malformed) or `ERR_VHD_UNSUPPORTED`.
+ */
+export async function readVerity(target: FileTarget, hashOffset: number): Promise<VerityInfo> {
+  const file = await openTarget(target, 'r');
+  try {
+    const size = await file.size();
+    const bytes = await readAt(file, hashOffset, VeritySuperblock.size);
+    const bad = (why: string): VhdError =>
+      new VhdError('ERR_VHD_FORMAT', `${file.name}: verity superblock at ${hashOffset}: ${why}`);
+    if (bytes.length < VeritySuperblock.size) throw bad('truncated');
+    let sb: VeritySuperblock;
+    try {
+      sb = VeritySuperblock.decode(bytes);
+    } catch (e) {
+      if (e instanceof BinaryError) throw bad(e.message);
+      throw e;
+    }
+    if (sb.signature !== VERITY_SIGNATURE) throw bad(`signature ${JSON.stringify(sb.signature)}, expected "verity"`);
+    if (sb.version !== 1)
+      throw new VhdError('ERR_VHD_UNSUPPORTED', `${file.name}: verity superblock version ${sb.version}`);
+    if (
+      sb.hashType !== HASH_TYPE_NORMAL ||
+      sb.algorithm !== 'sha256' ||
+      sb.dataBlockSize !== VERITY_BLOCK ||
+      sb.hashBlockSize !== VERITY_BLOCK
+    ) {
+      throw new VhdError(
+        'ERR_VHD_UNSUPPORTED',
+        `${file.name}: verity hash type ${sb.hashType}, ${sb.algorithm}, blocks ${sb.dataBlockSize}/${sb.hashBlockSize} (only 1, sha256, 4096/4096)`,
+      );
+    }
+    if (sb.saltSize > 256) throw bad(`salt size ${sb.saltSize}`);
+    if (sb.dataBlocks === 0 || sb.dataBlocks * VERITY_BLOCK > hashOffset)
+      throw bad(`${sb.dataBlocks} data blocks do not fit before the hash area`);
+    const layout = verityLayout(sb.dataBlocks, hashOffset);
+    if (hashOffset + layout.hashSize > size)
+      throw bad(
+        `the tree needs ${layout.hashSize} bytes, the file ends ${size - hashOffset} bytes after the superblock`,
+      );
+    return {
+      ...layout,
+      version: sb.version,
+      hashType: sb.hashType,
+      uuid: sb.uuid,
+      algorithm: sb.algorithm,
+      dataBlockSize: sb.dataBlockSize,
+      hashBlockSize: sb.hashBlockSize,
+      salt: Buffer.from(sb.salt.subarray(0, sb.saltSize)).toString('hex'),
+    };
+  } finally {
+    await file.close();
+  }
+}
+
+/** Result of {@link checkVerity}. */
+export type VerityCheck =
+  | { ok: true; rootDigest: string }
+  | { ok: false; rootDigest: string; firstBad: { level: number | 'data' | 'root'; block: number } };
+
+/**
+ * Recomputes the tree from the data and compares every stored hash block and the root with `expected`;
+ * reports the first block that differs (tree level and index, or the root). Bounded memory.
+ */
+export async function checkVerity(target: FileTarget, hashOffset: number, expected: string): Promise<VerityCheck> {
+  const info = await readVerity(target, hashOffset);
+  const file = await openTarget(target, 'r');
+  try {
+    let firstBad: { level: number | 'data' | 'root'; block: number } | null = null;
+    const tree = new VerityTree(info.dataBlocks, Buffer.from(info.salt, 'hex'), async (level, index, block) => {
+      if (firstBad) return;
+      const stored = await readAt(file, info.levelOffsets[level]! + index * VERITY_BLOCK, VERITY_BLOCK);
+      if (Buffer.compare(stored, block) !== 0) firstBad = { level, block: index };
+    });
+    for (let at = 0; at < info.dataBlocks * VERITY_BLOCK; at += 1 << 20) {
+      await tree.update(await readAt(file, at, Math.min(1 << 20, info.dataBlocks * VERITY_BLOCK - at)));
+    }
+    const rootDigest = await tree.finish();
+    if (firstBad) return { ok: false, rootDigest, firstBad };
+    if (rootDigest !== expected.toLowerCase()) return { ok: false, rootDigest, firstBad: { level: 'root', block: 0 } };
+    return { ok: true, rootDigest };
+  } finally {
+    await file.close();
+  }
+}
