@@ -3,7 +3,7 @@ import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { createFixedFooter } from '@lcow/vhd';
+import { appendVerity, createFixedFooter } from '@lcow/vhd';
 import { Ext4Error } from './errors.ts';
 import { TarParser } from './tar/parser.ts';
 import { Ext4Writer, type WriterSummary } from './writer/writer.ts';
@@ -18,8 +18,13 @@ export interface ConvertProgress {
 export interface ConvertOptions {
   /** `.wh.NAME` → 0:0 character device, `.wh..wh..opq` → `trusted.overlay.opaque=y` (default false). */
   convertWhiteouts?: boolean;
-  /** Append a fixed VHD footer after the filesystem (default false). */
+  /** Append a fixed VHD footer after the filesystem (and the verity tree; default false). */
   appendVhdFooter?: boolean;
+  /**
+   * Append a dm-verity superblock and hash tree after the filesystem (SHA-256, 4 KiB blocks, salt 32 zero
+   * bytes unless given, as hcsshim's AppendDMVerity) and return its root digest (default false).
+   */
+  verity?: boolean | { salt?: Uint8Array; uuid?: string };
   /** Store files of at most 60 bytes in their inodes (inline_data; default false). */
   inlineData?: boolean;
   /** Largest filesystem, in bytes (default 128 GiB, as the LCOW driver). */
@@ -49,6 +54,9 @@ export interface ConvertResult extends WriterSummary {
   tarBytes: number;
   /** Whether the input was gzip-compressed. */
   gzip: boolean;
+  /** With `verity`: the root digest (hex) and where the hash area lies (after the filesystem). */
+  rootDigest?: string;
+  verityHashSize?: number;
 }
 
 const DEFAULT_MAX = 128 * 2 ** 30;
@@ -179,12 +187,21 @@ export async function convert(
     parser.end();
     const summary = await writer.finish();
     let size = summary.bytes;
+    let verity: { rootDigest: string; verityHashSize: number } | null = null;
+    if (options.verity) {
+      const v = await appendVerity(fh, summary.bytes, {
+        ...(typeof options.verity === 'object' ? options.verity : {}),
+        ...(signal ? { signal } : {}),
+      });
+      verity = { rootDigest: v.rootDigest, verityHashSize: v.hashSize };
+      size += v.hashSize;
+    }
     if (options.appendVhdFooter) {
-      const footer = createFixedFooter(summary.bytes, {
+      const footer = createFixedFooter(size, {
         ...(options.timestamp ? { timestamp: options.timestamp } : {}),
         uniqueId: summary.uuid,
       });
-      await fh.write(footer, 0, footer.length, summary.bytes);
+      await fh.write(footer, 0, footer.length, size);
       size += footer.length;
     }
     if (options.fsync !== false) await fh.sync();
@@ -194,7 +211,7 @@ export async function convert(
       await rename(tmp, output as string);
       tmp = null;
     }
-    return { ...summary, size, tarBytes, gzip: flag.gzip };
+    return { ...summary, size, tarBytes, gzip: flag.gzip, ...(verity ?? {}) };
   } catch (e) {
     if (tmp) {
       await fh.close().catch(() => {});

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, oracle, pseudoRandomBytes, rootWithLoop, run, tempDir, type TarSpec } from '@lcow/testkit';
-import { readFooter } from '@lcow/vhd';
+import { readFooter, verityDigest } from '@lcow/vhd';
 import { convert, probeExt4 } from '../src/index.ts';
 import { convertChecked, mountedTree } from './helpers.ts';
 
@@ -194,6 +194,29 @@ describe.skipIf(!tools)('convert: every entry type', () => {
     await expect(convert(tarPath, join(dir.path, 'cut.img'))).rejects.toMatchObject({ code: 'ERR_TAR_FORMAT' });
     await expect(stat(join(dir.path, 'cut.img'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
+
+  it.skipIf(!oracle('veritysetup'))(
+    'verity: a hash tree after the filesystem, before the footer, that veritysetup verifies',
+    async () => {
+      const { image, result } = await convertChecked(dir.path, makeTar(kitchenSink), {
+        verity: true,
+        appendVhdFooter: true,
+        convertWhiteouts: true,
+      });
+      expect(result.rootDigest).toMatch(/^[0-9a-f]{64}$/);
+      expect((await readFooter(image)).currentSize).toBe(result.bytes + result.verityHashSize!);
+      await run('veritysetup', [
+        'verify',
+        image,
+        image,
+        result.rootDigest!,
+        `--hash-offset=${result.bytes}`,
+        `--data-blocks=${result.blocks}`,
+      ]);
+      const plain = await convertChecked(dir.path, makeTar(kitchenSink), { convertWhiteouts: true });
+      expect(await verityDigest(plain.image, plain.result.bytes)).toBe(result.rootDigest);
+    },
+  );
 
   it('stores tiny files inline with inlineData', async () => {
     const { image, result } = await convertChecked(

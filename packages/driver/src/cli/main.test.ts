@@ -132,6 +132,36 @@ describe('lcow tar2ext4', () => {
   });
 });
 
+describe('lcow verity', () => {
+  it('tar2ext4 --verity, then info, digest (of the tar and of the image) and check agree', async () => {
+    const tar = join(dir.path, 'v.tar');
+    await writeFile(
+      tar,
+      makeTar([
+        { path: 'a', body: pseudoRandomBytes(70_000, 5) },
+        { path: '.wh.b', body: '' },
+      ]),
+    );
+    const out = join(dir.path, 'v.vhd');
+    const r = await lcow('tar2ext4', '-i', tar, '-o', out, '--vhd', '--whiteouts', '--verity', '--json');
+    expect(r.status).toBe(0);
+    const { rootDigest } = JSON.parse(r.out);
+    expect(rootDigest).toMatch(/^[0-9a-f]{64}$/);
+    expect(r.err.trim()).toBe(rootDigest);
+    const info = JSON.parse((await lcow('verity', 'info', out, '--json')).out);
+    expect(info).toMatchObject({ algorithm: 'sha256', hashType: 1, salt: '0'.repeat(64) });
+    expect((await lcow('verity', 'digest', tar)).out.trim()).toBe(rootDigest);
+    expect((await lcow('verity', 'digest', out)).out.trim()).toBe(rootDigest);
+    expect(await lcow('verity', 'check', out, rootDigest)).toMatchObject({
+      status: 0,
+      out: expect.stringMatching(/OK/),
+    });
+    const bad = await lcow('verity', 'check', out, '0'.repeat(64));
+    expect(bad).toMatchObject({ status: 1, err: expect.stringMatching(/^lcow: ERR_VERIFICATION: .*root digest is/) });
+    expect((await lcow('verity', 'check', out, 'xyz')).status).toBe(2);
+  });
+});
+
 describe('parseSize', () => {
   it.each([
     ['20G', 20 * 2 ** 30],

@@ -1,5 +1,6 @@
 import { demoCommand } from './commands/demo.ts';
 import { tar2ext4Command } from './commands/tar2ext4.ts';
+import { verityCommand } from './commands/verity.ts';
 import { vhdCommand } from './commands/vhd.ts';
 
 /** Where a command writes, and how it is cancelled. Tests pass their own. */
@@ -19,7 +20,7 @@ export interface Command {
   run(argv: string[], io: Io): Promise<number>;
 }
 
-const COMMANDS: Command[] = [tar2ext4Command, vhdCommand, demoCommand];
+const COMMANDS: Command[] = [tar2ext4Command, verityCommand, vhdCommand, demoCommand];
 
 function help(): string {
   return [

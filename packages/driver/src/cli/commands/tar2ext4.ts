@@ -7,7 +7,7 @@ import { progressBar } from '../progress.ts';
 import type { Command, Io } from '../main.ts';
 
 const USAGE =
-  'lcow tar2ext4 [-i IN.tar|-] -o OUT [--vhd] [--whiteouts] [--inline-data] [--max-size 128G] [--uuid UUID] [--json]';
+  'lcow tar2ext4 [-i IN.tar|-] -o OUT [--vhd] [--whiteouts] [--inline-data] [--verity] [--max-size 128G] [--uuid UUID] [--no-fsync] [--json]';
 
 export const tar2ext4Command: Command = {
   name: 'tar2ext4',
@@ -20,6 +20,7 @@ export const tar2ext4Command: Command = {
     const whiteouts = flag(args, '--whiteouts');
     const inline = flag(args, '--inline-data');
     const noFsync = flag(args, '--no-fsync');
+    const verity = flag(args, '--verity');
     const input = option(args, '-i') ?? '-';
     const output = option(args, '-o');
     const maxSize = option(args, '--max-size');
@@ -35,6 +36,7 @@ export const tar2ext4Command: Command = {
       convertWhiteouts: whiteouts,
       inlineData: inline,
       fsync: !noFsync,
+      verity,
       ...(maxSize ? { maximumDiskSize: parseSize(maxSize, '--max-size') } : {}),
       ...(uuid ? { uuid } : {}),
       signal: io.signal,
@@ -43,6 +45,8 @@ export const tar2ext4Command: Command = {
       onWarning: (w) => io.err(`lcow: warning: ${w.code}: ${w.message}`),
     }).finally(() => bar.done());
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    // The digest goes to stderr too, so scripts can take it while stdout carries the report.
+    if (r.rootDigest) io.err(r.rootDigest);
     if (json) io.out(toJson({ ...r, bytes: r.size, filesystemBytes: r.bytes, entries: r.entries, seconds }));
     else {
       io.out(

@@ -1,0 +1,110 @@
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Ext4Error, SUPERBLOCK_MAGIC, convert, probeExt4 } from '@lcow/ext4';
+import { checkVerity, readVerity, verityDigest } from '@lcow/vhd';
+import { DriverError } from '../../errors.ts';
+import { flag, positional } from '../args.ts';
+import { table, toJson } from '../format.ts';
+import type { Command, Io } from '../main.ts';
+
+const INFO = 'lcow verity info IMAGE [--json]';
+const DIGEST = 'lcow verity digest IN.tar|IMAGE [--json]';
+const CHECK = 'lcow verity check IMAGE DIGEST [--json]';
+
+/** Bytes of the ext4 filesystem at the start of a file: where its verity area would begin. */
+async function ext4Size(path: string): Promise<number | null> {
+  const fh = await open(path, 'r');
+  try {
+    const read = async (at: number, len: number) => {
+      const b = new Uint8Array(len);
+      const { bytesRead } = await fh.read(b, 0, len, at);
+      return b.subarray(0, bytesRead);
+    };
+    const magic = await read(1024 + 56, 2);
+    if (magic.length < 2 || (magic[0]! | (magic[1]! << 8)) !== SUPERBLOCK_MAGIC) return null;
+    return (await probeExt4(read, path)).size;
+  } finally {
+    await fh.close();
+  }
+}
+
+async function requireExt4(path: string): Promise<number> {
+  const size = await ext4Size(path);
+  if (size === null) throw new Ext4Error('ERR_EXT4_CORRUPT', `${path}: no ext4 filesystem at the start of the file`);
+  return size;
+}
+
+export const verityCommand: Command = {
+  name: 'verity',
+  summary: 'dm-verity root digests of layers: show, compute, check',
+  usage: [INFO, DIGEST, CHECK],
+  async run(argv: string[], io: Io): Promise<number> {
+    const [sub, ...rest] = argv;
+    const args = [...rest];
+    const json = flag(args, '--json');
+    if (sub === 'info') {
+      const [image] = positional(args, 1, INFO);
+      const info = await readVerity(image!, await requireExt4(image!));
+      io.out(
+        json
+          ? toJson(info)
+          : table([
+              ['hash offset', String(info.hashOffset)],
+              ['data blocks', `${info.dataBlocks} of ${info.dataBlockSize} bytes`],
+              [
+                'hash',
+                `${info.algorithm}, type ${info.hashType}, ${info.hashBlockSize}-byte blocks, ${info.levelOffsets.length} levels`,
+              ],
+              ['salt', info.salt || '(none)'],
+              ['uuid', info.uuid],
+              ['hash area', `${info.hashSize} bytes`],
+            ]),
+      );
+      return 0;
+    }
+    if (sub === 'digest') {
+      const [input] = positional(args, 1, DIGEST);
+      let size = await ext4Size(input!);
+      let rootDigest: string;
+      let source: 'image' | 'tar' = 'image';
+      if (size !== null) rootDigest = await verityDigest(input!, size);
+      else {
+        // A tar: convert it as the LCOW driver does (whiteouts, 128 GiB maximum), then hash the image.
+        source = 'tar';
+        const dir = await mkdtemp(join(tmpdir(), 'lcow-digest-'));
+        try {
+          const r = await convert(input!, join(dir, 'layer.img'), {
+            convertWhiteouts: true,
+            verity: true,
+            fsync: false,
+            signal: io.signal,
+          });
+          rootDigest = r.rootDigest!;
+          size = r.bytes;
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+      }
+      io.out(json ? toJson({ rootDigest, source, dataBytes: size }) : rootDigest);
+      return 0;
+    }
+    if (sub === 'check') {
+      const [image, digest] = positional(args, 2, CHECK);
+      if (!/^[0-9a-fA-F]{64}$/.test(digest!))
+        throw new DriverError('ERR_USAGE', `digest ${JSON.stringify(digest)}: expected 64 hex digits`);
+      const r = await checkVerity(image!, await requireExt4(image!), digest!);
+      if (json) io.out(toJson(r));
+      else if (r.ok) io.out(`${image}: OK, root digest ${r.rootDigest}`);
+      if (!r.ok) {
+        const where =
+          r.firstBad.level === 'root'
+            ? `root digest is ${r.rootDigest}`
+            : `first bad hash block: level ${r.firstBad.level}, block ${r.firstBad.block}`;
+        throw new DriverError('ERR_VERIFICATION', `${image}: does not match ${digest} (${where})`);
+      }
+      return 0;
+    }
+    throw new DriverError('ERR_USAGE', `usage:\n  ${[INFO, DIGEST, CHECK].join('\n  ')}`);
+  },
+};
