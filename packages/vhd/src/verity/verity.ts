@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { BinaryError } from '@lcow/binary';
 import { VhdError } from '../errors.ts';
 import { openTarget, readAt, type FileTarget } from '../file.ts';
@@ -35,13 +35,13 @@ export function levelSizes(dataBlocks: number): number[] {
 export class VerityTree {
   readonly dataBlocks: number;
   readonly sizes: number[];
-  readonly #salt: Uint8Array;
   readonly #onBlock: ((level: number, index: number, block: Uint8Array) => void | Promise<void>) | undefined;
   readonly #partial: Uint8Array[];
   readonly #fill: number[];
   readonly #done: number[];
   #fed = 0;
   #root: string | null = null;
+  readonly #salted: Hash;
 
   constructor(
     dataBlocks: number,
@@ -50,15 +50,16 @@ export class VerityTree {
   ) {
     this.dataBlocks = dataBlocks;
     this.sizes = levelSizes(dataBlocks);
-    this.#salt = salt;
+    this.#salted = createHash('sha256').update(salt);
     this.#onBlock = onBlock;
     this.#partial = this.sizes.map(() => new Uint8Array(VERITY_BLOCK));
     this.#fill = this.sizes.map(() => 0);
     this.#done = this.sizes.map(() => 0);
   }
 
+  /** H(salt ‖ block): the salted state is computed once and copied for every block. */
   #hash(block: Uint8Array): Buffer {
-    return createHash('sha256').update(this.#salt).update(block).digest();
+    return this.#salted.copy().update(block).digest();
   }
 
   async #push(level: number, digest: Uint8Array): Promise<void> {
