@@ -1,7 +1,9 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { BinaryError } from '@lcow/binary';
 import { VhdError } from '../errors.ts';
-import { openTarget, readAt, type FileTarget } from '../file.ts';
+import { openTarget, readAt, type FileTarget, type RandomAccessFile } from '../file.ts';
 import { HASH_TYPE_NORMAL, VERITY_SIGNATURE, VeritySuperblock } from './format/superblock.ts';
 
 /** dm-verity parameters lcow uses (and hcsshim): SHA-256, 4 KiB data and hash blocks. */
@@ -97,6 +99,18 @@ export class VerityTree {
     }
   }
 
+  /** Feeds precomputed leaf digests (32 bytes per data block, in order), as {@link leafDigests} yields them. */
+  async updateDigests(digests: Uint8Array): Promise<void> {
+    for (let at = 0; at < digests.length; at += DIGEST) {
+      if (this.#fed >= this.dataBlocks)
+        throw new VhdError('ERR_INVALID_ARGUMENT', `dm-verity: more than ${this.dataBlocks} data blocks`);
+      this.#fed++;
+      const d = digests.subarray(at, at + DIGEST);
+      if (this.sizes.length === 0) this.#root = Buffer.from(d).toString('hex');
+      else await this.#push(0, d);
+    }
+  }
+
   /** Completes the partial blocks, bottom up; returns the root digest (hex). */
   async finish(): Promise<string> {
     if (this.#fed !== this.dataBlocks)
@@ -105,6 +119,112 @@ export class VerityTree {
       if (this.#fill[level]! > 0) await this.#complete(level);
     }
     return this.#root!;
+  }
+}
+
+/**
+ * Leaf-digest worker: for each job { id, first, count } it reads those 4 KiB blocks of the file and posts
+ * back H(salt ‖ block) for each, in order; a short read (past the data) hashes zero padding.
+ */
+const HASH_WORKER = `
+const { createHash } = require('node:crypto');
+const { openSync, readSync, closeSync } = require('node:fs');
+const { parentPort, workerData } = require('node:worker_threads');
+const salted = createHash('sha256').update(Buffer.from(workerData.salt, 'hex'));
+const fd = openSync(workerData.path, 'r');
+const buf = Buffer.alloc(4 << 20);
+parentPort.on('message', (job) => {
+  if (job === null) { closeSync(fd); parentPort.close(); return; }
+  const out = new Uint8Array(job.count * 32);
+  for (let done = 0; done < job.count; ) {
+    const n = Math.min(buf.length / 4096, job.count - done);
+    const got = readSync(fd, buf, 0, n * 4096, (job.first + done) * 4096);
+    buf.fill(0, got, n * 4096);
+    for (let i = 0; i < n; i++) out.set(salted.copy().update(buf.subarray(i * 4096, (i + 1) * 4096)).digest(), (done + i) * 32);
+    done += n;
+  }
+  parentPort.postMessage({ id: job.id, digests: out }, [out.buffer]);
+});
+`;
+
+/** Blocks per worker job (64 MiB of data). */
+const JOB_BLOCKS = 16384;
+
+/**
+ * Leaf digests of the first `dataBlocks` blocks of a file, in order, hashed by worker threads (one per
+ * core, at most four) — the hashing, not the reading, is what costs. Memory: a few jobs' digests.
+ */
+export async function* leafDigests(path: string, dataBlocks: number, salt: Uint8Array): AsyncGenerator<Uint8Array> {
+  const count = Math.max(1, Math.min(4, availableParallelism()));
+  const workerData = { path, salt: Buffer.from(salt).toString('hex') };
+  // The worker is a short script run with eval, so it works the same from sources and from dist.
+  const workers = Array.from({ length: count }, () => new Worker(HASH_WORKER, { eval: true, workerData }));
+  const results = new Map<number, { resolve: (d: Uint8Array) => void; reject: (e: unknown) => void }>();
+  for (const w of workers) {
+    w.on('message', (m: { id: number; digests: Uint8Array }) => results.get(m.id)?.resolve(m.digests));
+    w.on('error', (e) => {
+      for (const r of results.values()) r.reject(e);
+    });
+  }
+  const jobs = Math.ceil(dataBlocks / JOB_BLOCKS);
+  const pending: Promise<Uint8Array>[] = [];
+  const start = (id: number): void => {
+    pending[id] = new Promise((resolve, reject) => results.set(id, { resolve, reject }));
+    workers[id % count]!.postMessage({
+      id,
+      first: id * JOB_BLOCKS,
+      count: Math.min(JOB_BLOCKS, dataBlocks - id * JOB_BLOCKS),
+    });
+  };
+  try {
+    let next = 0;
+    for (; next < Math.min(jobs, count * 2); next++) start(next);
+    for (let id = 0; id < jobs; id++) {
+      const d = await pending[id]!;
+      results.delete(id);
+      delete pending[id];
+      if (next < jobs) start(next++);
+      yield d;
+    }
+  } finally {
+    for (const w of workers) w.postMessage(null);
+    await Promise.all(workers.map((w) => new Promise((r) => w.once('exit', r))));
+  }
+}
+
+/** From this many data blocks (64 MiB) on, leaf digests are computed by worker threads. */
+const PARALLEL_MIN = 16384;
+
+/** A path a worker thread can open for `target`, or null (then the hashing stays on this thread). */
+function workerPath(target: FileTarget): string | null {
+  if (typeof target === 'string') return target;
+  if (process.platform !== 'linux') return null;
+  return `/proc/self/fd/${typeof target === 'number' ? target : target.fd}`;
+}
+
+/** Feeds the first `dataBlocks` blocks of `target` into `tree`: through workers when large, else here. */
+async function feed(
+  tree: VerityTree,
+  target: FileTarget,
+  file: RandomAccessFile,
+  dataBlocks: number,
+  salt: Uint8Array,
+  signal?: AbortSignal,
+): Promise<void> {
+  const dataSize = dataBlocks * VERITY_BLOCK;
+  if ((await file.size()) < dataSize)
+    throw new VhdError('ERR_INVALID_ARGUMENT', `${file.name}: shorter than ${dataSize} bytes`);
+  const path = workerPath(target);
+  if (path && dataBlocks >= PARALLEL_MIN) {
+    for await (const digests of leafDigests(path, dataBlocks, salt)) {
+      if (signal?.aborted) throw new VhdError('ERR_ABORTED', 'dm-verity: aborted');
+      await tree.updateDigests(digests);
+    }
+    return;
+  }
+  for (let at = 0; at < dataSize; at += 1 << 20) {
+    if (signal?.aborted) throw new VhdError('ERR_ABORTED', `dm-verity: aborted at byte ${at}`);
+    await tree.update(await readAt(file, at, Math.min(1 << 20, dataSize - at)));
   }
 }
 
@@ -168,13 +288,7 @@ export async function appendVerity(
     const tree = new VerityTree(dataBlocks, salt, (level, index, block) =>
       file.write(block, layout.levelOffsets[level]! + index * VERITY_BLOCK),
     );
-    const chunk = 1 << 20;
-    for (let at = 0; at < dataSize; at += chunk) {
-      if (opts.signal?.aborted) throw new VhdError('ERR_ABORTED', `dm-verity: aborted at byte ${at}`);
-      const data = await readAt(file, at, Math.min(chunk, dataSize - at));
-      if (data.length === 0) throw new VhdError('ERR_INVALID_ARGUMENT', `${file.name}: shorter than ${dataSize} bytes`);
-      await tree.update(data);
-    }
+    await feed(tree, target, file, dataBlocks, salt, opts.signal);
     const rootDigest = await tree.finish();
     const saltField = new Uint8Array(256);
     saltField.set(salt);
@@ -227,8 +341,7 @@ export async function verityDigest(
   }
   const file = await openTarget(source as FileTarget, 'r');
   try {
-    for (let at = 0; at < dataSize; at += 1 << 20)
-      await tree.update(await readAt(file, at, Math.min(1 << 20, dataSize - at)));
+    await feed(tree, source as FileTarget, file, tree.dataBlocks, salt);
     return await tree.finish();
   } finally {
     await file.close();
@@ -321,9 +434,7 @@ export async function checkVerity(target: FileTarget, hashOffset: number, expect
       const stored = await readAt(file, info.levelOffsets[level]! + index * VERITY_BLOCK, VERITY_BLOCK);
       if (Buffer.compare(stored, block) !== 0) firstBad = { level, block: index };
     });
-    for (let at = 0; at < info.dataBlocks * VERITY_BLOCK; at += 1 << 20) {
-      await tree.update(await readAt(file, at, Math.min(1 << 20, info.dataBlocks * VERITY_BLOCK - at)));
-    }
+    await feed(tree, target, file, info.dataBlocks, Buffer.from(info.salt, 'hex'));
     const rootDigest = await tree.finish();
     if (firstBad) return { ok: false, rootDigest, firstBad };
     if (rootDigest !== expected.toLowerCase()) return { ok: false, rootDigest, firstBad: { level: 'root', block: 0 } };
