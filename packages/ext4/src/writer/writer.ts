@@ -73,23 +73,19 @@ function encodeTime(t: Time): [number, number] {
   return [lo, ((t.nsec << 2) | epoch) >>> 0];
 }
 
+/** Directory-entry file type for each i_mode type. */
+const FILE_TYPE: Record<number, number> = {
+  [FileMode.REG]: DirFileType.REG,
+  [FileMode.DIR]: DirFileType.DIR,
+  [FileMode.LNK]: DirFileType.LNK,
+  [FileMode.CHR]: DirFileType.CHR,
+  [FileMode.BLK]: DirFileType.BLK,
+  [FileMode.FIFO]: DirFileType.FIFO,
+  [FileMode.SOCK]: DirFileType.SOCK,
+};
+
 function fileTypeOf(type: number): number {
-  switch (type) {
-    case FileMode.REG:
-      return DirFileType.REG;
-    case FileMode.DIR:
-      return DirFileType.DIR;
-    case FileMode.LNK:
-      return DirFileType.LNK;
-    case FileMode.CHR:
-      return DirFileType.CHR;
-    case FileMode.BLK:
-      return DirFileType.BLK;
-    case FileMode.FIFO:
-      return DirFileType.FIFO;
-    default:
-      return DirFileType.SOCK;
-  }
+  return FILE_TYPE[type] ?? DirFileType.UNKNOWN;
 }
 
 const direntSize = (nameLen: number): number => (DirEntryHeader.size + nameLen + 3) & ~3;

@@ -8,6 +8,7 @@ import { convertRawImage, createVhdx, openVhdx, readFooter } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
 import { flag, option, positional } from '../args.ts';
 import { formatBytes, toJson } from '../format.ts';
+import { readerOf } from '../read-at.ts';
 import { describeReport, vhdReport, type VhdReport } from './vhd.ts';
 import type { Command, Io } from '../main.ts';
 
@@ -67,11 +68,7 @@ async function sha256(read: (at: number, len: number) => Promise<Uint8Array>, si
 async function fileSha256(path: string, size: number): Promise<string> {
   const fh = await open(path, 'r');
   try {
-    return await sha256(async (at, len) => {
-      const b = new Uint8Array(len);
-      const { bytesRead } = await fh.read(b, 0, len, at);
-      return b.subarray(0, bytesRead);
-    }, size);
+    return await sha256(readerOf(fh), size);
   } finally {
     await fh.close();
   }

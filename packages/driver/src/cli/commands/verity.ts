@@ -5,6 +5,7 @@ import { Ext4Error, SUPERBLOCK_MAGIC, convert, probeExt4 } from '@lcow/ext4';
 import { checkVerity, readVerity, verityDigest } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
 import { flag, positional } from '../args.ts';
+import { readerOf } from '../read-at.ts';
 import { table, toJson } from '../format.ts';
 import type { Command, Io } from '../main.ts';
 
@@ -16,11 +17,7 @@ const CHECK = 'lcow verity check IMAGE DIGEST [--json]';
 async function ext4Size(path: string): Promise<number | null> {
   const fh = await open(path, 'r');
   try {
-    const read = async (at: number, len: number) => {
-      const b = new Uint8Array(len);
-      const { bytesRead } = await fh.read(b, 0, len, at);
-      return b.subarray(0, bytesRead);
-    };
+    const read = readerOf(fh);
     const magic = await read(1024 + 56, 2);
     if (magic.length < 2 || (magic[0]! | (magic[1]! << 8)) !== SUPERBLOCK_MAGIC) return null;
     return (await probeExt4(read, path)).size;

@@ -6,6 +6,7 @@ import { DriverError } from '../../errors.ts';
 import { formatBytes, parseSize, table, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
 import { flag, option, positional } from '../args.ts';
+import { readerOf } from '../read-at.ts';
 import type { Command, Io } from '../main.ts';
 
 /** What `lcow vhd info` reports: the disk, what it contains, and a verdict. */
@@ -25,11 +26,7 @@ async function probeContents(info: DiskInfo): Promise<VhdReport['contents']> {
   } else if (info.footer.type === 'fixed') {
     const fh = await open(info.file, 'r');
     const limit = info.footer.currentSize;
-    read = async (offset, length) => {
-      const buf = new Uint8Array(Math.max(0, Math.min(length, limit - offset)));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-      return buf.subarray(0, bytesRead);
-    };
+    read = readerOf(fh, limit);
     close = () => fh.close();
   } else {
     return { type: 'unknown', reason: `${info.footer.type} VHD payloads are not read` };
