@@ -5,6 +5,8 @@
  * - `ERR_TAR_FORMAT`: a tar that is malformed or unsafe (the message names the entry);
  * - `ERR_DISK_FULL`: the filesystem would exceed `maximumDiskSize` (the message names the entry);
  * - `ERR_INVALID_ARGUMENT`: an option out of range; `ERR_ABORTED`: the `AbortSignal` fired;
+ * - `ERR_NOT_FOUND`, `ERR_NOT_A_DIRECTORY`, `ERR_IS_A_DIRECTORY`, `ERR_SYMLINK_LOOP`: a path given to the reader
+ *   does not name what the call needs (as ENOENT, ENOTDIR, EISDIR, ELOOP);
  * - `ERR_INTERNAL`: an invariant of the writer broke (a bug: please report it with the input).
  */
 export type Ext4ErrorCode =
@@ -14,6 +16,10 @@ export type Ext4ErrorCode =
   | 'ERR_DISK_FULL'
   | 'ERR_INVALID_ARGUMENT'
   | 'ERR_ABORTED'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_NOT_A_DIRECTORY'
+  | 'ERR_IS_A_DIRECTORY'
+  | 'ERR_SYMLINK_LOOP'
   | 'ERR_INTERNAL';
 
 /** The one error class of `@lcow/ext4`. */

@@ -4,3 +4,18 @@ export { SUPERBLOCK_MAGIC, SUPERBLOCK_OFFSET, Superblock } from './format/superb
 export { probeExt4, type Ext4Summary, type ReadAt } from './probe.ts';
 export { convert, type ConvertOptions, type ConvertProgress, type ConvertResult } from './convert.ts';
 export { TarParser, type TarEntry, type TarHandler, type EntryType, type SparseRegion } from './tar/parser.ts';
+export {
+  Ext4Fs,
+  type ChecksumPolicy,
+  type Ext4Dirent,
+  type Ext4Stat,
+  type FileType,
+  type OpenOptions,
+  type PathLike,
+  type ReadWarning,
+  type Time,
+  type WalkEntry,
+} from './reader/ext4fs.ts';
+export { openImageSource, memorySource, type ByteSource } from './reader/source.ts';
+export { exportTar, exportChunks, type ExportOptions, type ExportProgress } from './reader/export.ts';
+export { mkfs, mkfsWrites, type MkfsOptions, type MkfsResult, type MkfsWrite } from './mkfs/mkfs.ts';

@@ -19,3 +19,10 @@ export type ExtentIndex = Infer<typeof ExtentIndex>;
 export const EXTENT_MAGIC = 0xf30a;
 /** Longest initialized extent, in blocks. */
 export const MAX_EXTENT_LEN = 32768;
+
+/** Under metadata_csum, an extent block's checksum follows its `max` entries. */
+export const ExtentTail = struct('Ext4ExtentTail', 'le', { checksum: u32 });
+/** Longest unwritten extent: lengths above {@link MAX_EXTENT_LEN} mean unwritten, minus 32768. */
+export const MAX_UNWRITTEN_LEN = 32767;
+/** The kernel refuses extent trees deeper than this (EXT4_MAX_EXTENT_DEPTH). */
+export const MAX_EXTENT_DEPTH = 5;

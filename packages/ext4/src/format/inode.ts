@@ -42,11 +42,25 @@ export const INODE_SIZE = 256;
 /** i_extra_isize: the bytes of extra fields after the 128-byte base. */
 export const EXTRA_ISIZE = Inode.size - 128;
 
+/** i_flags — EXT4_*_FL. */
 export const InodeFlags = {
+  COMPR: 0x4,
+  ENCRYPT: 0x800,
+  INDEX: 0x1000,
   HUGE_FILE: 0x40000,
   EXTENTS: 0x80000,
+  VERITY: 0x100000,
+  EA_INODE: 0x200000,
   INLINE_DATA: 0x10000000,
+  CASEFOLD: 0x40000000,
 } as const;
+
+/** The 128-byte inode of revision 0 filesystems; i_extra_isize counts from here. */
+export const GOOD_OLD_INODE_SIZE = 128;
+/** Bytes of i_block: 15 block pointers, an extent root, inline data or a fast symlink. */
+export const I_BLOCK_SIZE = 60;
+/** Legacy block maps: 12 direct pointers, then single, double and triple indirect blocks. */
+export const DIRECT_BLOCKS = 12;
 
 /** File type bits of i_mode (S_IFMT). */
 export const FileMode = {
