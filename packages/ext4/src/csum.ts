@@ -123,7 +123,7 @@ export function dirBlockChecksum(seedOfInode: number, block: Uint8Array): number
   return chksum(seedOfInode, block.subarray(0, block.length - DirEntryTail.size));
 }
 
-/** An htree node's checksum: the entries in use (to `count`), then dx_tail's reserved word. */
+/** An htree node's checksum: the entries in use (to `count`), dx_tail's reserved word, a zero checksum. */
 export function dxChecksum(
   seedOfInode: number,
   block: Uint8Array,
@@ -131,7 +131,12 @@ export function dxChecksum(
   count: number,
   tailAt: number,
 ): number {
-  return chksum(seedOfInode, block.subarray(0, countOffset + count * 8), block.subarray(tailAt, tailAt + 4));
+  return chksum(
+    seedOfInode,
+    block.subarray(0, countOffset + count * 8),
+    block.subarray(tailAt, tailAt + 4),
+    new Uint8Array(4),
+  );
 }
 
 /** An extent block's checksum: header and `max` entry slots (the tail follows them). */

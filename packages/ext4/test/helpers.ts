@@ -1,9 +1,10 @@
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { run, snapshotTree, withLoopMount, type FsEntry } from '@lcow/testkit';
-import { convert, type ConvertOptions, type ConvertResult } from '../src/index.ts';
+import { convert, type ConvertOptions, type ConvertResult, type Ext4Fs, type PathLike } from '../src/index.ts';
 
 let n = 0;
 
@@ -31,4 +32,80 @@ export function mountedTree(image: string, result: ConvertResult, mnt: string): 
 /** No temporary files left next to an output. */
 export async function expectNoLeftovers(dir: string): Promise<void> {
   expect((await readdir(dir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+}
+
+/** Whole seconds of a nanosecond time, rounded down (as filesystems without nanoseconds store it). */
+function floorSeconds(ns: bigint): bigint {
+  const q = ns / 10n ** 9n;
+  return ns % 10n ** 9n < 0n ? q - 1n : q;
+}
+
+/** Compares two trees (ours or the kernel's against a witness), entry by entry. */
+export function compareTrees(
+  got: Map<string, FsEntry>,
+  want: Map<string, FsEntry>,
+  opts: { nlink?: boolean; wholeSeconds?: boolean; rootTime?: boolean } = {},
+): void {
+  const missing = [...want.keys()].filter((k) => !got.has(k));
+  const extra = [...got.keys()].filter((k) => !want.has(k));
+  expect({ missing: missing.slice(0, 10), extra: extra.slice(0, 10) }).toEqual({ missing: [], extra: [] });
+  for (const [path, w] of want) {
+    const g = got.get(path)!;
+    // The root differs by design: it holds lost+found (one more link) and takes no time from the tar.
+    const strip = (e: FsEntry) => ({
+      ...e,
+      nlink: opts.nlink && path !== '' ? e.nlink : 0,
+      mtimeNs: path === '' && !opts.rootTime ? 0n : opts.wholeSeconds ? floorSeconds(e.mtimeNs) * 10n ** 9n : e.mtimeNs,
+    });
+    if (
+      JSON.stringify(strip(g), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) !==
+      JSON.stringify(strip(w), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))
+    ) {
+      expect({ path, ...strip(g) }).toEqual({ path, ...strip(w) });
+    }
+  }
+}
+
+/**
+ * What our reader sees under `root`, in the shape of testkit's `snapshotTree` (paths as latin1 byte
+ * strings, xattr values as hex), so the two can be compared directly.
+ */
+export async function readerTree(
+  fs: Ext4Fs,
+  root: PathLike = '/',
+  opts: { skip?: (rel: string) => boolean; xattrs?: boolean } = {},
+): Promise<Map<string, FsEntry>> {
+  const out = new Map<string, FsEntry>();
+  const skipped: string[] = [];
+  for await (const e of fs.walk(root)) {
+    const rel = e.raw.toString('latin1');
+    if (skipped.some((s) => rel.startsWith(`${s}/`))) continue;
+    if (rel && opts.skip?.(rel)) {
+      skipped.push(rel);
+      continue;
+    }
+    const st = e.stat;
+    let sha256: string | null = null;
+    if (st.type === 'file') {
+      const h = createHash('sha256');
+      for await (const c of e.content()) h.update(c);
+      sha256 = h.digest('hex');
+    }
+    const xattrs: Record<string, string> = {};
+    if (opts.xattrs !== false) for (const [k, v] of await e.xattrs()) xattrs[k] = Buffer.from(v).toString('hex');
+    out.set(rel, {
+      type: st.type,
+      mode: st.mode,
+      uid: st.uid,
+      gid: st.gid,
+      size: st.type === 'file' || st.type === 'symlink' ? st.size : null,
+      sha256,
+      target: st.type === 'symlink' ? (await e.readlink()).toString('latin1') : null,
+      rdev: st.rdev ? [st.rdev.major, st.rdev.minor] : null,
+      xattrs,
+      mtimeNs: BigInt(st.mtime.sec) * 10n ** 9n + BigInt(st.mtime.nsec),
+      nlink: st.nlink,
+    });
+  }
+  return out;
 }

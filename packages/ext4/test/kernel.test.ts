@@ -8,7 +8,7 @@ import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, oracle, rootWithLoop, run, snapshotTree, tempDir, withLoopMount, type FsEntry } from '@lcow/testkit';
 import { convert } from '../src/index.ts';
-import { convertChecked, mountedTree } from './helpers.ts';
+import { compareTrees, convertChecked, mountedTree } from './helpers.ts';
 
 const execFileP = promisify(execFile);
 const ready = oracle('e2fsck') && oracle('getfattr') && rootWithLoop();
@@ -68,32 +68,6 @@ describe.skipIf(!ready)('overlayfs honours converted whiteouts', () => {
     );
   });
 });
-
-/** Compares what the kernel shows with the source tree, entry by entry. */
-function compareTrees(
-  got: Map<string, FsEntry>,
-  want: Map<string, FsEntry>,
-  opts: { nlink?: boolean; wholeSeconds?: boolean } = {},
-): void {
-  const missing = [...want.keys()].filter((k) => !got.has(k));
-  const extra = [...got.keys()].filter((k) => !want.has(k));
-  expect({ missing: missing.slice(0, 10), extra: extra.slice(0, 10) }).toEqual({ missing: [], extra: [] });
-  for (const [path, w] of want) {
-    const g = got.get(path)!;
-    // The root differs by design: it holds lost+found (one more link) and takes no time from the tar.
-    const strip = (e: FsEntry) => ({
-      ...e,
-      nlink: opts.nlink && path !== '' ? e.nlink : 0,
-      mtimeNs: path === '' ? 0n : opts.wholeSeconds ? (e.mtimeNs / 10n ** 9n) * 10n ** 9n : e.mtimeNs,
-    });
-    if (
-      JSON.stringify(strip(g), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) !==
-      JSON.stringify(strip(w), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))
-    ) {
-      expect({ path, ...strip(g) }).toEqual({ path, ...strip(w) });
-    }
-  }
-}
 
 describe.skipIf(!ready)('a real directory tree', () => {
   it('GNU tar of /usr/share and /usr/local (1 GB+) → ext4 → mount: identical to the source, entry by entry', async () => {

@@ -1,4 +1,6 @@
 import { demoCommand } from './commands/demo.ts';
+import { ext4Command } from './commands/ext4.ts';
+import { mkfsCommand } from './commands/mkfs.ts';
 import { tar2ext4Command } from './commands/tar2ext4.ts';
 import { verityCommand } from './commands/verity.ts';
 import { vhdCommand } from './commands/vhd.ts';
@@ -7,6 +9,8 @@ import { vhdCommand } from './commands/vhd.ts';
 export interface Io {
   out(text: string): void;
   err(text: string): void;
+  /** Binary output (`cat`, a tar to `-`); default process.stdout. */
+  stdout: NodeJS.WritableStream;
   /** Stream for a progress bar (drawn only when it is a TTY). */
   progress: NodeJS.WriteStream;
   signal: AbortSignal;
@@ -20,14 +24,14 @@ export interface Command {
   run(argv: string[], io: Io): Promise<number>;
 }
 
-const COMMANDS: Command[] = [tar2ext4Command, verityCommand, vhdCommand, demoCommand];
+const COMMANDS: Command[] = [tar2ext4Command, ext4Command, mkfsCommand, verityCommand, vhdCommand, demoCommand];
 
 function help(): string {
   return [
     'lcow — LCOW container layers as ext4 in VHD/VHDX, on Linux and Windows',
     '',
     'commands:',
-    ...COMMANDS.flatMap((c) => [`  ${c.name.padEnd(8)}${c.summary}`, ...c.usage.map((u) => `            ${u}`)]),
+    ...COMMANDS.flatMap((c) => [`  ${c.name.padEnd(10)}${c.summary}`, ...c.usage.map((u) => `              ${u}`)]),
     '',
     'Errors print "lcow: CODE: message" on stderr and exit with status 1 (2 for usage errors).',
   ].join('\n');
@@ -40,6 +44,7 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
   const full: Io = {
     out: (t) => process.stdout.write(`${t}\n`),
     err: (t) => process.stderr.write(`${t}\n`),
+    stdout: process.stdout,
     progress: process.stderr,
     signal: ac.signal,
     ...io,

@@ -147,7 +147,11 @@ export class Volume {
       this.inodeSize & (this.inodeSize - 1)
     )
       throw bad(`s_inode_size ${this.inodeSize}`);
-    if (this.blocksPerGroup < 8 || this.blocksPerGroup > 8 * this.blockSize || this.blocksPerGroup % 8)
+    // bigalloc: a group's bitmap counts clusters, so it spans 8 × block size clusters of 2^n blocks.
+    if (sb.logClusterSize < sb.logBlockSize || sb.logClusterSize - sb.logBlockSize > 16)
+      throw bad(`s_log_cluster_size ${sb.logClusterSize} with s_log_block_size ${sb.logBlockSize}`);
+    const clusterRatio = 2 ** (roCompat & RoCompat.bigalloc ? sb.logClusterSize - sb.logBlockSize : 0);
+    if (this.blocksPerGroup < 8 || this.blocksPerGroup > 8 * this.blockSize * clusterRatio || this.blocksPerGroup % 8)
       throw bad(`s_blocks_per_group ${this.blocksPerGroup}`);
     if (this.inodesPerGroup < 1 || this.inodesPerGroup > 8 * this.blockSize)
       throw bad(`s_inodes_per_group ${this.inodesPerGroup}`);
@@ -297,10 +301,14 @@ export class Volume {
     const perBlock = this.blockSize / this.descSize;
     const metaBg = (this.sb.featureIncompat & Incompat.meta_bg) !== 0;
     if (!metaBg || g < this.sb.firstMetaBg * perBlock) {
-      return (this.firstDataBlock + 1) * this.blockSize + g * this.descSize;
+      // The table starts in the block after the superblock's (block 2 with 1 KiB blocks, else 1).
+      return (Math.floor(SUPERBLOCK_OFFSET / this.blockSize) + 1) * this.blockSize + g * this.descSize;
     }
     const first = Math.floor(g / perBlock) * perBlock;
-    const block = this.firstDataBlock + first * this.blocksPerGroup + (this.hasSuper(first) ? 1 : 0);
+    let skip = this.hasSuper(first) ? 1 : 0;
+    // 1 KiB blocks with s_first_data_block 0 (bigalloc): block 0 is the boot block, the superblock block 1.
+    if (this.blockSize === 1024 && first === 0 && this.firstDataBlock === 0) skip++;
+    const block = this.firstDataBlock + first * this.blocksPerGroup + skip;
     return block * this.blockSize + (g % perBlock) * this.descSize;
   }
 
@@ -315,6 +323,7 @@ export class Volume {
     const raw = blk.subarray(off % this.blockSize, (off % this.blockSize) + this.descSize);
     const lo = GroupDesc.decode(raw);
     const hi = this.descSize >= 64 ? GroupDesc64.decode(raw) : null;
+    // An all-zero descriptor is checked too: a zero checksum matching is improbable, so it is caught.
     if (this.csum && this.#policy !== 'off') {
       const want = groupDescChecksum(this.csum, this.seed, this.uuidBytes, g, raw);
       if (want !== lo.checksum)
@@ -324,6 +333,7 @@ export class Volume {
       blockBitmap: lo.blockBitmapLo + (hi ? hi.blockBitmapHi * 2 ** 32 : 0),
       inodeBitmap: lo.inodeBitmapLo + (hi ? hi.inodeBitmapHi * 2 ** 32 : 0),
       inodeTable: lo.inodeTableLo + (hi ? hi.inodeTableHi * 2 ** 32 : 0),
+      // Without checksums the kernel ignores the uninit flags (e2fsprogs may leave them set).
       flags: this.csum ? lo.flags : 0,
       itableUnused: this.csum ? lo.itableUnusedLo + (hi ? hi.itableUnusedHi * 2 ** 16 : 0) : 0,
     };
