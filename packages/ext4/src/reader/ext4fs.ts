@@ -70,6 +70,8 @@ const TYPE_OF_MODE: Record<number, FileType> = {
 /** The Linux limits path resolution keeps to (MAXSYMLINKS, PATH_MAX). */
 const MAX_SYMLINKS = 40;
 const PATH_MAX = 4096;
+/** Directory names kept for lookups, across all cached directories. */
+const NAME_CACHE_ENTRIES = 500_000;
 
 const display = (raw: Uint8Array): string => Buffer.from(raw).toString('utf8');
 
@@ -119,6 +121,8 @@ interface Resolved {
 export class Ext4Fs {
   readonly #vol: Volume;
   readonly #owned: boolean;
+  readonly #names = new Map<number, Map<string, number>>();
+  #cachedNames = 0;
   /** The superblock summary (features, sizes, UUID, label). */
   readonly info: Ext4Summary & { container: ByteSource['container'] };
 
@@ -157,9 +161,30 @@ export class Ext4Fs {
     return new Ext4Error(code, `${this.#vol.source.name}: ${JSON.stringify(display(path) || '/')}: ${why}`);
   }
 
+  /**
+   * Name lookup. Directories are read linearly (hash-tree indexes are not used), so the names of recently
+   * used directories are kept in a bounded cache: resolving every entry of a large directory stays linear.
+   */
   async #lookup(dir: InodeRecord, dirPath: Buffer, name: Buffer): Promise<number | null> {
-    for await (const e of dirEntries(this.#vol, dir, display(dirPath) || '/')) if (e.name.equals(name)) return e.ino;
-    return null;
+    const key = name.toString('latin1');
+    const cached = this.#names.get(dir.ino);
+    if (cached) return cached.get(key) ?? null;
+    const names = new Map<string, number>();
+    let found: number | null = null;
+    for await (const e of dirEntries(this.#vol, dir, display(dirPath) || '/')) {
+      if (found === null && e.name.equals(name)) found = e.ino;
+      if (names.size < NAME_CACHE_ENTRIES) names.set(e.name.toString('latin1'), e.ino);
+    }
+    if (names.size < NAME_CACHE_ENTRIES) {
+      this.#cachedNames += names.size;
+      while (this.#cachedNames > NAME_CACHE_ENTRIES && this.#names.size > 0) {
+        const [oldest, m] = this.#names.entries().next().value!;
+        this.#names.delete(oldest);
+        this.#cachedNames -= m.size;
+      }
+      this.#names.set(dir.ino, names);
+    }
+    return found;
   }
 
   /** Resolves a path; `follow` decides whether a final symlink is followed. */
