@@ -404,7 +404,7 @@ export function mkfsWrites(opts: MkfsOptions): {
 export async function mkfs(path: string, opts: MkfsOptions): Promise<MkfsResult> {
   const format = opts.format ?? (extname(path).toLowerCase() === '.vhdx' ? 'vhdx' : 'raw');
   const { layout, writes, uuid, features } = mkfsWrites(opts);
-  opts.signal?.throwIfAborted();
+  if (opts.signal?.aborted) throw new Ext4Error('ERR_ABORTED', `${path}: aborted`, { cause: opts.signal.reason });
   if (!opts.overwrite) {
     const exists = await open(path, 'r').then(
       async (fh) => (await fh.close(), true),
