@@ -69,8 +69,12 @@ describe('layout', () => {
       code: 'ERR_INVALID_ARGUMENT',
       message: expect.stringMatching(/size 1048576/),
     });
-    await expect(mkfs(join(dir.path, 'x.img'), { size: 2 ** 30, label: 'x'.repeat(17) })).rejects.toBeInstanceOf(Ext4Error);
-    await expect(mkfs(join(dir.path, 'x.img'), { size: 2 ** 30, uuid: 'nope' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+    await expect(mkfs(join(dir.path, 'x.img'), { size: 2 ** 30, label: 'x'.repeat(17) })).rejects.toBeInstanceOf(
+      Ext4Error,
+    );
+    await expect(mkfs(join(dir.path, 'x.img'), { size: 2 ** 30, uuid: 'nope' })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARGUMENT',
+    });
     expect(await readdir(dir.path)).toEqual([]);
   });
 });
@@ -91,7 +95,8 @@ describe.skipIf(!hasE2fs)('e2fsck and dumpe2fs', () => {
         expect(st.blocks * 512).toBeLessThan(size >= 2 ** 40 ? 16 << 20 : 2 << 20);
         await run('e2fsck', ['-fn', image]);
         const head = await run('dumpe2fs', ['-h', image]);
-        const want = checksums === 'metadata_csum' ? FEATURES_CSUM : FEATURES_CSUM.replace('metadata_csum', 'uninit_bg');
+        const want =
+          checksums === 'metadata_csum' ? FEATURES_CSUM : FEATURES_CSUM.replace('metadata_csum', 'uninit_bg');
         expect(/Filesystem features:\s+(.*)/.exec(head)![1]!.split(' ').sort()).toEqual(want.split(' ').sort());
         expect(head).toMatch(/Filesystem state:\s+clean/);
         expect(head).toMatch(/Filesystem volume name:\s+sandbox/);
@@ -111,7 +116,9 @@ describe.skipIf(!hasE2fs)('e2fsck and dumpe2fs', () => {
     try {
       const t = performance.now();
       const r = await mkfs(image, { size: 16 * 2 ** 40, overwrite: true, fsync: false });
-      console.log(`[mkfs] 16 TiB: ${(performance.now() - t).toFixed(0)} ms, ${(r.bytesWritten / 2 ** 20).toFixed(1)} MiB written`);
+      console.log(
+        `[mkfs] 16 TiB: ${(performance.now() - t).toFixed(0)} ms, ${(r.bytesWritten / 2 ** 20).toFixed(1)} MiB written`,
+      );
       expect(r.blocks).toBe(2 ** 32);
       await run('e2fsck', ['-fn', image]);
     } finally {
@@ -120,12 +127,19 @@ describe.skipIf(!hasE2fs)('e2fsck and dumpe2fs', () => {
   }, 120_000);
 
   it('same uuid and timestamp: the same bytes', async () => {
-    const opts = { size: 64 * 2 ** 20, uuid: '11111111-2222-4333-8444-555555555555', timestamp: new Date('2024-01-01T00:00:00Z') };
+    const opts = {
+      size: 64 * 2 ** 20,
+      uuid: '11111111-2222-4333-8444-555555555555',
+      timestamp: new Date('2024-01-01T00:00:00Z'),
+    };
     const a = join(dir.path, 'same-a.img');
     const b = join(dir.path, 'same-b.img');
     await mkfs(a, opts);
     await mkfs(b, opts);
-    const hash = async (p: string) => createHash('sha256').update(await readFile(p)).digest('hex');
+    const hash = async (p: string) =>
+      createHash('sha256')
+        .update(await readFile(p))
+        .digest('hex');
     expect(await hash(a)).toBe(await hash(b));
     expect((await run('dumpe2fs', ['-h', a])).match(/Filesystem UUID:\s+(\S+)/)![1]).toBe(opts.uuid);
   });
@@ -139,7 +153,9 @@ describe.skipIf(!hasE2fs)('e2fsck and dumpe2fs', () => {
     ac.abort();
     const sub = join(dir.path, 'abort');
     await mkdir(sub);
-    await expect(mkfs(join(sub, 'a.vhdx'), { size: 2 ** 30, signal: ac.signal })).rejects.toMatchObject({ code: 'ERR_ABORTED' });
+    await expect(mkfs(join(sub, 'a.vhdx'), { size: 2 ** 30, signal: ac.signal })).rejects.toMatchObject({
+      code: 'ERR_ABORTED',
+    });
     expect(await readdir(sub)).toEqual([]);
   });
 });
@@ -182,7 +198,10 @@ async function useAsContainer(dev: string, mnt: string): Promise<void> {
     await mkdir(join(mnt, 'app/many'), { recursive: true });
     for (let i = 0; i < 3000; i++) await writeFile(join(mnt, 'app/many', `f${i}`), `content ${i}\n`);
     await writeFile(join(mnt, 'app/large.bin'), pseudoRandomBytes(96 << 20, 5));
-    await run('sh', ['-c', `rm ${join(mnt, 'app/many')}/f1* && ln -s many/f2 ${join(mnt, 'app/link')} && mkfifo ${join(mnt, 'app/fifo')}`]);
+    await run('sh', [
+      '-c',
+      `rm ${join(mnt, 'app/many')}/f1* && ln -s many/f2 ${join(mnt, 'app/link')} && mkfifo ${join(mnt, 'app/fifo')}`,
+    ]);
     await run('setfattr', ['-n', 'user.k', '-v', 'v', join(mnt, 'app/many/f0')]);
     await run('sync', []);
   } finally {
@@ -215,7 +234,10 @@ describe.skipIf(!asRoot)('the kernel uses it', () => {
       expect(kernel.size).toBeGreaterThan(1500);
       const fs = await Ext4Fs.open(image);
       try {
-        compareTrees(await readerTree(fs, '/', { skip: (p) => p === 'lost+found' }), kernel, { nlink: true, rootTime: true });
+        compareTrees(await readerTree(fs, '/', { skip: (p) => p === 'lost+found' }), kernel, {
+          nlink: true,
+          rootTime: true,
+        });
       } finally {
         await fs.close();
       }
@@ -230,7 +252,15 @@ describe.skipIf(!asRoot)('the kernel uses it', () => {
     await disk.close();
     expect(contiguous).not.toBeNull();
     const dev = (
-      await run('losetup', ['--find', '--show', '--offset', String(contiguous!.offset), '--sizelimit', String(contiguous!.length), image])
+      await run('losetup', [
+        '--find',
+        '--show',
+        '--offset',
+        String(contiguous!.offset),
+        '--sizelimit',
+        String(contiguous!.length),
+        image,
+      ])
     ).trim();
     try {
       await useAsContainer(dev, join(dir.path, 'mnt-vhdx'));
