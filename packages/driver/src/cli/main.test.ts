@@ -1,5 +1,6 @@
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, oracle, pseudoRandomBytes, run, tempDir } from '@lcow/testkit';
 import { main } from './main.ts';
@@ -13,16 +14,20 @@ beforeAll(async () => {
 });
 afterAll(() => dir?.cleanup());
 
-async function lcow(...argv: string[]): Promise<{ status: number; out: string; err: string }> {
+async function lcow(...argv: string[]): Promise<{ status: number; out: string; err: string; bytes: Buffer }> {
   let out = '';
   let err = '';
+  const parts: Buffer[] = [];
+  const stdout = new PassThrough();
+  stdout.on('data', (c: Buffer) => parts.push(c));
   const status = await main(argv, {
     out: (t) => (out += `${t}\n`),
     err: (t) => (err += `${t}\n`),
+    stdout,
     progress: process.stderr,
     signal: new AbortController().signal,
   });
-  return { status, out, err };
+  return { status, out, err, bytes: Buffer.concat(parts) };
 }
 
 describe('lcow vhd', () => {
@@ -159,6 +164,75 @@ describe('lcow verity', () => {
     const bad = await lcow('verity', 'check', out, '0'.repeat(64));
     expect(bad).toMatchObject({ status: 1, err: expect.stringMatching(/^lcow: ERR_VERIFICATION: .*root digest is/) });
     expect((await lcow('verity', 'check', out, 'xyz')).status).toBe(2);
+  });
+});
+
+describe('lcow mkfs and lcow ext4', () => {
+  it('mkfs a VHDX sandbox, convert a layer, then ls / cat / export read them back', async () => {
+    const sandbox = join(dir.path, 'sandbox.vhdx');
+    const m = await lcow('mkfs', sandbox, '--size', '20G', '--json');
+    expect(m.status).toBe(0);
+    expect(JSON.parse(m.out)).toMatchObject({ format: 'vhdx', size: 20 * 2 ** 30, groups: 160 });
+    if (hasE2fsck) {
+      const raw = join(dir.path, 'plain.img');
+      expect((await lcow('mkfs', raw, '--size', '1G', '--uninit-bg', '--label', 'scratch')).status).toBe(0);
+      await run('e2fsck', ['-fn', raw]);
+    }
+    const ls = JSON.parse((await lcow('ext4', 'ls', sandbox, '--json')).out);
+    expect(ls).toEqual([expect.objectContaining({ name: 'lost+found', type: 'dir', mode: 0o700 })]);
+
+    const tar = join(dir.path, 'cli-layer.tar');
+    await writeFile(
+      tar,
+      makeTar([
+        { path: 'etc/', type: 'dir' },
+        { path: 'etc/motd', body: 'welcome\n' },
+        { path: 'etc/with space & "quotes"', body: 'odd name' },
+        { path: 'bin/sh', type: 'symlink', linkname: '/usr/bin/dash' },
+        { path: 'gone/.wh.old', body: '' },
+      ]),
+    );
+    const layer = join(dir.path, 'cli-layer.vhd');
+    expect((await lcow('tar2ext4', '-i', tar, '-o', layer, '--vhd', '--whiteouts')).status).toBe(0);
+    const text = (await lcow('ext4', 'ls', layer, '/etc')).out;
+    expect(text).toMatch(/^-rw-r--r-- 1 0 0 8 \S+ motd$/m);
+    expect((await lcow('ext4', 'ls', layer, 'bin')).out).toMatch(/sh -> \/usr\/bin\/dash/);
+    expect((await lcow('ext4', 'cat', layer, 'etc/motd')).bytes.toString()).toBe('welcome\n');
+    expect((await lcow('ext4', 'cat', layer, 'etc/with space & "quotes"')).bytes.toString()).toBe('odd name');
+    const exported = join(dir.path, 'cli-export.tar');
+    const ex = await lcow('ext4', 'export', layer, '-o', exported, '--json');
+    expect(ex.status).toBe(0);
+    expect(JSON.parse(ex.out)).toMatchObject({ entries: 7, output: exported });
+    const listing = await run('tar', ['-tf', exported]);
+    expect(listing.split('\n').filter(Boolean).sort()).toEqual(
+      // lost+found is the converter's, not the layer's: left out.
+      ['bin/', 'bin/sh', 'etc/', 'etc/motd', 'etc/with space & "quotes"', 'gone/', 'gone/.wh.old'],
+    );
+    const toStdout = await lcow('ext4', 'export', layer, '--root', 'etc');
+    expect(toStdout.status).toBe(0);
+    expect(toStdout.bytes.length % 512).toBe(0);
+    expect(toStdout.bytes.subarray(0, 4).toString()).toBe('motd');
+  });
+
+  it('a corrupt image or a missing path: "lcow: CODE: message", exit 1, no stack trace', async () => {
+    const layer = join(dir.path, 'corrupt.img');
+    const img = Buffer.alloc(4 << 20);
+    await writeFile(layer, img);
+    const r = await lcow('ext4', 'ls', layer);
+    expect(r.status).toBe(1);
+    expect(r.err).toMatch(/^lcow: ERR_EXT4_CORRUPT: .*corrupt\.img: no ext2\/3\/4 superblock/);
+    expect(r.err).not.toMatch(/\n\s+at /);
+    const sandbox = join(dir.path, 'sandbox.vhdx');
+    const miss = await lcow('ext4', 'cat', sandbox, 'no/such');
+    expect(miss).toMatchObject({
+      status: 1,
+      err: expect.stringMatching(/^lcow: ERR_NOT_FOUND: .*"\/no": no such file/),
+    });
+    expect((await lcow('ext4', 'cat', sandbox)).status).toBe(2);
+    expect((await lcow('mkfs', join(dir.path, 'x.img'))).status).toBe(2);
+    expect((await lcow('mkfs', join(dir.path, 'x.img'), '--size', '1M')).err).toMatch(
+      /^lcow: ERR_INVALID_ARGUMENT: size/,
+    );
   });
 });
 
