@@ -244,6 +244,7 @@ export function mkfsWrites(opts: MkfsOptions): {
 
   // Bitmaps of the groups that need one written, and every group descriptor.
   const gdt = new Uint8Array(gdtBlocks * BS);
+  const bitmaps = new Map<string, { bytes: Uint8Array; csum: number }>();
   let freeInodes = 0;
   for (let g = 0; g < groups; g++) {
     const p = layout.group[g]!;
@@ -257,12 +258,19 @@ export function mkfsWrites(opts: MkfsOptions): {
     let free = p.blocks - meta;
     for (const e of p.used) free -= e.count;
     if (!p.blockUninit) {
-      const bm = new Bitmap(BLOCKS_PER_GROUP);
-      if (meta) bm.setRange(0, meta);
-      for (const e of p.used) bm.setRange(e.start - p.first, e.count);
-      if (p.blocks < BLOCKS_PER_GROUP) bm.setRange(p.blocks, BLOCKS_PER_GROUP - p.blocks);
+      // Flex-group heads mostly have the same bitmap: build each distinct one (and its checksum) once.
+      const key = `${meta}|${p.blocks}|${p.used.map((e) => `${e.start - p.first}+${e.count}`).join(',')}`;
+      let bm = bitmaps.get(key);
+      if (!bm) {
+        const b = new Bitmap(BLOCKS_PER_GROUP);
+        if (meta) b.setRange(0, meta);
+        for (const e of p.used) b.setRange(e.start - p.first, e.count);
+        if (p.blocks < BLOCKS_PER_GROUP) b.setRange(p.blocks, BLOCKS_PER_GROUP - p.blocks);
+        bm = { bytes: b.bytes, csum: metadataCsum ? bitmapChecksum(seed, b.bytes) : 0 };
+        bitmaps.set(key, bm);
+      }
       at(p.blockBitmap, bm.bytes);
-      blockCsum = metadataCsum ? bitmapChecksum(seed, bm.bytes) : 0;
+      blockCsum = bm.csum;
     }
     if (g === 0) {
       const im = new Bitmap(BS * 8);

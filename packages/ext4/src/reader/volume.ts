@@ -95,6 +95,8 @@ interface Group {
 }
 
 const MAX_CACHED_BLOCKS = 2048;
+/** Reads up to this size use the source's synchronous read when it has one. */
+const SYNC_READ = 64 << 10;
 const MAX_CACHED_GROUPS = 65536;
 /** Inode-table read-ahead, in blocks: a walk reads inodes roughly in order. */
 const ITABLE_READAHEAD = 16;
@@ -256,7 +258,12 @@ export class Volume {
   async readBytes(offset: number, length: number, what: string): Promise<Uint8Array> {
     let b: Uint8Array;
     try {
-      b = await this.source.read(offset, length);
+      // Small reads of a local file go synchronously (see ByteSource.readSync): an export of many small
+      // files is otherwise bound by thread-pool round trips, not by the disk.
+      b =
+        length <= SYNC_READ && this.source.readSync
+          ? this.source.readSync(offset, length)
+          : await this.source.read(offset, length);
     } catch (e) {
       throw Volume.wrap(this.source.name, e);
     }

@@ -24,11 +24,17 @@ const enc = new TextEncoder();
 const MAX_OCTAL_7 = 0o7777777;
 const MAX_OCTAL_11 = 0o77777777777;
 
+/** `v` as zero-padded octal digits filling the field, then a NUL (ASCII written directly: this is hot). */
 function octal(h: Uint8Array, [at, len]: readonly [number, number], v: number): void {
-  const s = v.toString(8).padStart(len - 1, '0');
-  h.set(enc.encode(s), at);
+  let n = v;
+  for (let i = at + len - 2; i >= at; i--) {
+    h[i] = 0x30 + (n % 8);
+    n = Math.floor(n / 8);
+  }
   h[at + len - 1] = 0;
 }
+
+const USTAR_MAGIC = new TextEncoder().encode('ustar\x0000');
 
 function paxRecord(key: string, value: Uint8Array): Uint8Array {
   // "LEN key=value\n", where LEN counts itself: find the fixed point of its digit count.
@@ -69,15 +75,14 @@ function header(spec: TarHeaderSpec, name: Uint8Array, prefix: Uint8Array, size:
   octal(h, Field.mtime, Math.max(0, Math.min(spec.mtime.sec, MAX_OCTAL_11)));
   h[Field.typeflag[0]] = type.charCodeAt(0);
   if (spec.linkname) h.set(spec.linkname.subarray(0, 100), Field.linkname[0]);
-  h.set(enc.encode('ustar\x0000'), Field.magic[0]);
+  h.set(USTAR_MAGIC, Field.magic[0]);
   octal(h, Field.devmajor, Math.min(spec.devmajor ?? 0, MAX_OCTAL_7));
   octal(h, Field.devminor, Math.min(spec.devminor ?? 0, MAX_OCTAL_7));
   h.set(prefix.subarray(0, 155), Field.prefix[0]);
   h.fill(0x20, Field.chksum[0], Field.chksum[0] + 8);
   let sum = 0;
-  for (const b of h) sum += b;
-  h.set(enc.encode(sum.toString(8).padStart(6, '0')), Field.chksum[0]);
-  h[Field.chksum[0] + 6] = 0;
+  for (let i = 0; i < BLOCK; i++) sum += h[i]!;
+  octal(h, [Field.chksum[0], 7], sum);
   return h;
 }
 
