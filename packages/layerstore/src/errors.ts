@@ -1,9 +1,10 @@
 /**
  * Codes of {@link LayerStoreError}: `ERR_INVALID_LAYER_ID` (an id that could name something outside its
- * folder), `ERR_LAYER_NOT_FOUND`, `ERR_LAYER_CHAIN_CORRUPT` (a `layerchain.json` that is not what the
- * original driver wrote).
+ * folder), `ERR_LAYER_NOT_FOUND`, `ERR_LAYER_EXISTS`, `ERR_LAYER_CHAIN_CORRUPT` (a `layerchain.json` that is
+ * not what the original driver wrote).
  */
-export type LayerStoreErrorCode = 'ERR_INVALID_LAYER_ID' | 'ERR_LAYER_NOT_FOUND' | 'ERR_LAYER_CHAIN_CORRUPT';
+export type LayerStoreErrorCode =
+  'ERR_INVALID_LAYER_ID' | 'ERR_LAYER_NOT_FOUND' | 'ERR_LAYER_EXISTS' | 'ERR_LAYER_CHAIN_CORRUPT';
 
 /** The one error class of `@lcow/layerstore`. */
 export class LayerStoreError extends Error {

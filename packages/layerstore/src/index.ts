@@ -8,3 +8,6 @@ export {
   type LayerPaths,
 } from './paths.ts';
 export { MAX_CHAIN_BYTES, formatLayerChain, parseLayerChain } from './chain.ts';
+export { LayerStore, type CleanupReport, type LayerInfo } from './store.ts';
+export { KeyedLock } from './lock.ts';
+export { fsyncDir, writeFileAtomic } from './atomic.ts';

@@ -1,0 +1,311 @@
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { fsyncDir, tempNameFor, writeFileAtomic } from './atomic.ts';
+import { formatLayerChain, parseLayerChain } from './chain.ts';
+import { LayerStoreError } from './errors.ts';
+import { KeyedLock } from './lock.ts';
+import { dataRootPaths, layerPaths, validateLayerId, type DataRootPaths, type LayerPaths } from './paths.ts';
+
+/** What a layer folder holds. */
+export interface LayerInfo {
+  id: string;
+  dir: string;
+  /** `layer`: a read-only `layer.vhd`; `sandbox`: a `sandbox.vhdx`; `empty`: created, nothing applied yet. */
+  kind: 'layer' | 'sandbox' | 'empty';
+  /** The disk file (`layer.vhd` preferred, as the original), or null. */
+  file: string | null;
+  /** Its size in bytes (0 when empty). */
+  size: number;
+  /** Absolute parent folders, nearest first (`layerchain.json`). */
+  parents: string[];
+  /** The ids those folders name. */
+  parentIds: string[];
+}
+
+/** What {@link LayerStore.cleanup} removed. */
+export interface CleanupReport {
+  removing: string[];
+  partial: string[];
+  tempFiles: string[];
+}
+
+const TMP_DIR = 'tmp';
+const NEW_PREFIX = 'new-';
+const TEMP_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/;
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The data root of the LCOW driver (DESIGN.md's on-disk contract, byte-compatible with the original):
+ * `<root>/<id>/{layer.vhd | sandbox.vhdx, layerchain.json}`, `cache/`, `scratch/`, and `<id>-removing` while a
+ * layer is deleted. Every change is crash-safe: a layer folder is built under `tmp/new-*` and renamed into
+ * place whole; files are written under temporary names, fsynced and renamed; removal renames first and
+ * deletes second. After a crash, {@link LayerStore.open} and {@link LayerStore.cleanup} finish or undo
+ * what was half done — a layer is there complete, or not at all. Operations on one id are serialised
+ * (per-id locks); different ids proceed in parallel.
+ */
+export class LayerStore {
+  readonly paths: DataRootPaths;
+  readonly #locks = new KeyedLock();
+
+  private constructor(paths: DataRootPaths) {
+    this.paths = paths;
+  }
+
+  /**
+   * Opens (creating when needed) the data root and its `cache/`, `scratch/` and `tmp/` folders. Stale
+   * per-VM scratch disks (no VM outlives the process that started it) and partial creations are deleted.
+   */
+  static async open(root: string): Promise<LayerStore> {
+    const paths = dataRootPaths(root);
+    for (const d of [paths.root, paths.cache, paths.scratchDir, join(paths.root, TMP_DIR)])
+      await mkdir(d, { recursive: true });
+    const store = new LayerStore(paths);
+    for (const f of await readdir(paths.scratchDir))
+      await rm(join(paths.scratchDir, f), { recursive: true, force: true });
+    await store.#clearTmp();
+    return store;
+  }
+
+  async #clearTmp(): Promise<string[]> {
+    const tmp = join(this.paths.root, TMP_DIR);
+    const gone: string[] = [];
+    for (const f of await readdir(tmp)) {
+      await rm(join(tmp, f), { recursive: true, force: true });
+      gone.push(f);
+    }
+    return gone;
+  }
+
+  /** The paths of one layer (the id validated: `ERR_INVALID_LAYER_ID`). */
+  layer(id: string): LayerPaths {
+    return layerPaths(this.paths.root, id);
+  }
+
+  /** Runs `fn` holding layer `id`'s lock (what the store's own operations on that id take). */
+  async withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.#locks.run(validateLayerId(id), fn);
+  }
+
+  /** Whether layer `id` exists (and is not being removed). */
+  async exists(id: string): Promise<boolean> {
+    const p = this.layer(id);
+    try {
+      return (await stat(p.dir)).isDirectory();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  /** Ids of every layer, sorted. */
+  async list(): Promise<string[]> {
+    const out: string[] = [];
+    for (const e of await readdir(this.paths.root, { withFileTypes: true })) {
+      if (!e.isDirectory()) continue;
+      try {
+        validateLayerId(e.name);
+      } catch {
+        continue; // cache, scratch, tmp, <id>-removing
+      }
+      out.push(e.name);
+    }
+    return out.sort();
+  }
+
+  /** The parent folders of layer `id`, nearest first. */
+  async chain(id: string): Promise<string[]> {
+    const p = this.layer(id);
+    let text: string;
+    try {
+      text = await readFile(p.layerChain, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if (!(await this.exists(id)))
+        throw new LayerStoreError('ERR_LAYER_NOT_FOUND', `layer ${id}: not found in ${this.paths.root}`);
+      return []; // a folder without a chain file: the original wrote none for some layers
+    }
+    return parseLayerChain(text, p.layerChain);
+  }
+
+  /** What layer `id` holds: its disk file (`layer.vhd` preferred), size, kind and parents. */
+  async info(id: string): Promise<LayerInfo> {
+    const p = this.layer(id);
+    if (!(await this.exists(id)))
+      throw new LayerStoreError('ERR_LAYER_NOT_FOUND', `layer ${id}: not found in ${this.paths.root}`);
+    const parents = await this.chain(id);
+    let kind: LayerInfo['kind'] = 'empty';
+    let file: string | null = null;
+    let size = 0;
+    for (const [k, f] of [
+      ['layer', p.layerVhd],
+      ['sandbox', p.sandboxVhdx],
+    ] as const) {
+      try {
+        size = (await stat(f)).size;
+        kind = k;
+        file = f;
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+    }
+    return {
+      id,
+      dir: p.dir,
+      kind,
+      file,
+      size,
+      parents,
+      parentIds: parents.map((d) => basename(d.replace(/\\/g, '/'))),
+    };
+  }
+
+  /**
+   * Creates layer `id` on `parent` (or none): its folder with `layerchain.json` (`null` without a parent,
+   * else the parent's folder followed by the parent's chain), plus whatever `populate` writes into the new
+   * folder before it appears (a sandbox's `sandbox.vhdx`). The folder appears whole, or not at all.
+   * `ERR_LAYER_EXISTS` if `id` exists, `ERR_LAYER_NOT_FOUND` if the parent does not.
+   */
+  create(id: string, parent: string | null, populate?: (dir: string) => Promise<void>): Promise<LayerInfo> {
+    return this.withLock(id, async () => {
+      const p = this.layer(id);
+      if (await exists(p.dir))
+        throw new LayerStoreError('ERR_LAYER_EXISTS', `layer ${id}: already exists in ${this.paths.root}`);
+      if (await exists(p.removing))
+        throw new LayerStoreError('ERR_LAYER_EXISTS', `layer ${id}: still being removed (${p.removing}); run cleanup`);
+      let chain: string[] = [];
+      if (parent) {
+        const pp = this.layer(parent);
+        if (!(await this.exists(parent)))
+          throw new LayerStoreError(
+            'ERR_LAYER_NOT_FOUND',
+            `parent layer ${parent} of ${id}: not found in ${this.paths.root}`,
+          );
+        chain = [pp.dir, ...(await this.chain(parent))];
+      }
+      const tmp = join(this.paths.root, TMP_DIR, `${NEW_PREFIX}${randomBytes(8).toString('hex')}`);
+      await mkdir(tmp);
+      try {
+        await writeFileAtomic(join(tmp, basename(p.layerChain)), formatLayerChain(chain));
+        if (populate) await populate(tmp);
+        await fsyncDir(tmp);
+        await rename(tmp, p.dir);
+      } catch (e) {
+        await rm(tmp, { recursive: true, force: true });
+        throw e;
+      }
+      await fsyncDir(this.paths.root);
+      return this.info(id);
+    });
+  }
+
+  /**
+   * Replaces file `name` (`layer.vhd`, `sandbox.vhdx`, …) of layer `id` atomically: `produce` writes a
+   * temporary path in the layer folder; it is then fsynced and renamed over `name`. On failure nothing
+   * changes and the temporary file is removed.
+   */
+  async commitFile(id: string, name: string, produce: (tmpPath: string) => Promise<void>): Promise<string> {
+    if (name !== basename(name) || name.startsWith('.') || name === '')
+      throw new LayerStoreError(
+        'ERR_INVALID_LAYER_ID',
+        `file name ${JSON.stringify(name)}: one plain name in the layer folder`,
+      );
+    return this.withLock(id, async () => {
+      const p = this.layer(id);
+      if (!(await this.exists(id)))
+        throw new LayerStoreError('ERR_LAYER_NOT_FOUND', `layer ${id}: not found in ${this.paths.root}`);
+      const target = join(p.dir, name);
+      const tmp = tempNameFor(target);
+      try {
+        await produce(tmp);
+        await fsyncFile(tmp);
+        await rename(tmp, target);
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
+      }
+      await fsyncDir(p.dir);
+      return target;
+    });
+  }
+
+  /** Rewrites `layerchain.json` of layer `id` atomically. */
+  writeChain(id: string, parents: readonly string[]): Promise<void> {
+    return this.withLock(id, async () => {
+      const p = this.layer(id);
+      if (!(await this.exists(id)))
+        throw new LayerStoreError('ERR_LAYER_NOT_FOUND', `layer ${id}: not found in ${this.paths.root}`);
+      // Validate what we write exactly as what we read.
+      parseLayerChain(formatLayerChain(parents), p.layerChain);
+      await writeFileAtomic(p.layerChain, formatLayerChain(parents));
+    });
+  }
+
+  /**
+   * Removes layer `id` in two phases: the folder is renamed to `<id>-removing` (from then on the layer is
+   * gone for every reader), then deleted. A crash between the two leaves the `-removing` folder for
+   * {@link cleanup}. `ERR_LAYER_NOT_FOUND` if it does not exist.
+   */
+  remove(id: string): Promise<void> {
+    return this.withLock(id, async () => {
+      const p = this.layer(id);
+      if (!(await exists(p.dir)))
+        throw new LayerStoreError('ERR_LAYER_NOT_FOUND', `layer ${id}: not found in ${this.paths.root}`);
+      await rm(p.removing, { recursive: true, force: true });
+      await rename(p.dir, p.removing);
+      await fsyncDir(this.paths.root);
+      await rm(p.removing, { recursive: true, force: true });
+    });
+  }
+
+  /**
+   * Finishes what crashes left: deletes `<id>-removing` folders, partial creations under `tmp/`, and
+   * temporary files inside layer folders.
+   */
+  async cleanup(): Promise<CleanupReport> {
+    const report: CleanupReport = { removing: [], partial: await this.#clearTmp(), tempFiles: [] };
+    for (const e of await readdir(this.paths.root, { withFileTypes: true })) {
+      if (!e.isDirectory()) continue;
+      if (e.name.endsWith('-removing')) {
+        await rm(join(this.paths.root, e.name), { recursive: true, force: true });
+        report.removing.push(e.name);
+        continue;
+      }
+      let id: string;
+      try {
+        id = validateLayerId(e.name);
+      } catch {
+        continue;
+      }
+      await this.withLock(id, async () => {
+        const dir = join(this.paths.root, id);
+        for (const f of await readdir(dir).catch(() => [] as string[])) {
+          if (!TEMP_FILE.test(f)) continue;
+          await rm(join(dir, f), { force: true });
+          report.tempFiles.push(join(id, f));
+        }
+      });
+    }
+    if (report.removing.length > 0) await fsyncDir(this.paths.root);
+    return report;
+  }
+}
