@@ -23,5 +23,7 @@ export interface UtilityVm {
   unmount(target: string, signal?: AbortSignal): Promise<void>;
   /** A tar of the mounted filesystem at `guestPath`, whiteouts in `.wh.` form. */
   exportTar(guestPath: string, opts: { sandbox: boolean; signal?: AbortSignal }): Readable;
+  /** Formats a new sandbox disk inside the VM, where a backend cannot do it on the host. */
+  formatExt4?(hostPath: string, sizeGiB: number, signal?: AbortSignal): Promise<void>;
   terminate(): Promise<void>;
 }
