@@ -167,19 +167,19 @@ export class SvmPool {
       try {
         await withDeadline(e.started, this.#opts.timeoutMs, `service VM ${vmId}: start`, opts.signal);
       } catch (err) {
-        this.#dropRef(e);
+        await this.#dropRef(e).catch(() => {});
         throw err;
       }
       if (this.#entries.get(vmId) !== e || e.state !== 'running') {
         // Stopped (cleanup) between its start and our turn: take the next one.
-        this.#dropRef(e);
+        await this.#dropRef(e).catch(() => {});
         continue;
       }
       let mapped: { key: string; disk: MappedDisk }[];
       try {
         mapped = await this.#attach(e, disks, opts.signal);
       } catch (err) {
-        this.#dropRef(e);
+        await this.#dropRef(e).catch(() => {});
         throw err;
       }
       return new Lease(this, e, mapped);
@@ -244,11 +244,12 @@ export class SvmPool {
     if (first) throw first;
   }
 
-  #dropRef(e: Entry): void {
+  /** Drops a VM reference; at the last one in safe mode, stops the VM (the promise settles when it is gone). */
+  #dropRef(e: Entry): Promise<void> {
     e.refs--;
-    if (e.refs > 0 || this.#opts.mode === 'global' || e.state === 'stopping') return;
-    if (this.#entries.get(e.vmId) !== e) return; // its start failed: nothing runs
-    this.#stop(e);
+    if (e.refs > 0 || this.#opts.mode === 'global' || e.state === 'stopping') return Promise.resolve();
+    if (this.#entries.get(e.vmId) !== e) return Promise.resolve(); // its start failed: nothing runs
+    return this.#stop(e);
   }
 
   #stop(e: Entry): Promise<void> {
@@ -277,7 +278,7 @@ export class SvmPool {
         await this.#detach(e, keys).catch((err: unknown) => void (first ??= err));
       });
     }
-    this.#dropRef(e);
+    await this.#dropRef(e).catch((err: unknown) => void (first ??= err));
     if (first) throw first;
   }
 
