@@ -1,17 +1,15 @@
 // e2fsprogs' own test images (most deliberately corrupt; fixtures/e2fsprogs/README.md): every one reads
 // or fails with an Ext4Error, in bounded time; on the ones e2fsck calls clean, our listing of every
 // directory equals debugfs's.
-import { execFile } from 'node:child_process';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { oracle, tempDir } from '@lcow/testkit';
 import { Ext4Error, Ext4Fs, memorySource } from '../src/index.ts';
+import { debugfsListing, debugfsSafe, readerListing } from './helpers.ts';
 import { exercise } from './hostile.ts';
 
-const execFileP = promisify(execFile);
 const FIXTURES = join(import.meta.dirname, 'fixtures/e2fsprogs');
 const hasDebugfs = oracle('debugfs');
 let dir: { path: string; cleanup: () => Promise<void> };
@@ -28,23 +26,6 @@ beforeAll(async () => {
   );
 });
 afterAll(() => dir?.cleanup());
-
-/** name → [inode, mode] of a directory, as debugfs lists it. */
-async function debugfsDirs(image: string, dirs: string[]): Promise<Map<string, Map<string, number[]>>> {
-  const cmds = join(dir.path, 'cmds');
-  await writeFile(cmds, dirs.map((d) => `ls -p "/${d}"`).join('\n') + '\n');
-  const { stdout } = await execFileP('debugfs', ['-f', cmds, image], { maxBuffer: 1 << 26, encoding: 'latin1' });
-  const out = new Map<string, Map<string, number[]>>();
-  let cur: Map<string, number[]> | null = null;
-  for (const line of stdout.split('\n')) {
-    const c = /^debugfs: ls -p "\/(.*)"$/.exec(line);
-    if (c) out.set(c[1]!, (cur = new Map()));
-    const m = /^\/(\d+)\/(\d+)\/\d+\/\d+\/(.*)\/\d*\/$/.exec(line);
-    if (m && cur && m[1] !== '0' && m[3] !== '.' && m[3] !== '..')
-      cur.set(m[3]!, [Number(m[1]), Number.parseInt(m[2]!, 8)]);
-  }
-  return out;
-}
 
 describe('e2fsprogs test images', () => {
   it('every image: a result or an Ext4Error, never another error, within 10 s', async () => {
@@ -84,28 +65,10 @@ describe('e2fsprogs test images', () => {
         const image = join(dir.path, f.replace(/\.gz$/, ''));
         await writeFile(image, bytes);
         const dirs: string[] = [];
-        const ours = new Map<string, Map<string, number[]>>();
-        for await (const e of fs.walk()) {
-          if (e.stat.type !== 'dir' || !/^[\x20-\x7e]*$/.test(e.path) || e.path.includes('"')) continue;
-          dirs.push(e.path);
-          const m = new Map<string, number[]>();
-          for (const d of await fs.readdir(`/${e.path}`)) {
-            const st = await fs.lstat(Buffer.concat([Buffer.from(`/${e.path}/`), d.raw]));
-            const bits = {
-              file: 0o100000,
-              dir: 0o40000,
-              symlink: 0o120000,
-              chr: 0o20000,
-              blk: 0o60000,
-              fifo: 0o10000,
-              socket: 0o140000,
-            }[st.type];
-            m.set(d.raw.toString('latin1'), [d.ino, bits | st.mode]);
-          }
-          ours.set(e.path, m);
-        }
+        for await (const e of fs.walk()) if (e.stat.type === 'dir' && debugfsSafe(e.path)) dirs.push(e.path);
+        const ours = await readerListing(fs, dirs);
         await fs.close();
-        const theirs = await debugfsDirs(image, dirs);
+        const theirs = await debugfsListing(image, dirs, dir.path);
         for (const d of dirs)
           expect(Object.fromEntries(ours.get(d)!), `${f} /${d}`).toEqual(Object.fromEntries(theirs.get(d) ?? []));
         compared++;

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { readdir, stat, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { run, snapshotTree, withLoopMount, type FsEntry } from '@lcow/testkit';
@@ -108,4 +110,60 @@ export async function readerTree(
     });
   }
   return out;
+}
+
+const execFileP = promisify(execFile);
+const TYPE_BITS = {
+  file: 0o100000,
+  dir: 0o40000,
+  symlink: 0o120000,
+  chr: 0o20000,
+  blk: 0o60000,
+  fifo: 0o10000,
+  socket: 0o140000,
+};
+
+/** A directory listing: name (latin1) → [inode, full mode, uid, gid, size (0 for directories and devices)]. */
+export type Listing = Map<string, Map<string, number[]>>;
+
+/** Directories as debugfs lists them (`ls -p`, one debugfs run for all); `work` holds its command file. */
+export async function debugfsListing(image: string, dirs: string[], work: string): Promise<Listing> {
+  const cmds = join(work, `debugfs-${n++}.cmds`);
+  await writeFile(cmds, dirs.map((d) => `ls -p "/${d}"`).join('\n') + '\n');
+  const { stdout } = await execFileP('debugfs', ['-f', cmds, image], { maxBuffer: 1 << 28, encoding: 'latin1' });
+  const out: Listing = new Map();
+  let cur: Map<string, number[]> | null = null;
+  for (const line of stdout.split('\n')) {
+    const cmd = /^debugfs: ls -p "\/(.*)"$/.exec(line);
+    if (cmd) {
+      cur = new Map();
+      out.set(cmd[1]!, cur);
+      continue;
+    }
+    // debugfs prints no size for directories, and an empty slot (inode 0) in inline directories.
+    const m = /^\/(\d+)\/(\d+)\/(\d+)\/(\d+)\/(.*)\/(\d*)\/$/.exec(line);
+    if (m && cur && m[5] !== '.' && m[5] !== '..' && m[1] !== '0')
+      cur.set(m[5]!, [Number(m[1]), Number.parseInt(m[2]!, 8), Number(m[3]), Number(m[4]), Number(m[6] || 0)]);
+  }
+  return out;
+}
+
+/** The same listing through our reader. */
+export async function readerListing(fs: Ext4Fs, dirs: string[]): Promise<Listing> {
+  const out: Listing = new Map();
+  for (const d of dirs) {
+    const m = new Map<string, number[]>();
+    for (const e of await fs.readdir(Buffer.from(`/${d}`, 'latin1'))) {
+      const st = await fs.lstat(Buffer.concat([Buffer.from(`/${d}/`, 'latin1'), e.raw]));
+      const size = st.type === 'file' || st.type === 'symlink' ? st.size : 0;
+      m.set(e.raw.toString('latin1'), [e.ino, TYPE_BITS[st.type] | st.mode, st.uid, st.gid, size]);
+    }
+    out.set(d, m);
+  }
+  return out;
+}
+
+/** Directories whose paths debugfs's quoting can pass (printable ASCII, no double quote). */
+export function debugfsSafe(path: string): boolean {
+  return /^[\x20-\x7e]*$/.test(path) && !path.includes('"');
 }

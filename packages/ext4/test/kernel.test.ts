@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTar, oracle, rootWithLoop, run, snapshotTree, tempDir, withLoopMount, type FsEntry } from '@lcow/testkit';
+import { makeTar, oracle, rootWithLoop, run, snapshotTree, tempDir, withLoopMount } from '@lcow/testkit';
 import { Ext4Fs, convert } from '../src/index.ts';
 import { compareTrees, convertChecked, mountedTree, readerTree } from './helpers.ts';
 

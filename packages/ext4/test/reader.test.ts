@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { oracle, pseudoRandomBytes, rootWithLoop, run, snapshotTree, tempDir, type FsEntry } from '@lcow/testkit';
 import { Ext4Error, Ext4Fs } from '../src/index.ts';
-import { compareTrees, readerTree } from './helpers.ts';
+import { compareTrees, debugfsListing, debugfsSafe, readerListing, readerTree } from './helpers.ts';
 
 const execFileP = promisify(execFile);
 const hasTools = oracle('mkfs.ext4') && oracle('debugfs') && oracle('getfattr') && oracle('setfattr');
@@ -64,68 +64,14 @@ async function buildSource(root: string, privileged: boolean): Promise<void> {
   await execFileP('touch', ['-h', '-d', '2100-03-04 05:06:07', join(root, 'tiny')]);
 }
 
-/** Every directory as debugfs lists it (`ls -p`): name → [inode, mode, uid, gid, size]. */
-async function debugfsListing(image: string, dirs: string[]): Promise<Map<string, Map<string, number[]>>> {
-  const cmds = join(dir.path, 'debugfs.cmds');
-  await writeFile(cmds, dirs.map((d) => `ls -p "/${d}"`).join('\n') + '\n');
-  const { stdout } = await execFileP('debugfs', ['-f', cmds, image], { maxBuffer: 1 << 28, encoding: 'latin1' });
-  const out = new Map<string, Map<string, number[]>>();
-  let cur: Map<string, number[]> | null = null;
-  for (const line of stdout.split('\n')) {
-    const cmd = /^debugfs: ls -p "\/(.*)"$/.exec(line);
-    if (cmd) {
-      cur = new Map();
-      out.set(cmd[1]!, cur);
-      continue;
-    }
-    const m = /^\/(\d+)\/(\d+)\/(\d+)\/(\d+)\/(.*)\/(\d*)\/$/.exec(line);
-    // Inline directories make debugfs print an empty slot (inode 0) as well; it is no entry.
-    if (m && cur && m[5] !== '.' && m[5] !== '..' && m[1] !== '0')
-      cur.set(m[5]!, [Number(m[1]), Number.parseInt(m[2]!, 8), Number(m[3]), Number(m[4]), Number(m[6] || 0)]);
-  }
-  return out;
-}
-
-/** Our reader's view of the same directories, for the debugfs comparison. */
-async function ourListing(fs: Ext4Fs, dirs: string[]): Promise<Map<string, Map<string, number[]>>> {
-  const out = new Map<string, Map<string, number[]>>();
-  for (const d of dirs) {
-    const m = new Map<string, number[]>();
-    for (const e of await fs.readdir(Buffer.from(`/${d}`, 'latin1'))) {
-      const st = await fs.lstat(Buffer.concat([Buffer.from(`/${d}/`, 'latin1'), e.raw]));
-      const typeBits = {
-        file: 0o100000,
-        dir: 0o40000,
-        symlink: 0o120000,
-        chr: 0o20000,
-        blk: 0o60000,
-        fifo: 0o10000,
-        socket: 0o140000,
-      }[st.type];
-      m.set(e.raw.toString('latin1'), [
-        e.ino,
-        typeBits | st.mode,
-        st.uid,
-        st.gid,
-        st.type === 'file' || st.type === 'symlink' ? st.size : 0,
-      ]); // debugfs prints no size for directories
-    }
-    out.set(d, m);
-  }
-  return out;
-}
-
 async function checkAgainstDebugfs(image: string, fs: Ext4Fs, tree: Map<string, FsEntry>): Promise<number> {
   // debugfs's own quoting cannot pass every byte; directories with printable ASCII paths are listed.
-  const dirs = [...tree]
-    .filter(([p, e]) => e.type === 'dir' && /^[\x20-\x7e]*$/.test(p) && !p.includes('"'))
-    .map(([p]) => p);
-  const theirs = await debugfsListing(image, dirs);
-  const ours = await ourListing(fs, dirs);
+  const dirs = [...tree].filter(([p, e]) => e.type === 'dir' && debugfsSafe(p)).map(([p]) => p);
+  const theirs = await debugfsListing(image, dirs, dir.path);
+  const ours = await readerListing(fs, dirs);
   for (const d of dirs) {
     const t = theirs.get(d);
     expect(t, `debugfs listed /${d}`).toBeDefined();
-    // debugfs prints sizes of device files as 0 and of everything else as i_size; ours the same.
     expect(Object.fromEntries(ours.get(d)!)).toEqual(Object.fromEntries(t!));
   }
   return dirs.length;

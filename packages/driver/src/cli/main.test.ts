@@ -98,6 +98,8 @@ describe('lcow vhd', () => {
     expect(j.verified).toBe(true);
     expect(j.layer).toMatchObject({ entries: 10, whiteouts: 2, hardlinks: 1 });
     expect(j.reports.map((x: { disk: { format: string } }) => x.disk.format)).toEqual(['vhd', 'vhdx', 'vhdx']);
+    expect(j.readBack).toEqual({ entries: expect.any(Number), differing: [] });
+    expect(j.reports[2].contents).toMatchObject({ type: 'ext4', size: 20 * 2 ** 30 });
     if (hasE2fsck) await run('e2fsck', ['-fn', join(dir.path, 'demo', 'layer.img')]);
   });
 });

@@ -41,5 +41,15 @@ export const ACL_DISK_VERSION = 1;
 export const ACL_XATTR_VERSION = 2;
 export const AclTag = { USER_OBJ: 0x01, USER: 0x02, GROUP_OBJ: 0x04, GROUP: 0x08, MASK: 0x10, OTHER: 0x20 } as const;
 
+/**
+ * POSIX ACL values — fs/ext4/acl.h: a version header, then entries; on disk (version 1) the tags without an
+ * id (USER_OBJ, GROUP_OBJ, MASK, OTHER) use the short form, in the getxattr form (version 2) every entry
+ * is long, with id 0xffffffff for those tags.
+ */
+export const AclHeader = struct('AclHeader', 'le', { version: u32 });
+export const AclEntryLong = struct('AclEntry', 'le', { tag: u16, perm: u16, id: u32 });
+export const AclEntryShort = struct('AclEntryShort', 'le', { tag: u16, perm: u16 });
+export const ACL_UNDEFINED_ID = 0xffff_ffff;
+
 /** struct ext4_xattr_ibody_header: the magic that opens the in-inode attribute area. */
 export const XattrIbodyHeader = struct('Ext4XattrIbodyHeader', 'le', { magic: u32 });

@@ -1,9 +1,12 @@
 // Extended attributes: the in-inode area after i_extra_isize and the attribute block named by i_file_acl
 // (possibly shared by many inodes), with values optionally in their own inode (ea_inode).
-import { struct, u16, u32 } from '@lcow/binary';
 import { xattrBlockChecksum } from '../csum.ts';
 import {
   ACL_DISK_VERSION,
+  ACL_UNDEFINED_ID,
+  AclEntryLong,
+  AclEntryShort,
+  AclHeader,
   ACL_XATTR_VERSION,
   AclTag,
   XATTR_MAGIC,
@@ -20,11 +23,6 @@ const MAX_VALUE = 65536;
 export const INLINE_DATA_XATTR = 'system.data';
 
 const PREFIX_OF = new Map<number, string>(XattrPrefix.map(([p, i]) => [i, p]));
-
-const AclHeader = struct('AclHeader', 'le', { version: u32 });
-const AclEntryLong = struct('AclEntry', 'le', { tag: u16, perm: u16, id: u32 });
-const AclEntryShort = struct('AclEntryShort', 'le', { tag: u16, perm: u16 });
-const ACL_UNDEFINED_ID = 0xffff_ffff;
 
 /** One raw attribute: full name (latin1 byte string) and value, or where its value lives. */
 interface RawAttr {

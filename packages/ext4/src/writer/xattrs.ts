@@ -1,7 +1,9 @@
-import { struct, u16, u32 } from '@lcow/binary';
 import { Ext4Error } from '../errors.ts';
 import {
   ACL_DISK_VERSION,
+  AclEntryLong,
+  AclEntryShort,
+  AclHeader,
   ACL_XATTR_VERSION,
   AclTag,
   XATTR_MAGIC,
@@ -18,10 +20,6 @@ export interface XattrItem {
   value: Uint8Array;
   hash: number;
 }
-
-const AclHeader = struct('AclHeader', 'le', { version: u32 });
-const AclEntryLong = struct('AclEntry', 'le', { tag: u16, perm: u16, id: u32 });
-const AclEntryShort = struct('AclEntryShort', 'le', { tag: u16, perm: u16 });
 
 /** Bytes per entry, name included, padded to 4. */
 const entrySize = (x: XattrItem): number => XattrEntry.size + ((x.name.length + 3) & ~3);

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, open, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pack } from 'tar-stream';
-import { convert } from '@lcow/ext4';
-import { convertRawImage, createVhdx, openVhdx, readFooter } from '@lcow/vhd';
+import { Readable } from 'node:stream';
+import { extract, pack } from 'tar-stream';
+import { Ext4Fs, convert, exportTar, mkfs } from '@lcow/ext4';
+import { convertRawImage, openVhdx, readFooter } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
 import { flag, option, positional } from '../args.ts';
 import { formatBytes, toJson } from '../format.ts';
@@ -74,6 +75,27 @@ async function fileSha256(path: string, size: number): Promise<string> {
   }
 }
 
+/** Each entry of a tar: type, and the content hash of regular files. */
+async function tarEntries(tar: NodeJS.ReadableStream): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const ex = extract();
+  const done = new Promise<void>((resolve, reject) => {
+    ex.on('entry', (h, stream, next) => {
+      const hash = createHash('sha256');
+      stream.on('data', (c: unknown) => void hash.update(c as Buffer));
+      stream.on('end', () => {
+        out.set(h.name, h.type === 'file' ? hash.digest('hex') : `${h.type}${h.linkname ? ` → ${h.linkname}` : ''}`);
+        next();
+      });
+    });
+    ex.on('finish', resolve);
+    ex.on('error', reject);
+  });
+  tar.pipe(ex);
+  await done;
+  return out;
+}
+
 export const demoCommand: Command = {
   name: 'demo',
   summary: 'convert the embedded demo layer with our ext4 writer and show it as layer.vhd, a VHDX and a 20 GiB sandbox',
@@ -124,15 +146,40 @@ export const demoCommand: Command = {
       `  layer.vhdx    dynamic VHDX, ${formatBytes(asVhdx.virtualSize - asVhdx.skippedZeroBytes)} stored; read back through the BAT: sha256 ${vhdxSum === want ? 'matches' : 'DIFFERS'}`,
     );
 
+    // Read the layer back without mounting it: @lcow/ext4's reader, through the VHDX's block table, exported
+    // as a tar again; every entry of the input must come back with the same type and contents.
+    const fs = await Ext4Fs.open(vhdx);
+    let back: Map<string, string>;
+    try {
+      back = await tarEntries(exportTar(fs, { signal: io.signal }));
+    } finally {
+      await fs.close();
+    }
+    const input = await tarEntries(Readable.from([await readFile(tarPath)]));
+    const missing = [...input].filter(([name, v]) => back.get(name) !== v).map(([name]) => name);
+    say(
+      `  read back     @lcow/ext4 reader on layer.vhdx → tar: ${back.size} entries, ${missing.length === 0 ? 'every input entry identical' : `DIFFERS: ${missing.join(', ')}`}`,
+    );
+
     const sandbox = join(dir, 'sandbox.vhdx');
-    await createVhdx(sandbox, { size: 20 * 2 ** 30, overwrite: true, signal: io.signal });
-    say(`  sandbox.vhdx  20 GiB dynamic VHDX, ${formatBytes((await stat(sandbox)).size)} on disk`);
+    const sb = await mkfs(sandbox, { size: 20 * 2 ** 30, overwrite: true, signal: io.signal });
+    say(
+      `  sandbox.vhdx  @lcow/ext4 mkfs: an empty 20 GiB ext4 in a dynamic VHDX; ${formatBytes(sb.bytesWritten)} written, ${formatBytes((await stat(sandbox)).size)} file`,
+    );
 
     const reports: VhdReport[] = [];
     for (const f of [vhd, vhdx, sandbox]) reports.push(await vhdReport(f));
     const ext4Ok = reports.slice(0, 2).every((r) => r.contents.type === 'ext4' && r.contents.label === 'lcow-demo');
-    const ok = vhdSum === want && vhdxSum === want && ext4Ok && reports.every((r) => r.verdict === 'ok');
-    if (json) io.out(toJson({ dir, verified: ok, layer: conv, reports }));
+    const sandboxOk = reports[2]!.contents.type === 'ext4';
+    const ok =
+      vhdSum === want &&
+      vhdxSum === want &&
+      ext4Ok &&
+      sandboxOk &&
+      missing.length === 0 &&
+      reports.every((r) => r.verdict === 'ok');
+    if (json)
+      io.out(toJson({ dir, verified: ok, layer: conv, readBack: { entries: back.size, differing: missing }, reports }));
     else {
       for (const r of reports) say(`\n$ lcow vhd info ${r.disk.file}\n${describeReport(r)}`);
       say(`\n${ok ? 'demo OK: every disk verified' : 'demo FAILED: see above'}`);
