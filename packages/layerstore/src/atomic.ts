@@ -4,11 +4,18 @@ import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-/** fsync of a directory, so a rename or unlink in it is durable. */
+/**
+ * fsync of a directory, so a rename or unlink in it is durable. Windows cannot open a directory for this
+ * (NTFS journals its metadata itself), so there it does nothing.
+ */
 export async function fsyncDir(dir: string): Promise<void> {
+  if (process.platform === 'win32') return;
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
+  } catch (e) {
+    // Filesystems without directory fsync (some FUSE and network ones) say so; that is not a failure here.
+    if (!['EINVAL', 'ENOTSUP', 'EISDIR', 'EPERM'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
   } finally {
     await fh.close();
   }
