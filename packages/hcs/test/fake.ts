@@ -1,0 +1,55 @@
+// Builds the fake vmcompute (test/fake/fake_vmcompute.c) with the system C compiler, once per process,
+// and gives tests its fault-injection exports.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+let built: string | null = null;
+
+/** Path of the built fake library. */
+export function fakeLibrary(): string {
+  if (built) return built;
+  const dir = mkdtempSync(join(tmpdir(), 'lcow-fake-vmcompute-'));
+  const out = join(dir, 'libvmcompute.so');
+  execFileSync('cc', [
+    '-shared',
+    '-fPIC',
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-o',
+    out,
+    join(import.meta.dirname, 'fake/fake_vmcompute.c'),
+    '-lpthread',
+  ]);
+  built = out;
+  return out;
+}
+
+interface Fn {
+  (...args: unknown[]): number;
+}
+
+/** The fake's own controls. */
+export function fakeControls(path = fakeLibrary()): {
+  arm(spec: string): void;
+  liveAllocations(): number;
+  liveHandles(): number;
+  notify(id: string, type: number, status?: number): number;
+} {
+  const koffi = createRequire(import.meta.url)('koffi') as { load(p: string): { func(proto: string): Fn } };
+  const lib = koffi.load(path);
+  const control = lib.func('int32_t FakeHcsControl(const char16_t *spec)');
+  const allocs = lib.func('int FakeHcsLiveAllocations(void)');
+  const handles = lib.func('int FakeHcsLiveHandles(void)');
+  const notify = lib.func('int32_t FakeHcsNotify(const char16_t *id, uint32_t type, int32_t status)');
+  return {
+    arm: (spec) => void control(spec),
+    liveAllocations: () => allocs(),
+    liveHandles: () => handles(),
+    notify: (id, type, status = 0) => notify(id, type, status),
+  };
+}

@@ -1,0 +1,378 @@
+/*
+ * A fake vmcompute for testing @lcow/hcs on Linux: the exports the LCOW flow uses, with the same C
+ * signatures (char16_t strings, HRESULT as int32_t, handles as pointers), over an in-memory state machine.
+ * Asynchronous operations answer HCS_E_OPERATION_PENDING and complete later from another thread through
+ * the registered notification callback, as the real service does. Notifications that arrive before a
+ * callback is registered are queued (the real HCS does the same; hcsshim registers after Create returns).
+ *
+ * Fault injection: FakeHcsControl(L"op=Start;hr=0x80070005;result={...};delay=50;silent=1;exit=1") arms the
+ * next call of `op`: fail it with `hr` (and a result document), delay its notification, send none
+ * (`silent`), or send SystemExited instead of the completion (`exit`). FakeHcsLiveAllocations() and
+ * FakeHcsLiveHandles() let tests prove every out-string was freed and every handle closed.
+ *
+ * Build: cc -shared -fPIC -O2 -Wall -o libvmcompute.so fake_vmcompute.c -lpthread
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uchar.h>
+#include <unistd.h>
+
+typedef int32_t HRESULT;
+typedef uint32_t DWORD;
+typedef void (*HCS_NOTIFICATION_CALLBACK)(DWORD type, void *context, HRESULT status, const char16_t *data);
+
+#define S_OK 0
+#define HCS_E_OPERATION_PENDING ((HRESULT)0xC0370103)
+#define HCS_E_INVALID_STATE ((HRESULT)0xC0370105)
+#define HCS_E_INVALID_JSON ((HRESULT)0xC037010D)
+#define HCS_E_SYSTEM_NOT_FOUND ((HRESULT)0xC037010E)
+#define HCS_E_SYSTEM_ALREADY_EXISTS ((HRESULT)0xC037010F)
+#define HCS_E_SYSTEM_ALREADY_STOPPED ((HRESULT)0xC0370110)
+#define E_INVALIDARG ((HRESULT)0x80070057)
+#define ERROR_INVALID_HANDLE ((HRESULT)0x80070006)
+
+enum { N_EXITED = 1, N_CREATE = 2, N_START = 3, N_MODIFY = 0xC, N_DISCONNECT = 0x01000000 };
+enum { ST_CREATED, ST_RUNNING, ST_STOPPED };
+
+#define MAX_REGS 8
+typedef struct System System;
+typedef struct {
+  System *sys;
+  HCS_NOTIFICATION_CALLBACK cb;
+  void *context;
+} Registration;
+
+struct System {
+  char id[256];
+  int state;
+  int closed;
+  /* every handle opened on the system may register its own callback */
+  Registration *regs[MAX_REGS];
+  /* notifications waiting for a callback */
+  DWORD queued_type[16];
+  HRESULT queued_status[16];
+  int queued;
+  int modifies;
+  System *next;
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static System *systems;
+static int live_allocations;
+static int live_handles;
+
+/* One armed fault. */
+static struct {
+  char op[32];
+  HRESULT hr;
+  char result[512];
+  int delay_ms;
+  int silent;
+  int exit_instead;
+  int armed;
+} fault;
+
+static void to_ascii(const char16_t *s, char *out, size_t n) {
+  size_t i = 0;
+  if (!s) {
+    out[0] = 0;
+    return;
+  }
+  for (; s[i] && i + 1 < n; i++) out[i] = s[i] < 128 ? (char)s[i] : '?';
+  out[i] = 0;
+}
+
+static char16_t *alloc16(const char *s) {
+  size_t n = strlen(s);
+  char16_t *out = malloc((n + 1) * sizeof(char16_t));
+  for (size_t i = 0; i < n; i++) out[i] = (unsigned char)s[i];
+  out[n] = 0;
+  __sync_fetch_and_add(&live_allocations, 1);
+  return out;
+}
+
+void LocalFree(void *p) {
+  if (!p) return;
+  __sync_fetch_and_sub(&live_allocations, 1);
+  free(p);
+}
+void CoTaskMemFree(void *p) { LocalFree(p); }
+int FakeHcsLiveAllocations(void) { return live_allocations; }
+int FakeHcsLiveHandles(void) { return live_handles; }
+
+/* Returns 1 (and fills *hr / *result) when the armed fault matches `op` and fails it. */
+static int take_fault(const char *op, HRESULT *hr, char16_t **result, int *delay, int *silent, int *exit_instead) {
+  int fail = 0;
+  pthread_mutex_lock(&mu);
+  if (fault.armed && strcmp(fault.op, op) == 0) {
+    fault.armed = 0;
+    if (delay) *delay = fault.delay_ms;
+    if (silent) *silent = fault.silent;
+    if (exit_instead) *exit_instead = fault.exit_instead;
+    if (fault.hr != 0) {
+      fail = 1;
+      *hr = fault.hr;
+      if (result && fault.result[0]) *result = alloc16(fault.result);
+    }
+  }
+  pthread_mutex_unlock(&mu);
+  return fail;
+}
+
+HRESULT FakeHcsControl(const char16_t *spec) {
+  char s[1024];
+  to_ascii(spec, s, sizeof s);
+  pthread_mutex_lock(&mu);
+  memset(&fault, 0, sizeof fault);
+  fault.armed = 1;
+  char *save = NULL;
+  for (char *kv = strtok_r(s, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
+    char *eq = strchr(kv, '=');
+    if (!eq) continue;
+    *eq = 0;
+    const char *v = eq + 1;
+    if (!strcmp(kv, "op")) snprintf(fault.op, sizeof fault.op, "%s", v);
+    else if (!strcmp(kv, "hr")) fault.hr = (HRESULT)strtoul(v, NULL, 0);
+    else if (!strcmp(kv, "result")) snprintf(fault.result, sizeof fault.result, "%s", v);
+    else if (!strcmp(kv, "delay")) fault.delay_ms = atoi(v);
+    else if (!strcmp(kv, "silent")) fault.silent = atoi(v);
+    else if (!strcmp(kv, "exit")) fault.exit_instead = atoi(v);
+  }
+  pthread_mutex_unlock(&mu);
+  return S_OK;
+}
+
+/* Delivers (or queues) a notification; called with `mu` held. */
+static void notify_locked(System *sys, DWORD type, HRESULT status) {
+  Registration copy[MAX_REGS];
+  int n = 0;
+  for (int i = 0; i < MAX_REGS; i++)
+    if (sys->regs[i]) copy[n++] = *sys->regs[i];
+  if (n > 0) {
+    pthread_mutex_unlock(&mu);
+    for (int i = 0; i < n; i++) copy[i].cb(type, copy[i].context, status, NULL);
+    pthread_mutex_lock(&mu);
+  } else if (sys->queued < 16) {
+    sys->queued_type[sys->queued] = type;
+    sys->queued_status[sys->queued] = status;
+    sys->queued++;
+  }
+}
+
+typedef struct {
+  System *sys;
+  DWORD type;
+  HRESULT status;
+  int delay_ms;
+  int state_after;
+} Later;
+
+static void *later_main(void *arg) {
+  Later *l = arg;
+  usleep((useconds_t)(l->delay_ms > 0 ? l->delay_ms : 2) * 1000);
+  pthread_mutex_lock(&mu);
+  if (!l->sys->closed) {
+    if (l->state_after >= 0) l->sys->state = l->state_after;
+    notify_locked(l->sys, l->type, l->status);
+    if (l->type == N_START && l->status == S_OK) l->sys->state = ST_RUNNING;
+  }
+  pthread_mutex_unlock(&mu);
+  free(l);
+  return NULL;
+}
+
+static void later(System *sys, DWORD type, HRESULT status, int delay_ms, int state_after) {
+  Later *l = malloc(sizeof *l);
+  *l = (Later){sys, type, status, delay_ms, state_after};
+  pthread_t t;
+  pthread_create(&t, NULL, later_main, l);
+  pthread_detach(t);
+}
+
+static System *find(const char *id) {
+  for (System *s = systems; s; s = s->next)
+    if (!s->closed && !strcmp(s->id, id)) return s;
+  return NULL;
+}
+
+static HRESULT put_result(char16_t **result, const char *json) {
+  if (result) *result = json ? alloc16(json) : NULL;
+  return S_OK;
+}
+
+HRESULT HcsCreateComputeSystem(const char16_t *id, const char16_t *config, void *identity, System **out, char16_t **result) {
+  (void)identity;
+  char sid[256], cfg[8];
+  to_ascii(id, sid, sizeof sid);
+  to_ascii(config, cfg, sizeof cfg);
+  if (result) *result = NULL;
+  *out = NULL;
+  HRESULT hr;
+  int delay = 0, silent = 0, ex = 0;
+  if (take_fault("Create", &hr, result, &delay, &silent, &ex)) return hr;
+  if (cfg[0] != '{') {
+    put_result(result, "{\"Error\":-1070137075,\"ErrorMessage\":\"The JSON document is invalid.\"}");
+    return HCS_E_INVALID_JSON;
+  }
+  pthread_mutex_lock(&mu);
+  if (find(sid)) {
+    pthread_mutex_unlock(&mu);
+    put_result(result, "{\"Error\":-1070137073,\"ErrorMessage\":\"A compute system with the specified identifier already exists.\"}");
+    return HCS_E_SYSTEM_ALREADY_EXISTS;
+  }
+  System *s = calloc(1, sizeof *s);
+  snprintf(s->id, sizeof s->id, "%s", sid);
+  s->state = ST_CREATED;
+  s->next = systems;
+  systems = s;
+  live_handles++;
+  pthread_mutex_unlock(&mu);
+  *out = s;
+  if (!silent) later(s, ex ? N_EXITED : N_CREATE, S_OK, delay, ex ? ST_STOPPED : -1);
+  return HCS_E_OPERATION_PENDING;
+}
+
+HRESULT HcsOpenComputeSystem(const char16_t *id, System **out, char16_t **result) {
+  char sid[256];
+  to_ascii(id, sid, sizeof sid);
+  if (result) *result = NULL;
+  pthread_mutex_lock(&mu);
+  System *s = find(sid);
+  if (s) live_handles++;
+  pthread_mutex_unlock(&mu);
+  *out = s;
+  return s ? S_OK : HCS_E_SYSTEM_NOT_FOUND;
+}
+
+HRESULT HcsCloseComputeSystem(System *s) {
+  if (!s) return ERROR_INVALID_HANDLE;
+  pthread_mutex_lock(&mu);
+  live_handles--;
+  /* A stopped system is gone once its handle closes; a running one lives on (it can be opened again). */
+  if (s->state == ST_STOPPED) s->closed = 1;
+  pthread_mutex_unlock(&mu);
+  return S_OK;
+}
+
+static HRESULT async_op(System *s, const char *op, DWORD done, int need, int after, char16_t **result) {
+  if (result) *result = NULL;
+  if (!s) return ERROR_INVALID_HANDLE;
+  HRESULT hr;
+  int delay = 0, silent = 0, ex = 0;
+  if (take_fault(op, &hr, result, &delay, &silent, &ex)) return hr;
+  pthread_mutex_lock(&mu);
+  if (s->state == ST_STOPPED && done == N_EXITED) {
+    pthread_mutex_unlock(&mu);
+    return HCS_E_SYSTEM_ALREADY_STOPPED;
+  }
+  if (need >= 0 && s->state != need) {
+    pthread_mutex_unlock(&mu);
+    put_result(result, "{\"Error\":-1070137083,\"ErrorMessage\":\"The requested virtual machine or container operation is not valid in the current state.\"}");
+    return HCS_E_INVALID_STATE;
+  }
+  pthread_mutex_unlock(&mu);
+  if (!silent) later(s, ex ? N_EXITED : done, S_OK, delay, ex ? ST_STOPPED : after);
+  return HCS_E_OPERATION_PENDING;
+}
+
+HRESULT HcsStartComputeSystem(System *s, const char16_t *options, char16_t **result) {
+  (void)options;
+  return async_op(s, "Start", N_START, ST_CREATED, -1, result);
+}
+
+HRESULT HcsShutdownComputeSystem(System *s, const char16_t *options, char16_t **result) {
+  (void)options;
+  return async_op(s, "Shutdown", N_EXITED, -1, ST_STOPPED, result);
+}
+
+HRESULT HcsTerminateComputeSystem(System *s, const char16_t *options, char16_t **result) {
+  (void)options;
+  return async_op(s, "Terminate", N_EXITED, -1, ST_STOPPED, result);
+}
+
+HRESULT HcsGetComputeSystemProperties(System *s, const char16_t *query, char16_t **props, char16_t **result) {
+  (void)query;
+  if (result) *result = NULL;
+  *props = NULL;
+  if (!s) return ERROR_INVALID_HANDLE;
+  HRESULT hr;
+  if (take_fault("Properties", &hr, result, NULL, NULL, NULL)) return hr;
+  char json[512];
+  pthread_mutex_lock(&mu);
+  static const char *names[] = {"Created", "Running", "Stopped"};
+  snprintf(json, sizeof json,
+           "{\"Id\":\"%s\",\"SystemType\":\"Container\",\"RuntimeOsType\":\"Linux\",\"State\":\"%s\",\"Modifications\":%d}",
+           s->id, names[s->state], s->modifies);
+  pthread_mutex_unlock(&mu);
+  *props = alloc16(json);
+  return S_OK;
+}
+
+HRESULT HcsModifyComputeSystem(System *s, const char16_t *config, char16_t **result) {
+  char cfg[8];
+  to_ascii(config, cfg, sizeof cfg);
+  if (result) *result = NULL;
+  if (!s) return ERROR_INVALID_HANDLE;
+  HRESULT hr;
+  if (take_fault("Modify", &hr, result, NULL, NULL, NULL)) return hr;
+  if (cfg[0] != '{') return HCS_E_INVALID_JSON;
+  pthread_mutex_lock(&mu);
+  int running = s->state == ST_RUNNING;
+  if (running) s->modifies++;
+  pthread_mutex_unlock(&mu);
+  return running ? S_OK : HCS_E_INVALID_STATE;
+}
+
+HRESULT HcsRegisterComputeSystemCallback(System *s, HCS_NOTIFICATION_CALLBACK cb, void *context, void **handle) {
+  if (!s || !cb) return E_INVALIDARG;
+  pthread_mutex_lock(&mu);
+  int slot = -1;
+  for (int i = 0; i < MAX_REGS; i++)
+    if (!s->regs[i]) {
+      slot = i;
+      break;
+    }
+  if (slot < 0) {
+    pthread_mutex_unlock(&mu);
+    return E_INVALIDARG;
+  }
+  Registration *r = malloc(sizeof *r);
+  *r = (Registration){s, cb, context};
+  s->regs[slot] = r;
+  live_handles++;
+  /* Deliver what arrived before anyone listened, from this thread's point of view later: a helper thread. */
+  for (int i = 0; i < s->queued; i++) later(s, s->queued_type[i], s->queued_status[i], 1, -1);
+  s->queued = 0;
+  pthread_mutex_unlock(&mu);
+  *handle = r;
+  return S_OK;
+}
+
+HRESULT HcsUnregisterComputeSystemCallback(void *handle) {
+  Registration *r = handle;
+  if (!r) return ERROR_INVALID_HANDLE;
+  pthread_mutex_lock(&mu);
+  for (int i = 0; i < MAX_REGS; i++)
+    if (r->sys->regs[i] == r) r->sys->regs[i] = NULL;
+  free(r);
+  live_handles--;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+  return S_OK;
+}
+
+/* Sends a notification nobody asked for (SystemExited, ServiceDisconnect) to the system named `id`. */
+HRESULT FakeHcsNotify(const char16_t *id, DWORD type, HRESULT status) {
+  char sid[256];
+  to_ascii(id, sid, sizeof sid);
+  pthread_mutex_lock(&mu);
+  System *s = find(sid);
+  pthread_mutex_unlock(&mu);
+  if (!s) return HCS_E_SYSTEM_NOT_FOUND;
+  later(s, type, status, 1, type == N_EXITED ? ST_STOPPED : -1);
+  return S_OK;
+}
