@@ -3,9 +3,11 @@ import { formatHResult, hresultName } from './hresult.ts';
 /**
  * Codes of {@link HcsError}: `ERR_HCS` carries an HRESULT (and the result document HCS returned);
  * `ERR_UNSUPPORTED_PLATFORM` means no vmcompute; `ERR_TIMEOUT` an operation's notification did not come in
- * time; `ERR_ABORTED` the caller's AbortSignal; `ERR_HANDLE_CLOSED` a call on a closed system.
+ * time; `ERR_ABORTED` the caller's AbortSignal; `ERR_HANDLE_CLOSED` a call on a closed system;
+ * `ERR_INVALID_ARGUMENT` a bad `lcow.*` option (with the original driver's message).
  */
-export type HcsErrorCode = 'ERR_HCS' | 'ERR_UNSUPPORTED_PLATFORM' | 'ERR_TIMEOUT' | 'ERR_ABORTED' | 'ERR_HANDLE_CLOSED';
+export type HcsErrorCode =
+  'ERR_HCS' | 'ERR_UNSUPPORTED_PLATFORM' | 'ERR_TIMEOUT' | 'ERR_ABORTED' | 'ERR_HANDLE_CLOSED' | 'ERR_INVALID_ARGUMENT';
 
 /** The one error class of `@lcow/hcs`. */
 export class HcsError extends Error {

@@ -3,3 +3,23 @@ export { HResult, failed, formatHResult, hresultName, toUnsigned, type HResultNa
 export { ComputeSystem, DEFAULT_HCS_TIMEOUT_MS, type HcsOptions } from './compute-system.ts';
 export { libraryPath, loadBindings, type Bindings } from './bindings.ts';
 export { Notification, PROTOTYPES, type HcsExport } from './prototypes.ts';
+export {
+  DEFAULT_UVM_TIMEOUT_SECONDS,
+  DEFAULT_VHDX_SIZE_GB,
+  parseGlobalMode,
+  parseSandboxSize,
+  parseUvmOptions,
+  uvmTimeoutSeconds,
+  validateBootFiles,
+  type UvmOptions,
+} from './uvm/options.ts';
+export {
+  UVM_PATH,
+  hotAddRequest,
+  hotRemoveRequest,
+  processParameters,
+  quoteArg,
+  scratchPath,
+  utilityVmDocument,
+  type UvmDisk,
+} from './uvm/documents.ts';
