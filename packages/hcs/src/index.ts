@@ -23,3 +23,14 @@ export {
   utilityVmDocument,
   type UvmDisk,
 } from './uvm/documents.ts';
+export {
+  RemoteFile,
+  RemoteFs,
+  RemoteFsError,
+  fromGoMode,
+  toGoMode,
+  type GuestProcess,
+  type GuestRunner,
+  type RemoteFileInfo,
+  type RemoteFsErrorKind,
+} from './remotefs.ts';
