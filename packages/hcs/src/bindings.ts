@@ -4,7 +4,7 @@
 // in tests).
 import { createRequire } from 'node:module';
 import { HcsError } from './errors.ts';
-import { NOTIFICATION_CALLBACK, PROTOTYPES, type HcsExport } from './prototypes.ts';
+import { NOTIFICATION_CALLBACK, PROCESS_INFORMATION, PROTOTYPES, type HcsExport } from './prototypes.ts';
 
 /** A koffi function: called synchronously, or on a worker thread with `.async(...args, callback)`. */
 interface KoffiFn {
@@ -18,6 +18,9 @@ interface Koffi {
   pointer(t: unknown): unknown;
   register(fn: (...args: never[]) => void, type: unknown): unknown;
   decode(ptr: unknown, type: string, len?: number): unknown;
+  struct(name: string, fields: Record<string, string>): unknown;
+  sizeof(t: unknown): number;
+  address(p: unknown): bigint;
 }
 
 /** The loaded library: its exports, the out-string decoder and the notification callback type. */
@@ -28,6 +31,8 @@ export interface Bindings {
   takeString(ptr: unknown): string | null;
   /** Registers the process-wide notification trampoline (koffi runs it on the JS thread). */
   registerCallback(fn: (type: number, context: number, status: number, data: string | null) => void): unknown;
+  /** A pointer (a koffi external or bigint) as an integer: stdio HANDLEs are file descriptors in the fake. */
+  address(p: unknown): number;
   /** Calls `name` on a worker thread (HCS may block; a synchronous call could deadlock on a callback). */
   call(name: HcsExport, ...args: unknown[]): Promise<number>;
 }
@@ -66,6 +71,13 @@ export function loadBindings(explicit?: string): Bindings {
     });
   }
   const callbackType = koffi.proto(NOTIFICATION_CALLBACK);
+  const info = koffi.struct(PROCESS_INFORMATION.name, { ...PROCESS_INFORMATION.fields });
+  if (koffi.sizeof(info) !== 32)
+    throw new HcsError(
+      'ERR_UNSUPPORTED_PLATFORM',
+      'load vmcompute',
+      `HCS_PROCESS_INFORMATION is ${koffi.sizeof(info)} bytes here, expected 32 (x64 only)`,
+    );
   const free = freeLib.func('void __stdcall CoTaskMemFree(void *pv)');
   const fns = new Map<HcsExport, KoffiFn>();
   const fn = (name: HcsExport): KoffiFn => {
@@ -98,6 +110,10 @@ export function loadBindings(explicit?: string): Bindings {
           handler(type >>> 0, Number(context), status | 0, data),
         koffi.pointer(callbackType),
       );
+    },
+    address(p) {
+      if (p === null || p === undefined) return 0;
+      return Number(typeof p === 'bigint' ? p : koffi.address(p));
     },
     call(name, ...args) {
       const f = fn(name);

@@ -5,6 +5,7 @@ import { loadBindings, type Bindings } from './bindings.ts';
 import { HcsError } from './errors.ts';
 import { HResult, failed, toUnsigned } from './hresult.ts';
 import { Notifications, type Watcher } from './notifications.ts';
+import { HcsProcess } from './process.ts';
 import { Notification, type HcsExport } from './prototypes.ts';
 
 /** hcsshim's default for create, start, pause and resume (4 minutes). */
@@ -221,6 +222,34 @@ export class ComputeSystem {
   /** HcsModifyComputeSystem (hot-add or hot-remove of a disk, …). */
   async modify(request: object | string): Promise<void> {
     await this.#call('HcsModifyComputeSystem', 'HcsModifyComputeSystem', [stringify(request)]);
+  }
+
+  /**
+   * Starts a process in the system (`params`: a process document, see `processParameters`) with the stdio
+   * pipes it asks for, as Node streams.
+   */
+  async createProcess(params: object | string): Promise<HcsProcess> {
+    const op = 'HcsCreateProcess';
+    if (this.#closing) throw new HcsError('ERR_HANDLE_CLOSED', op, `compute system ${this.id}: the handle is closed`);
+    const info: Record<string, unknown> = {};
+    const out: unknown[] = [null];
+    const result: unknown[] = [null];
+    const hr = await this.#b.call(op, this.#handle, stringify(params), info, out, result);
+    const doc = parseResult(this.#b.takeString(result[0]));
+    if (failed(hr))
+      throw new HcsError('ERR_HCS', op, `compute system ${this.id}${messageOf(doc) ? `: ${messageOf(doc)}` : ''}`, {
+        hresult: hr,
+        result: doc,
+      });
+    const n = notificationsOf(this.#b);
+    const p = new HcsProcess(this.#b, n, out[0], info as never, `compute system ${this.id}`);
+    try {
+      await p.register(n);
+    } catch (e) {
+      await p.close().catch(() => {});
+      throw e;
+    }
+    return p;
   }
 
   /** Unregisters the callback, then closes the handle. Idempotent. */

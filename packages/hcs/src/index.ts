@@ -34,3 +34,4 @@ export {
   type RemoteFileInfo,
   type RemoteFsErrorKind,
 } from './remotefs.ts';
+export { HcsProcess } from './process.ts';

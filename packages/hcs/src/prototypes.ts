@@ -26,6 +26,22 @@ export const PROTOTYPES = {
   HcsRegisterComputeSystemCallback:
     'int32_t __stdcall HcsRegisterComputeSystemCallback(void *computeSystem, HCS_NOTIFICATION_CALLBACK *callback, uintptr_t context, _Out_ void **callbackHandle)',
   HcsUnregisterComputeSystemCallback: 'int32_t __stdcall HcsUnregisterComputeSystemCallback(void *callbackHandle)',
+  HcsCreateProcess:
+    'int32_t __stdcall HcsCreateProcess(void *computeSystem, const char16_t *processParameters, _Out_ HCS_PROCESS_INFORMATION *processInformation, _Out_ void **process, _Out_ void **result)',
+  HcsCloseProcess: 'int32_t __stdcall HcsCloseProcess(void *process)',
+  HcsTerminateProcess: 'int32_t __stdcall HcsTerminateProcess(void *process, _Out_ void **result)',
+  HcsGetProcessProperties:
+    'int32_t __stdcall HcsGetProcessProperties(void *process, _Out_ void **processProperties, _Out_ void **result)',
+  HcsModifyProcess: 'int32_t __stdcall HcsModifyProcess(void *process, const char16_t *settings, _Out_ void **result)',
+  HcsRegisterProcessCallback:
+    'int32_t __stdcall HcsRegisterProcessCallback(void *process, HCS_NOTIFICATION_CALLBACK *callback, uintptr_t context, _Out_ void **callbackHandle)',
+  HcsUnregisterProcessCallback: 'int32_t __stdcall HcsUnregisterProcessCallback(void *callbackHandle)',
+} as const;
+
+/** HCS_PROCESS_INFORMATION (32 bytes on x64): the pid and the three stdio HANDLEs. */
+export const PROCESS_INFORMATION = {
+  name: 'HCS_PROCESS_INFORMATION',
+  fields: { ProcessId: 'uint32_t', Reserved: 'uint32_t', StdInput: 'void *', StdOutput: 'void *', StdError: 'void *' },
 } as const;
 
 export type HcsExport = keyof typeof PROTOTYPES;

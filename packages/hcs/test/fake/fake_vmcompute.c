@@ -376,3 +376,232 @@ HRESULT FakeHcsNotify(const char16_t *id, DWORD type, HRESULT status) {
   later(s, type, status, 1, type == N_EXITED ? ST_STOPPED : -1);
   return S_OK;
 }
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Processes. A fake process is a thread behind three pipes whose file descriptors are handed out as the  */
+/* HANDLEs: its CommandArgs/CommandLine picks a behaviour — `echo WORDS` (stdout, exit 0), `cat` (stdin to */
+/* stdout), `fail N TEXT` (stderr, exit N), `sleep` (runs until terminated).                               */
+
+typedef struct {
+  uint32_t ProcessId;
+  uint32_t Reserved;
+  void *StdInput;
+  void *StdOutput;
+  void *StdError;
+} HCS_PROCESS_INFORMATION;
+
+#define N_PROCESS_EXITED 0x00010000
+#define HCS_E_PROCESS_ALREADY_STOPPED ((HRESULT)0x8037011F)
+
+typedef struct Process {
+  System *sys;
+  uint32_t pid;
+  int in_r, out_w, err_w;
+  int exited;
+  int exit_code;
+  int killed;
+  char cmd[1024];
+  HCS_NOTIFICATION_CALLBACK cb;
+  void *context;
+  int registered;
+  int pending_exit;
+  pthread_t thread;
+} Process;
+
+static uint32_t next_pid = 100;
+
+static void process_exit(Process *p, int code) {
+  pthread_mutex_lock(&mu);
+  if (p->exited) {
+    pthread_mutex_unlock(&mu);
+    return;
+  }
+  p->exited = 1;
+  p->exit_code = code;
+  if (p->registered && p->cb) {
+    HCS_NOTIFICATION_CALLBACK cb = p->cb;
+    void *ctx = p->context;
+    pthread_mutex_unlock(&mu);
+    cb(N_PROCESS_EXITED, ctx, S_OK, NULL);
+    return;
+  }
+  p->pending_exit = 1;
+  pthread_mutex_unlock(&mu);
+}
+
+static void write_all(int fd, const char *s, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= (size_t)w;
+  }
+}
+
+static void *process_main(void *arg) {
+  Process *p = arg;
+  int code = 0;
+  if (!strncmp(p->cmd, "echo ", 5)) {
+    write_all(p->out_w, p->cmd + 5, strlen(p->cmd + 5));
+    write_all(p->out_w, "\n", 1);
+  } else if (!strcmp(p->cmd, "cat")) {
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(p->in_r, buf, sizeof buf)) > 0) write_all(p->out_w, buf, (size_t)n);
+  } else if (!strncmp(p->cmd, "fail ", 5)) {
+    char *end;
+    code = (int)strtol(p->cmd + 5, &end, 10);
+    if (*end == ' ') end++;
+    write_all(p->err_w, end, strlen(end));
+  } else if (!strcmp(p->cmd, "sleep")) {
+    while (!p->killed) usleep(1000);
+    code = 137;
+  } else {
+    write_all(p->err_w, "unknown command", 15);
+    code = 127;
+  }
+  close(p->out_w);
+  close(p->err_w);
+  close(p->in_r);
+  process_exit(p, code);
+  return NULL;
+}
+
+/* The command: "CommandArgs" joined by spaces when present, else "CommandLine" (a tiny JSON scan). */
+static void command_of(const char *json, char *out, size_t n) {
+  out[0] = 0;
+  const char *a = strstr(json, "\"CommandArgs\":[");
+  if (a) {
+    a += 15;
+    size_t o = 0;
+    while (*a && *a != ']' && o + 1 < n) {
+      if (*a == '"') {
+        a++;
+        while (*a && *a != '"' && o + 1 < n) out[o++] = *a++;
+        if (*a == '"') a++;
+        if (o + 1 < n) out[o++] = ' ';
+      } else a++;
+    }
+    if (o > 0) o--;
+    out[o] = 0;
+    return;
+  }
+  const char *c = strstr(json, "\"CommandLine\":\"");
+  if (!c) return;
+  c += 15;
+  size_t o = 0;
+  while (*c && *c != '"' && o + 1 < n) out[o++] = *c++;
+  out[o] = 0;
+}
+
+HRESULT HcsCreateProcess(System *s, const char16_t *params, HCS_PROCESS_INFORMATION *info, Process **out, char16_t **result) {
+  if (result) *result = NULL;
+  *out = NULL;
+  if (!s) return ERROR_INVALID_HANDLE;
+  HRESULT hr;
+  if (take_fault("CreateProcess", &hr, result, NULL, NULL, NULL)) return hr;
+  char json[8192];
+  pthread_mutex_lock(&mu);
+  int running = s->state == ST_RUNNING;
+  to_ascii(params, json, sizeof json);
+  Process *p = calloc(1, sizeof *p);
+  command_of(json, p->cmd, sizeof p->cmd);
+  pthread_mutex_unlock(&mu);
+  if (!running) {
+    free(p);
+    put_result(result, "{\"Error\":-1070137083,\"ErrorMessage\":\"The system is not running.\"}");
+    return HCS_E_INVALID_STATE;
+  }
+  int in[2], o[2], e[2];
+  if (pipe(in) || pipe(o) || pipe(e)) {
+    free(p);
+    return E_INVALIDARG;
+  }
+  p->sys = s;
+  p->pid = __sync_fetch_and_add(&next_pid, 1);
+  p->in_r = in[0];
+  p->out_w = o[1];
+  p->err_w = e[1];
+  info->ProcessId = p->pid;
+  info->Reserved = 0;
+  info->StdInput = (void *)(intptr_t)in[1];
+  info->StdOutput = (void *)(intptr_t)o[0];
+  info->StdError = (void *)(intptr_t)e[0];
+  pthread_mutex_lock(&mu);
+  live_handles++;
+  pthread_mutex_unlock(&mu);
+  pthread_create(&p->thread, NULL, process_main, p);
+  pthread_detach(p->thread);
+  *out = p;
+  return S_OK;
+}
+
+HRESULT HcsRegisterProcessCallback(Process *p, HCS_NOTIFICATION_CALLBACK cb, void *context, void **handle) {
+  if (!p || !cb) return E_INVALIDARG;
+  pthread_mutex_lock(&mu);
+  p->cb = cb;
+  p->context = context;
+  p->registered = 1;
+  live_handles++;
+  int pending = p->pending_exit;
+  p->pending_exit = 0;
+  pthread_mutex_unlock(&mu);
+  *handle = p;
+  if (pending) {
+    /* Deliver the exit that happened before registration from another thread. */
+    Process *q = p;
+    pthread_mutex_lock(&mu);
+    q->exited = 0;
+    pthread_mutex_unlock(&mu);
+    process_exit(q, q->exit_code);
+  }
+  return S_OK;
+}
+
+HRESULT HcsUnregisterProcessCallback(void *handle) {
+  Process *p = handle;
+  if (!p) return ERROR_INVALID_HANDLE;
+  pthread_mutex_lock(&mu);
+  p->registered = 0;
+  p->cb = NULL;
+  live_handles--;
+  pthread_mutex_unlock(&mu);
+  return S_OK;
+}
+
+HRESULT HcsGetProcessProperties(Process *p, char16_t **props, char16_t **result) {
+  if (result) *result = NULL;
+  *props = NULL;
+  if (!p) return ERROR_INVALID_HANDLE;
+  char json[256];
+  pthread_mutex_lock(&mu);
+  snprintf(json, sizeof json, "{\"ProcessId\":%u,\"Exited\":%s,\"ExitCode\":%d,\"LastWaitResult\":0}", p->pid,
+           p->exited ? "true" : "false", p->exit_code);
+  pthread_mutex_unlock(&mu);
+  *props = alloc16(json);
+  return S_OK;
+}
+
+HRESULT HcsTerminateProcess(Process *p, char16_t **result) {
+  if (result) *result = NULL;
+  if (!p) return ERROR_INVALID_HANDLE;
+  pthread_mutex_lock(&mu);
+  int exited = p->exited;
+  p->killed = 1;
+  pthread_mutex_unlock(&mu);
+  return exited ? HCS_E_PROCESS_ALREADY_STOPPED : S_OK;
+}
+
+HRESULT HcsModifyProcess(Process *p, const char16_t *settings, char16_t **result) {
+  (void)settings;
+  if (result) *result = NULL;
+  return p ? S_OK : ERROR_INVALID_HANDLE;
+}
+
+HRESULT HcsCloseProcess(Process *p) {
+  if (!p) return ERROR_INVALID_HANDLE;
+  pthread_mutex_lock(&mu);
+  live_handles--;
+  pthread_mutex_unlock(&mu);
+  return S_OK;
+}
