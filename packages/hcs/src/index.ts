@@ -35,3 +35,4 @@ export {
   type RemoteFsErrorKind,
 } from './remotefs.ts';
 export { HcsProcess } from './process.ts';
+export { LcowUtilityVm, type CommandResult, type GuestDisk, type StartUtilityVmOptions } from './uvm/utility-vm.ts';

@@ -122,28 +122,23 @@ function mapError(op: string, where: string, stderr: string): RemoteFsError | nu
 }
 
 /** Collects a stream into one buffer, failing if it stays silent past `idleMs` between chunks. */
-function collect(s: Readable, idleMs: number, what: string): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    let timer = setTimeout(onIdle, idleMs);
-    function onIdle(): void {
-      s.destroy();
-      reject(new HcsError('ERR_TIMEOUT', what, `no data for ${idleMs / 1000} s`));
+async function collect(s: Readable, idleMs: number, what: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const idle = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => s.destroy(new HcsError('ERR_TIMEOUT', what, `no data for ${idleMs / 1000} s`)), idleMs);
+  };
+  idle();
+  try {
+    for await (const c of s) {
+      parts.push(c as Buffer);
+      idle();
     }
-    s.on('data', (c: Buffer) => {
-      parts.push(c);
-      clearTimeout(timer);
-      timer = setTimeout(onIdle, idleMs);
-    });
-    s.on('end', () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(parts));
-    });
-    s.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
+  } finally {
+    clearTimeout(timer);
+  }
+  return Buffer.concat(parts);
 }
 
 /**

@@ -39,14 +39,27 @@ export function fakeControls(path = fakeLibrary()): {
   liveAllocations(): number;
   liveHandles(): number;
   notify(id: string, type: number, status?: number): number;
+  /** What the fake was asked since the last call: "modify <json>" and "run <argv>" lines. */
+  journal(): string[];
 } {
-  const koffi = createRequire(import.meta.url)('koffi') as { load(p: string): { func(proto: string): Fn } };
+  const koffi = createRequire(import.meta.url)('koffi') as {
+    load(p: string): { func(proto: string): Fn };
+    decode(p: unknown, t: string, n: number): string;
+  };
   const lib = koffi.load(path);
   const control = lib.func('int32_t FakeHcsControl(const char16_t *spec)');
   const allocs = lib.func('int FakeHcsLiveAllocations(void)');
   const handles = lib.func('int FakeHcsLiveHandles(void)');
   const notify = lib.func('int32_t FakeHcsNotify(const char16_t *id, uint32_t type, int32_t status)');
+  const take = lib.func('void *FakeHcsTakeJournal(void)') as unknown as () => unknown;
+  const free = lib.func('void LocalFree(void *p)') as unknown as (p: unknown) => void;
   return {
+    journal: () => {
+      const p = take();
+      const text = koffi.decode(p, 'char16_t', -1);
+      free(p);
+      return text.split('\n').filter(Boolean);
+    },
     arm: (spec) => void control(spec),
     liveAllocations: () => allocs(),
     liveHandles: () => handles(),

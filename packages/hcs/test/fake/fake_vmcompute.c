@@ -60,6 +60,14 @@ struct System {
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+/* What the fake was asked to do, newline-separated: "modify <json>" and "run <argv joined by spaces>". */
+static char journal[1 << 16];
+static size_t journal_len;
+static void journal_add(const char *kind, const char *text) {
+  size_t need = strlen(kind) + 1 + strlen(text) + 1;
+  if (journal_len + need >= sizeof journal) return;
+  journal_len += (size_t)snprintf(journal + journal_len, sizeof journal - journal_len, "%s %s\n", kind, text);
+}
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static System *systems;
 static int live_allocations;
@@ -313,8 +321,11 @@ HRESULT HcsGetComputeSystemProperties(System *s, const char16_t *query, char16_t
 }
 
 HRESULT HcsModifyComputeSystem(System *s, const char16_t *config, char16_t **result) {
-  char cfg[8];
+  char cfg[4096];
   to_ascii(config, cfg, sizeof cfg);
+  pthread_mutex_lock(&mu);
+  journal_add("modify", cfg);
+  pthread_mutex_unlock(&mu);
   if (result) *result = NULL;
   if (!s) return ERROR_INVALID_HANDLE;
   HRESULT hr;
@@ -456,9 +467,11 @@ static void *process_main(void *arg) {
   } else if (!strcmp(p->cmd, "sleep")) {
     while (!p->killed) usleep(1000);
     code = 137;
-  } else {
+  } else if (!strncmp(p->cmd, "unknown", 7)) {
     write_all(p->err_w, "unknown command", 15);
     code = 127;
+  } else {
+    /* Anything else (mkdir, mount, umount, …) succeeds silently; the journal records it. */
   }
   close(p->out_w);
   close(p->err_w);
@@ -506,6 +519,7 @@ HRESULT HcsCreateProcess(System *s, const char16_t *params, HCS_PROCESS_INFORMAT
   to_ascii(params, json, sizeof json);
   Process *p = calloc(1, sizeof *p);
   command_of(json, p->cmd, sizeof p->cmd);
+  journal_add("run", p->cmd);
   pthread_mutex_unlock(&mu);
   if (!running) {
     free(p);
@@ -536,6 +550,13 @@ HRESULT HcsCreateProcess(System *s, const char16_t *params, HCS_PROCESS_INFORMAT
   return S_OK;
 }
 
+static void *deliver_exit_main(void *arg) {
+  Process *p = arg;
+  usleep(1000);
+  process_exit(p, p->exit_code);
+  return NULL;
+}
+
 HRESULT HcsRegisterProcessCallback(Process *p, HCS_NOTIFICATION_CALLBACK cb, void *context, void **handle) {
   if (!p || !cb) return E_INVALIDARG;
   pthread_mutex_lock(&mu);
@@ -548,12 +569,14 @@ HRESULT HcsRegisterProcessCallback(Process *p, HCS_NOTIFICATION_CALLBACK cb, voi
   pthread_mutex_unlock(&mu);
   *handle = p;
   if (pending) {
-    /* Deliver the exit that happened before registration from another thread. */
-    Process *q = p;
+    /* An exit that happened before registration is delivered later from another thread, as HCS does:
+       never from inside the Register call itself. */
     pthread_mutex_lock(&mu);
-    q->exited = 0;
+    p->exited = 0;
     pthread_mutex_unlock(&mu);
-    process_exit(q, q->exit_code);
+    pthread_t t;
+    pthread_create(&t, NULL, deliver_exit_main, p);
+    pthread_detach(t);
   }
   return S_OK;
 }
@@ -604,4 +627,14 @@ HRESULT HcsCloseProcess(Process *p) {
   live_handles--;
   pthread_mutex_unlock(&mu);
   return S_OK;
+}
+
+/* Hands the journal to the caller (free it with LocalFree) and starts a new one. */
+char16_t *FakeHcsTakeJournal(void) {
+  pthread_mutex_lock(&mu);
+  journal[journal_len] = 0;
+  char16_t *out = alloc16(journal);
+  journal_len = 0;
+  pthread_mutex_unlock(&mu);
+  return out;
 }
