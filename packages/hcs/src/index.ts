@@ -36,3 +36,11 @@ export {
 } from './remotefs.ts';
 export { HcsProcess } from './process.ts';
 export { LcowUtilityVm, type CommandResult, type GuestDisk, type StartUtilityVmOptions } from './uvm/utility-vm.ts';
+export {
+  SDDL_ADMINISTRATORS_LOCAL_SYSTEM,
+  SDDL_NTVM_ADMINISTRATORS_LOCAL_SYSTEM,
+  VM_GROUP_SID,
+  grantVmGroupAccess,
+  mkdirAllWithAcl,
+  win32Types,
+} from './win32/acl.ts';
