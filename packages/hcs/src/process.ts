@@ -9,20 +9,16 @@ import { HResult, failed } from './hresult.ts';
 import type { Notifications } from './notifications.ts';
 import { type Watcher } from './notifications.ts';
 import { Notification } from './prototypes.ts';
+import { overlappedReadable, overlappedWritable } from './win32/pipes.ts';
 
-/** Turns stdio HANDLEs into streams: file descriptors of pipes on Linux (the fake); Windows is not here yet. */
-function handleStream(b: Bindings, handle: unknown, mode: 'r' | 'w'): Socket | null {
+/**
+ * Turns stdio HANDLEs into streams: overlapped pipe HANDLEs on Windows (win32/pipes.ts), file descriptors
+ * of pipes elsewhere (the fake vmcompute).
+ */
+function handleStream(b: Bindings, handle: unknown, mode: 'r' | 'w'): Readable | Writable | null {
   const fd = b.address(handle);
   if (!fd) return null;
-  if (process.platform === 'win32') {
-    // HCS hands out overlapped pipe HANDLEs; wrapping them needs ReadFile/WriteFile with completion, which
-    // only a Windows machine can test. Refused rather than guessed.
-    throw new HcsError(
-      'ERR_UNSUPPORTED_PLATFORM',
-      'HcsCreateProcess',
-      'process stdio HANDLEs are not yet wrapped on Windows',
-    );
-  }
+  if (process.platform === 'win32') return mode === 'r' ? overlappedReadable(handle) : overlappedWritable(handle);
   return new Socket({ fd, readable: mode === 'r', writable: mode === 'w' });
 }
 
@@ -61,9 +57,9 @@ export class HcsProcess {
     this.pid = info.ProcessId;
     this.#what = `${what} process ${info.ProcessId}`;
     this.#watcher = n.watch(this.#what);
-    this.stdin = handleStream(b, info.StdInput, 'w');
-    this.stdout = handleStream(b, info.StdOutput, 'r');
-    this.stderr = handleStream(b, info.StdError, 'r');
+    this.stdin = handleStream(b, info.StdInput, 'w') as Writable | null;
+    this.stdout = handleStream(b, info.StdOutput, 'r') as Readable | null;
+    this.stderr = handleStream(b, info.StdError, 'r') as Readable | null;
   }
 
   /** @internal */

@@ -186,7 +186,6 @@ static void *later_main(void *arg) {
   if (!l->sys->closed) {
     if (l->state_after >= 0) l->sys->state = l->state_after;
     notify_locked(l->sys, l->type, l->status);
-    if (l->type == N_START && l->status == S_OK) l->sys->state = ST_RUNNING;
   }
   pthread_mutex_unlock(&mu);
   free(l);
@@ -289,7 +288,8 @@ static HRESULT async_op(System *s, const char *op, DWORD done, int need, int aft
 
 HRESULT HcsStartComputeSystem(System *s, const char16_t *options, char16_t **result) {
   (void)options;
-  return async_op(s, "Start", N_START, ST_CREATED, -1, result);
+  /* The state changes before the notification goes out: a caller may act on it at once. */
+  return async_op(s, "Start", N_START, ST_CREATED, ST_RUNNING, result);
 }
 
 HRESULT HcsShutdownComputeSystem(System *s, const char16_t *options, char16_t **result) {
