@@ -78,7 +78,11 @@ export function loadBindings(explicit?: string): Bindings {
       'load vmcompute',
       `HCS_PROCESS_INFORMATION is ${koffi.sizeof(info)} bytes here, expected 32 (x64 only)`,
     );
-  const free = freeLib.func('void __stdcall CoTaskMemFree(void *pv)');
+  // hcsshim frees v1 result strings with CoTaskMemFree; Microsoft's v2 docs say LocalFree. One switch.
+  const freeName = process.env.LCOW_HCS_FREE === 'LocalFree' ? 'LocalFree' : 'CoTaskMemFree';
+  const free = (freeName === 'LocalFree' && freeLib !== lib ? koffi.load('kernel32.dll') : freeLib).func(
+    `void __stdcall ${freeName}(void *pv)`,
+  );
   const fns = new Map<HcsExport, KoffiFn>();
   const fn = (name: HcsExport): KoffiFn => {
     let f = fns.get(name);

@@ -82,6 +82,21 @@ describe.skipIf(!hasCc)('LcowUtilityVm', () => {
     await vm.terminate();
   });
 
+  it('formatExt4: attach only, find the SCSI address, mkfs.ext4 the device with the original options, detach', async () => {
+    const vm = await LcowUtilityVm.start({ id: `u${n++}`, options: [`lcow.kirdpath=${kird}`], mountArgs, library });
+    await vm.hotAdd({ hostPath: 'C:\\l\\first.vhd', guestPath: '/tmp/d1', readOnly: true });
+    fake.journal();
+    await vm.formatExt4('C:\\l\\new.vhdx');
+    expect(fake.journal()).toEqual([
+      'modify {"ResourceType":"MappedVirtualDisk","Settings":{"HostPath":"C:\\\\l\\\\new.vhdx","ContainerPath":"","CreateInUtilityVM":true,"AttachOnly":true},"RequestType":"Add"}',
+      'run test -d /sys/bus/scsi/devices/0:0:0:1',
+      'run ls /sys/bus/scsi/devices/0:0:0:1/block',
+      'run mkfs.ext4 -q -E lazy_itable_init=1 -O ^has_journal,sparse_super2,uninit_bg,^resize_inode /dev/sdb',
+      'modify {"ResourceType":"MappedVirtualDisk","Settings":{"HostPath":"C:\\\\l\\\\new.vhdx","ContainerPath":"","CreateInUtilityVM":true,"AttachOnly":false},"RequestType":"Remove"}',
+    ]);
+    await vm.terminate();
+  });
+
   it('remotefs operations run as guest processes with argument vectors', async () => {
     const vm = await LcowUtilityVm.start({ id: `u${n++}`, options: [`lcow.kirdpath=${kird}`], mountArgs, library });
     fake.journal();

@@ -179,6 +179,46 @@ export class LcowUtilityVm {
     return { stdin: p.stdin, stdout: p.stdout, stderr: p.stderr, exited, kill: () => p.kill(), close: () => p.close() };
   }
 
+  /**
+   * Formats an existing, empty disk file (a VHDX the caller created) as ext4 inside the VM, as the original's
+   * CreateExt4Vhdx did: attach without mounting, find its SCSI address in the VM's properties, `mkfs.ext4` the
+   * device with the original's options, detach. The disk is detached on failure too. (The driver normally
+   * formats on the host with `@lcow/ext4`'s mkfs; this is for hosts that must not.)
+   */
+  async formatExt4(hostPath: string): Promise<void> {
+    await this.system.modify(hotAddRequest({ hostPath, containerPath: '', attachOnly: true }));
+    try {
+      const props = (await this.system.properties({ PropertyTypes: ['MappedVirtualDisk'] })) as {
+        MappedVirtualDiskControllers?: Record<string, { MappedVirtualDisks?: Record<string, { HostPath?: string }> }>;
+      };
+      let address: string | null = null;
+      for (const [controller, c] of Object.entries(props.MappedVirtualDiskControllers ?? {}))
+        for (const [lun, d] of Object.entries(c.MappedVirtualDisks ?? {}))
+          if (d.HostPath === hostPath) address = `${controller}:0:0:${lun}`;
+      if (!address)
+        throw new HcsError(
+          'ERR_HCS',
+          'formatExt4',
+          `${hostPath}: not among the VM's mapped virtual disks after hot-add`,
+        );
+      await this.must(['test', '-d', `/sys/bus/scsi/devices/${address}`]);
+      const dev = (await this.must(['ls', `/sys/bus/scsi/devices/${address}/block`])).toString('utf8').trim();
+      if (!/^[a-z0-9]+$/.test(dev))
+        throw new HcsError('ERR_HCS', 'formatExt4', `${hostPath}: unexpected block device name ${JSON.stringify(dev)}`);
+      await this.must([
+        'mkfs.ext4',
+        '-q',
+        '-E',
+        'lazy_itable_init=1',
+        '-O',
+        '^has_journal,sparse_super2,uninit_bg,^resize_inode',
+        `/dev/${dev}`,
+      ]);
+    } finally {
+      await this.system.modify(hotRemoveRequest(hostPath));
+    }
+  }
+
   /** Stops the VM hard and waits for it to be gone. */
   async terminate(): Promise<void> {
     try {

@@ -56,6 +56,7 @@ struct System {
   HRESULT queued_status[16];
   int queued;
   int modifies;
+  char disks[64][256]; /* host paths by LUN on controller 0 */
   System *next;
 };
 
@@ -303,14 +304,28 @@ HRESULT HcsTerminateComputeSystem(System *s, const char16_t *options, char16_t *
 }
 
 HRESULT HcsGetComputeSystemProperties(System *s, const char16_t *query, char16_t **props, char16_t **result) {
-  (void)query;
   if (result) *result = NULL;
   *props = NULL;
   if (!s) return ERROR_INVALID_HANDLE;
   HRESULT hr;
   if (take_fault("Properties", &hr, result, NULL, NULL, NULL)) return hr;
-  char json[512];
+  char json[8192];
+  char q[256];
+  to_ascii(query, q, sizeof q);
   pthread_mutex_lock(&mu);
+  if (strstr(q, "MappedVirtualDisk")) {
+    size_t o = (size_t)snprintf(json, sizeof json, "{\"MappedVirtualDiskControllers\":{\"0\":{\"MappedVirtualDisks\":{");
+    int first = 1;
+    for (int i = 0; i < 64; i++) {
+      if (!s->disks[i][0]) continue;
+      o += (size_t)snprintf(json + o, sizeof json - o, "%s\"%d\":{\"HostPath\":\"%s\",\"ContainerPath\":\"\"}", first ? "" : ",", i, s->disks[i]);
+      first = 0;
+    }
+    snprintf(json + o, sizeof json - o, "}}}}");
+    pthread_mutex_unlock(&mu);
+    *props = alloc16(json);
+    return S_OK;
+  }
   static const char *names[] = {"Created", "Running", "Stopped"};
   snprintf(json, sizeof json,
            "{\"Id\":\"%s\",\"SystemType\":\"Container\",\"RuntimeOsType\":\"Linux\",\"State\":\"%s\",\"Modifications\":%d}",
@@ -333,7 +348,25 @@ HRESULT HcsModifyComputeSystem(System *s, const char16_t *config, char16_t **res
   if (cfg[0] != '{') return HCS_E_INVALID_JSON;
   pthread_mutex_lock(&mu);
   int running = s->state == ST_RUNNING;
-  if (running) s->modifies++;
+  if (running) {
+    s->modifies++;
+    /* Track MappedVirtualDisk adds and removes by HostPath (JSON backslashes kept as written). */
+    const char *hp = strstr(cfg, "\"HostPath\":\"");
+    if (hp) {
+      char host[256];
+      size_t o = 0;
+      for (hp += 12; *hp && *hp != '"' && o + 1 < sizeof host; hp++) host[o++] = *hp;
+      host[o] = 0;
+      int add = strstr(cfg, "\"RequestType\":\"Add\"") != NULL;
+      for (int i = 0; i < 64; i++) {
+        if (add && s->disks[i][0] == 0) {
+          snprintf(s->disks[i], sizeof s->disks[i], "%s", host);
+          break;
+        }
+        if (!add && !strcmp(s->disks[i], host)) s->disks[i][0] = 0;
+      }
+    }
+  }
   pthread_mutex_unlock(&mu);
   return running ? S_OK : HCS_E_INVALID_STATE;
 }
@@ -467,6 +500,8 @@ static void *process_main(void *arg) {
   } else if (!strcmp(p->cmd, "sleep")) {
     while (!p->killed) usleep(1000);
     code = 137;
+  } else if (!strncmp(p->cmd, "ls /sys/bus/scsi/devices/", 25)) {
+    write_all(p->out_w, "sdb\n", 4);
   } else if (!strncmp(p->cmd, "unknown", 7)) {
     write_all(p->err_w, "unknown command", 15);
     code = 127;
