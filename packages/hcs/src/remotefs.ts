@@ -122,7 +122,7 @@ function mapError(op: string, where: string, stderr: string): RemoteFsError | nu
 }
 
 /** Collects a stream into one buffer, failing if it stays silent past `idleMs` between chunks. */
-async function collect(s: Readable, idleMs: number, what: string): Promise<Buffer> {
+export async function collect(s: Readable, idleMs: number, what: string): Promise<Buffer> {
   const parts: Buffer[] = [];
   let timer: NodeJS.Timeout | undefined;
   const idle = (): void => {

@@ -138,3 +138,42 @@ describe('archives', () => {
     });
   });
 });
+
+describe('error mapping', () => {
+  /** A guest that answers every command with the given stderr text. */
+  function answering(stderr: string, code = 0): RemoteFs {
+    return new RemoteFs(async () => {
+      const { PassThrough } = await import('node:stream');
+      const stdin = new PassThrough();
+      const stdout = new PassThrough();
+      const err = new PassThrough();
+      stdout.end();
+      err.end(stderr);
+      stdin.resume();
+      return { stdin, stdout, stderr: err, exited: Promise.resolve(code), kill: async () => {}, close: async () => {} };
+    }, '/r');
+  }
+  afterEach(() => {}); // these guests hold no processes
+
+  it.each([
+    ['{"ErrString":"file does not exist","ErrNum":2}', 'ERR_NOT_FOUND', 2],
+    ['{"ErrString":"file already exists","ErrNum":17}', 'ERR_EXISTS', 17],
+    ['{"ErrString":"permission denied","ErrNum":13}', 'ERR_PERMISSION', 13],
+    ['{"ErrString":"EOF"}', 'ERR_EOF', undefined],
+    ['{"ErrString":"operation not supported","ErrNum":95}', 'ERR_REMOTEFS', 95],
+    ['panic: runtime error', 'ERR_REMOTEFS', undefined],
+  ])('%s → %s', async (stderr, kind, errno) => {
+    const e = await answering(stderr)
+      .remove('/r/x')
+      .catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(RemoteFsError);
+    expect(e).toMatchObject({ kind, errno, message: expect.stringContaining('/r/x') });
+  });
+
+  it('a non-zero exit without an error document is an error too', async () => {
+    await expect(answering('', 1).mkdir('/r/d')).rejects.toMatchObject({
+      kind: 'ERR_REMOTEFS',
+      message: expect.stringMatching(/exit code 1/),
+    });
+  });
+});

@@ -7,7 +7,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { ComputeSystem } from '../compute-system.ts';
 import { HcsError } from '../errors.ts';
 import type { HcsProcess } from '../process.ts';
-import { RemoteFs, type GuestProcess } from '../remotefs.ts';
+import { RemoteFs, collect, type GuestProcess } from '../remotefs.ts';
 import { hotAddRequest, hotRemoveRequest, processParameters, utilityVmDocument, type UvmDisk } from './documents.ts';
 import { parseUvmOptions, uvmTimeoutSeconds, validateBootFiles } from './options.ts';
 
@@ -38,13 +38,6 @@ export interface CommandResult {
   code: number;
   stdout: Buffer;
   stderr: string;
-}
-
-async function drain(s: Readable | null): Promise<Buffer> {
-  if (!s) return Buffer.alloc(0);
-  const parts: Buffer[] = [];
-  for await (const c of s) parts.push(c as Buffer);
-  return Buffer.concat(parts);
 }
 
 export class LcowUtilityVm {
@@ -105,12 +98,17 @@ export class LcowUtilityVm {
     const p = await this.spawn(argv);
     try {
       p.stdin?.end(input);
-      const [stdout, stderr] = await Promise.all([drain(p.stdout), drain(p.stderr)]);
+      // Both pipes at once, each with an idle (not total) deadline: a long command that keeps talking is fine.
+      const [stdout, stderr] = await Promise.all([this.#drain(p.stdout, argv[0]!), this.#drain(p.stderr, argv[0]!)]);
       const code = await p.wait({ timeoutMs: this.#timeoutMs });
       return { code, stdout, stderr: stderr.toString('utf8') };
     } finally {
       await p.close();
     }
+  }
+
+  #drain(s: Readable | null, what: string): Promise<Buffer> {
+    return s ? collect(s, this.#timeoutMs, what) : Promise.resolve(Buffer.alloc(0));
   }
 
   /** Runs `argv` and fails on a non-zero exit with the command and its stderr. */
@@ -145,7 +143,7 @@ export class LcowUtilityVm {
       const p = await this.spawn(['exportSandbox', '-path', guestPath]);
       try {
         p.stdin?.end();
-        const err = drain(p.stderr);
+        const err = this.#drain(p.stderr, 'exportSandbox');
         // Copied with back-pressure: the guest is paused while the consumer is behind.
         if (p.stdout) for await (const c of p.stdout) if (!out.write(c)) await once(out, 'drain');
         const code = await p.wait({ timeoutMs: this.#timeoutMs });
