@@ -95,40 +95,46 @@ async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
 /** Peeks at the first bytes: gzip (1f 8b) is decompressed on the fly. */
 async function* decompressed(input: AsyncIterable<Uint8Array>, flag: { gzip: boolean }): AsyncGenerator<Uint8Array> {
   const it = input[Symbol.asyncIterator]();
-  let first = await it.next();
-  while (!first.done && first.value.length === 0) first = await it.next();
-  if (first.done) return;
-  const rest = (async function* () {
-    yield first.value;
-    for (;;) {
-      const n = await it.next();
-      if (n.done) return;
-      yield n.value;
+  // However the consumer stops (an error in a later entry, an abort), the source is told, so a file
+  // it reads is closed now rather than by the garbage collector.
+  try {
+    let first = await it.next();
+    while (!first.done && first.value.length === 0) first = await it.next();
+    if (first.done) return;
+    const rest = (async function* () {
+      yield first.value;
+      for (;;) {
+        const n = await it.next();
+        if (n.done) return;
+        yield n.value;
+      }
+    })();
+    if (first.value[0] === 0x1f && first.value[1] === 0x8b) {
+      flag.gzip = true;
+      const gunzip = createGunzip({ chunkSize: 256 * 1024 });
+      // zlib holds on to its input: hand it copies, since file chunks come from reused buffers.
+      const src = Readable.from(
+        (async function* () {
+          for await (const c of rest) yield Buffer.from(c);
+        })(),
+        { objectMode: false },
+      );
+      src.on('error', (e) => gunzip.destroy(e));
+      src.pipe(gunzip);
+      try {
+        for await (const c of gunzip) yield c as Buffer;
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (err.code?.startsWith('Z_'))
+          throw new Ext4Error('ERR_TAR_FORMAT', `gzip stream: ${err.message}`, { cause: e });
+        throw e;
+      }
+      return;
     }
-  })();
-  if (first.value[0] === 0x1f && first.value[1] === 0x8b) {
-    flag.gzip = true;
-    const gunzip = createGunzip({ chunkSize: 256 * 1024 });
-    // zlib holds on to its input: hand it copies, since file chunks come from reused buffers.
-    const src = Readable.from(
-      (async function* () {
-        for await (const c of rest) yield Buffer.from(c);
-      })(),
-      { objectMode: false },
-    );
-    src.on('error', (e) => gunzip.destroy(e));
-    src.pipe(gunzip);
-    try {
-      for await (const c of gunzip) yield c as Buffer;
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      if (err.code?.startsWith('Z_'))
-        throw new Ext4Error('ERR_TAR_FORMAT', `gzip stream: ${err.message}`, { cause: e });
-      throw e;
-    }
-    return;
+    yield* rest;
+  } finally {
+    await it.return?.();
   }
-  yield* rest;
 }
 
 /**
