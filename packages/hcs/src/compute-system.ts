@@ -2,6 +2,7 @@
 // a worker thread, "operation pending" answered by the matching notification with a deadline and an
 // AbortSignal, out-strings decoded and freed, failures as HcsError with the HRESULT and result document.
 import { loadBindings, type Bindings } from './bindings.ts';
+import { parseDocument } from './document.ts';
 import { HcsError } from './errors.ts';
 import { HResult, failed, toUnsigned } from './hresult.ts';
 import { Notifications, type Watcher } from './notifications.ts';
@@ -28,15 +29,6 @@ function notificationsOf(b: Bindings): Notifications {
     trampolines.set(b, n);
   }
   return n;
-}
-
-function parseResult(text: string | null): unknown {
-  if (!text) return undefined;
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return text;
-  }
 }
 
 /** The message HCS put in a result document, if any. */
@@ -82,7 +74,7 @@ export class ComputeSystem {
   ): Promise<number> {
     const result: unknown[] = [null];
     const hr = await b.call(name, ...args, ...(extraOut ? [extraOut] : []), result);
-    const doc = parseResult(b.takeString(result[0]));
+    const doc = parseDocument(b.takeString(result[0]));
     if (failed(hr) && toUnsigned(hr) !== HResult.HCS_E_OPERATION_PENDING) {
       if (extraOut) b.takeString(extraOut[0]);
       throw new HcsError('ERR_HCS', op, `compute system ${id}${messageOf(doc) ? `: ${messageOf(doc)}` : ''}`, {
@@ -106,7 +98,7 @@ export class ComputeSystem {
     const out: unknown[] = [null];
     const result: unknown[] = [null];
     const hr = await b.call('HcsCreateComputeSystem', id, stringify(config), null, out, result);
-    const doc = parseResult(b.takeString(result[0]));
+    const doc = parseDocument(b.takeString(result[0]));
     const pending = toUnsigned(hr) === HResult.HCS_E_OPERATION_PENDING;
     if (failed(hr) && !pending) {
       throw new HcsError(
@@ -216,7 +208,7 @@ export class ComputeSystem {
   async properties(query: object | string = {}): Promise<unknown> {
     const props: unknown[] = [null];
     await this.#call('HcsGetComputeSystemProperties', 'HcsGetComputeSystemProperties', [stringify(query)], props);
-    return parseResult(this.#b.takeString(props[0]));
+    return parseDocument(this.#b.takeString(props[0]));
   }
 
   /** HcsModifyComputeSystem (hot-add or hot-remove of a disk, …). */
@@ -235,7 +227,7 @@ export class ComputeSystem {
     const out: unknown[] = [null];
     const result: unknown[] = [null];
     const hr = await this.#b.call(op, this.#handle, stringify(params), info, out, result);
-    const doc = parseResult(this.#b.takeString(result[0]));
+    const doc = parseDocument(this.#b.takeString(result[0]));
     if (failed(hr))
       throw new HcsError('ERR_HCS', op, `compute system ${this.id}${messageOf(doc) ? `: ${messageOf(doc)}` : ''}`, {
         hresult: hr,

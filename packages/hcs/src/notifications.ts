@@ -3,6 +3,7 @@
 // handle. A watcher keeps notifications that arrive before anyone waits (HCS may complete Create before
 // the callback is registered, and queues it), so no completion is ever lost.
 import type { Bindings } from './bindings.ts';
+import { parseDocument } from './document.ts';
 import { HcsError } from './errors.ts';
 import { HResult } from './hresult.ts';
 import { Notification } from './prototypes.ts';
@@ -48,7 +49,7 @@ export class Watcher {
         w.reject(
           new HcsError('ERR_HCS', this.#what, 'the system exited while waiting', {
             hresult: HResult.HCS_E_UNEXPECTED_EXIT,
-            result: parse(n.data),
+            result: parseDocument(n.data),
           }),
         );
       else if (n.type !== w.type)
@@ -59,7 +60,10 @@ export class Watcher {
         );
       else if (n.status < 0)
         w.reject(
-          new HcsError('ERR_HCS', this.#what, 'the operation failed', { hresult: n.status, result: parse(n.data) }),
+          new HcsError('ERR_HCS', this.#what, 'the operation failed', {
+            hresult: n.status,
+            result: parseDocument(n.data),
+          }),
         );
       else w.resolve();
     }
@@ -109,15 +113,6 @@ export class Watcher {
     for (const w of [...this.#waiters])
       w.reject(new HcsError('ERR_HANDLE_CLOSED', this.#what, 'the handle was closed while waiting'));
     this.#onClose();
-  }
-}
-
-function parse(data: string | null): unknown {
-  if (!data) return undefined;
-  try {
-    return JSON.parse(data) as unknown;
-  } catch {
-    return data;
   }
 }
 

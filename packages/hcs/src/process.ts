@@ -4,6 +4,7 @@
 import { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { Bindings } from './bindings.ts';
+import { parseDocument } from './document.ts';
 import { HcsError } from './errors.ts';
 import { HResult, failed } from './hresult.ts';
 import type { Notifications } from './notifications.ts';
@@ -20,15 +21,6 @@ function handleStream(b: Bindings, handle: unknown, mode: 'r' | 'w'): Readable |
   if (!fd) return null;
   if (process.platform === 'win32') return mode === 'r' ? overlappedReadable(handle) : overlappedWritable(handle);
   return new Socket({ fd, readable: mode === 'r', writable: mode === 'w' });
-}
-
-function parse(text: string | null): unknown {
-  if (!text) return undefined;
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return text;
-  }
 }
 
 /** A process started by {@link ComputeSystem.createProcess}. */
@@ -95,10 +87,10 @@ export class HcsProcess {
     const props: unknown[] = [null];
     const result: unknown[] = [null];
     const hr = await this.#b.call('HcsGetProcessProperties', this.#handle, props, result);
-    const doc = parse(this.#b.takeString(result[0]));
+    const doc = parseDocument(this.#b.takeString(result[0]));
     const text = this.#b.takeString(props[0]);
     if (failed(hr)) throw new HcsError('ERR_HCS', 'HcsGetProcessProperties', this.#what, { hresult: hr, result: doc });
-    return parse(text);
+    return parseDocument(text);
   }
 
   /** Terminates the process; one already gone counts as done. */
@@ -106,7 +98,7 @@ export class HcsProcess {
     this.#live('HcsTerminateProcess');
     const result: unknown[] = [null];
     const hr = await this.#b.call('HcsTerminateProcess', this.#handle, result);
-    const doc = parse(this.#b.takeString(result[0]));
+    const doc = parseDocument(this.#b.takeString(result[0]));
     const u = hr >>> 0;
     if (
       failed(hr) &&
