@@ -1,8 +1,17 @@
 /**
  * Codes of {@link DriverError}: `ERR_USAGE`, a command line the `lcow` tool cannot run; `ERR_VERIFICATION`,
- * a self-check (such as `lcow demo`'s) that found a difference.
+ * a self-check (such as `lcow demo`'s) that found a difference; `ERR_NOT_FOUND`, `ERR_NOT_A_DIRECTORY`,
+ * `ERR_SYMLINK_LOOP`, a path in a layer union that does not name what was asked; `ERR_READ_ONLY`, a write to a
+ * backend that cannot write; `ERR_INVALID_ARGUMENT`.
  */
-export type DriverErrorCode = 'ERR_USAGE' | 'ERR_VERIFICATION';
+export type DriverErrorCode =
+  | 'ERR_USAGE'
+  | 'ERR_VERIFICATION'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_NOT_A_DIRECTORY'
+  | 'ERR_SYMLINK_LOOP'
+  | 'ERR_READ_ONLY'
+  | 'ERR_INVALID_ARGUMENT';
 
 /** The one error class of `@lcow/driver`. */
 export class DriverError extends Error {
