@@ -1,9 +1,9 @@
 // The real koffi declarations against a fake vmcompute built here with cc: the same C signatures, an
 // in-memory state machine, "operation pending" answers completed by notifications from other threads.
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { oracle } from '@lcow/testkit';
 import { ComputeSystem, HResult, HcsError, Notification, libraryPath } from '../src/index.ts';
-import { fakeControls, fakeLibrary } from './fake.ts';
+import { useFakeVmcompute, type fakeControls } from './fake.ts';
 
 const hasCc = oracle('cc');
 let library: string;
@@ -16,17 +16,10 @@ const LCOW_CONFIG = {
   HvRuntime: { LinuxKernelFile: 'kernel', LinuxInitrdFile: 'initrd.img' },
 };
 
-beforeAll(() => {
-  if (!hasCc) return;
-  library = fakeLibrary();
-  fake = fakeControls(library);
-});
-
 // Every test must leave no out-string unfreed and no handle open.
-afterEach(() => {
-  if (!hasCc) return;
-  expect(fake.liveAllocations()).toBe(0);
-  expect(fake.liveHandles()).toBe(0);
+useFakeVmcompute(hasCc, (l, f) => {
+  library = l;
+  fake = f;
 });
 
 describe('loading', () => {

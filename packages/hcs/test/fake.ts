@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach, beforeAll, expect } from 'vitest';
 
 let built: string | null = null;
 
@@ -65,4 +66,26 @@ export function fakeControls(path = fakeLibrary()): {
     liveHandles: () => handles(),
     notify: (id, type, status = 0) => notify(id, type, status),
   };
+}
+
+/**
+ * For a test file over the fake: builds and loads it before the tests (handing both to `ready`), and after
+ * each test asserts that every out-string was freed and every handle closed. Does nothing without `cc`.
+ */
+export function useFakeVmcompute(
+  hasCc: boolean,
+  ready: (library: string, fake: ReturnType<typeof fakeControls>) => void,
+): void {
+  let controls: ReturnType<typeof fakeControls> | null = null;
+  beforeAll(() => {
+    if (!hasCc) return;
+    const library = fakeLibrary();
+    controls = fakeControls(library);
+    ready(library, controls);
+  });
+  afterEach(() => {
+    if (!controls) return;
+    expect(controls.liveAllocations()).toBe(0);
+    expect(controls.liveHandles()).toBe(0);
+  });
 }

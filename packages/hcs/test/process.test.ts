@@ -1,24 +1,17 @@
 // Processes over the fake vmcompute: stdio round trip through real pipes, exit codes, kill, and the
 // pipes read concurrently (a child that writes stderr first cannot block one that writes stdout).
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { oracle } from '@lcow/testkit';
 import { ComputeSystem, HResult, processParameters } from '../src/index.ts';
-import { fakeControls, fakeLibrary } from './fake.ts';
+import { useFakeVmcompute } from './fake.ts';
 
 const hasCc = oracle('cc');
 let library: string;
-let fake: ReturnType<typeof fakeControls>;
 let n = 0;
 
-beforeAll(() => {
-  if (!hasCc) return;
-  library = fakeLibrary();
-  fake = fakeControls(library);
-});
-afterEach(() => {
-  if (!hasCc) return;
-  expect(fake.liveAllocations()).toBe(0);
-  expect(fake.liveHandles()).toBe(0);
+// Every test must leave no out-string unfreed and no handle open.
+useFakeVmcompute(hasCc, (l) => {
+  library = l;
 });
 
 async function withSystem<T>(fn: (cs: ComputeSystem) => Promise<T>): Promise<T> {

@@ -3,10 +3,10 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { oracle } from '@lcow/testkit';
 import { LcowUtilityVm } from '../src/index.ts';
-import { fakeControls, fakeLibrary } from './fake.ts';
+import { useFakeVmcompute, type fakeControls } from './fake.ts';
 
 const hasCc = oracle('cc');
 let library: string;
@@ -24,16 +24,12 @@ const mountArgs = (t: string, l: readonly string[], u?: string): string[] => [
   t,
 ];
 
-beforeAll(async () => {
-  if (!hasCc) return;
-  library = fakeLibrary();
-  fake = fakeControls(library);
-  kird = await mkdtemp(join(tmpdir(), 'lcow-kird-'));
+useFakeVmcompute(hasCc, (l, f) => {
+  library = l;
+  fake = f;
 });
-afterEach(() => {
-  if (!hasCc) return;
-  expect(fake.liveAllocations()).toBe(0);
-  expect(fake.liveHandles()).toBe(0);
+beforeAll(async () => {
+  kird = await mkdtemp(join(tmpdir(), 'lcow-kird-'));
 });
 
 describe.skipIf(!hasCc)('LcowUtilityVm', () => {
