@@ -1,4 +1,9 @@
 export { DriverError, type DriverErrorCode } from './errors.ts';
+export { LcowDriver, type CreateOptions, type DriverStatus } from './driver.ts';
+export { parseDriverOptions, type BackendName, type DriverOptions } from './options.ts';
+export type { Change, ChangeKind } from './changes.ts';
+export type { ContainerFile, ContainerFs, DirEntry, EntryKind, FileInfo } from './fs/types.ts';
+export type { Backend } from './backends/backend.ts';
 export { main, type Command, type Io } from './cli/main.ts';
 export { vhdReport, type VhdReport } from './cli/commands/vhd.ts';
 export { formatBytes, parseSize } from './cli/format.ts';

@@ -386,12 +386,13 @@ export class Lease {
   }
 
   /**
-   * Mounts a union of this lease's disks at `target`: `lowers` (host paths, nearest first) and an optional
-   * writable `upper` (a sandbox). Refcounted per target: a second mount of the same target issues nothing.
+   * Mounts a union of this lease's disks at `target`: `lowers` (nearest first: a disk's host path, or a disk
+   * and a folder in it, such as a sandbox's `upper`) and an optional writable `upper` (a sandbox).
+   * Refcounted per target: a second mount of the same target issues nothing.
    */
   async mountUnion(
     target: string,
-    lowers: readonly string[],
+    lowers: readonly (string | { hostPath: string; subdir: string })[],
     upper?: string,
     opts: { signal?: AbortSignal } = {},
   ): Promise<void> {
@@ -401,7 +402,9 @@ export class Lease {
     await this.#pool._mount(
       this.#entry,
       target,
-      lowers.map((l) => this.guestPath(l)),
+      lowers.map((l) =>
+        typeof l === 'string' ? this.guestPath(l) : `${this.guestPath(l.hostPath)}/${l.subdir.replace(/^\/+/, '')}`,
+      ),
       upper ? this.guestPath(upper) : undefined,
       opts.signal,
     );

@@ -14,6 +14,25 @@ export interface UnionLayer {
 
 const MAX_SYMLINKS = 40;
 
+const EPOCH = { sec: 0, nsec: 0 };
+/** The root of a union of no layers. */
+const EMPTY_ROOT: Ext4Stat = {
+  ino: 2,
+  type: 'dir',
+  mode: 0o755,
+  uid: 0,
+  gid: 0,
+  size: 0,
+  nlink: 2,
+  blocks: 0,
+  atime: EPOCH,
+  mtime: EPOCH,
+  ctime: EPOCH,
+  birthtime: null,
+  rdev: null,
+  flags: 0,
+};
+
 const isWhiteout = (st: Ext4Stat): boolean => st.type === 'chr' && st.rdev?.major === 0 && st.rdev.minor === 0;
 
 function split(p: string): string[] {
@@ -33,9 +52,11 @@ interface Hit {
 export class UnionView {
   readonly #layers: { fs: Ext4Fs; root: string }[];
 
-  /** `layers` top first (the sandbox or newest layer first, as layerchain.json orders parents). */
+  /**
+   * `layers` top first (the sandbox or newest layer first, as layerchain.json orders parents). No layers:
+   * an empty root directory (a layer created on nothing, with nothing applied yet).
+   */
   constructor(layers: readonly UnionLayer[]) {
-    if (layers.length === 0) throw new DriverError('ERR_INVALID_ARGUMENT', 'a union needs at least one layer');
     this.#layers = layers.map((l) => ({ fs: l.fs, root: `/${split(l.root ?? '/').join('/')}`.replace(/\/$/, '') }));
   }
 
@@ -78,6 +99,7 @@ export class UnionView {
         next.push(i);
         if (await this.#opaque(i, prefix)) break;
       }
+      if (!top && depth === 0) return { layer: -1, path: '/', stat: EMPTY_ROOT, merged: [] };
       if (!top) return null;
       top.merged = next;
       if (depth === parts.length) return top;
@@ -159,9 +181,22 @@ export class UnionView {
     return this.#layers[hit.layer]!.fs.readFile(hit.path);
   }
 
+  /** Up to `length` bytes of a regular file from `position`. */
+  async read(path: string, position: number, length: number): Promise<Uint8Array> {
+    const { hit } = await this.#resolve(path, true);
+    if (hit.stat.type !== 'file') throw new DriverError('ERR_INVALID_ARGUMENT', `${path}: not a regular file`);
+    return this.#layers[hit.layer]!.fs.read(hit.path, position, length);
+  }
+
+  /** The path with every symlink resolved through the union. */
+  async realpath(path: string): Promise<string> {
+    return `/${(await this.#resolve(path, true)).parts.join('/')}`;
+  }
+
   /** Extended attributes of the topmost entry (overlay bookkeeping attributes left out). */
   async listXattrs(path: string): Promise<Map<string, Uint8Array>> {
     const { hit } = await this.#resolve(path, false);
+    if (hit.layer < 0) return new Map();
     const x = await this.#layers[hit.layer]!.fs.listXattrs(hit.path);
     for (const k of [...x.keys()]) if (k.startsWith('trusted.overlay.')) x.delete(k);
     return x;

@@ -52,6 +52,8 @@ export interface WriterSummary {
   symlinks: number;
   hardlinks: number;
   whiteouts: number;
+  /** Bytes of regular-file content the tar carried (hard links add none): what moby's ApplyDiff reports. */
+  fileBytes: number;
   uuid: string;
 }
 
@@ -108,7 +110,7 @@ export class Ext4Writer {
   readonly #maxBlocks: number;
   #cur: Current | null = null;
   #lastEntry = '(none)';
-  #stats = { entries: 0, files: 0, directories: 0, symlinks: 0, hardlinks: 0, whiteouts: 0 };
+  #stats = { entries: 0, files: 0, directories: 0, symlinks: 0, hardlinks: 0, whiteouts: 0, fileBytes: 0 };
   #usesInline = false;
 
   constructor(fh: FileHandle, opts: WriterOptions) {
@@ -238,6 +240,7 @@ export class Ext4Writer {
 
   #startFile(node: FsNode, e: TarEntry): void {
     this.#stats.files++;
+    this.#stats.fileBytes += e.size;
     node.size = e.size;
     if (e.size === 0) return;
     if (this.#opts.inlineData && e.size <= INLINE_MAX && !e.sparse) {

@@ -1,0 +1,60 @@
+// What the driver needs of a backend beyond svm-pool's UtilityVm: how to start one, and what filesystem
+// `get()` hands out for a union mounted in it.
+import type { UtilityVm } from '@lcow/svm-pool';
+import { DriverError } from '../errors.ts';
+import type { ContainerFs } from '../fs/types.ts';
+import { HostFs } from '../fs/host-fs.ts';
+import { UnionFs } from '../fs/union-fs.ts';
+import type { BackendName } from '../options.ts';
+import { HostVm, hostBackendAvailable, hostRunDir, unmountStale } from './host.ts';
+import { runTool } from './host-tools.ts';
+import { InprocVm } from './inproc.ts';
+
+export interface Backend {
+  readonly name: BackendName;
+  /** Whether `get()` gives a writable filesystem (and empty layers get a sandbox on first use). */
+  readonly writable: boolean;
+  /** One VM serves every layer (the host kernel, this process), whatever `lcow.globalmode` says. */
+  readonly singleVm: boolean;
+  start(vmId: string, signal: AbortSignal): Promise<UtilityVm>;
+  containerFs(vm: UtilityVm, target: string, readOnly: boolean): ContainerFs;
+  /** Makes what a writable mount holds visible in its disk file (before the reader opens it). */
+  flush(vm: UtilityVm, guestPath: string): Promise<void>;
+  /** At init and cleanup: what a killed process left mounted. */
+  recover(): Promise<string[]>;
+}
+
+export function hostBackend(dataRoot: string): Backend {
+  const runDir = hostRunDir(dataRoot);
+  return {
+    name: 'host',
+    writable: true,
+    singleVm: true,
+    start: (vmId) => HostVm.start(vmId, runDir),
+    containerFs: (vm, target) => new HostFs((vm as HostVm).hostPath(target)),
+    flush: async (vm, guestPath) => void (await runTool('sync', ['-f', (vm as HostVm).hostPath(guestPath)])),
+    recover: () => unmountStale(runDir),
+  };
+}
+
+export function inprocBackend(): Backend {
+  return {
+    name: 'inproc',
+    writable: false,
+    singleVm: true,
+    start: async (vmId) => new InprocVm(vmId),
+    containerFs: (vm, target) => new UnionFs((vm as InprocVm).union(target)),
+    flush: async () => {},
+    recover: async () => [],
+  };
+}
+
+/** `lcow.backend`, or the platform's default: hcs on Windows, host on Linux as root, else inproc. */
+export function defaultBackend(): BackendName {
+  if (process.platform === 'win32') return 'hcs';
+  return hostBackendAvailable().ok ? 'host' : 'inproc';
+}
+
+export function unsupportedBackend(name: BackendName, why: string): never {
+  throw new DriverError('ERR_UNSUPPORTED', `backend ${name}: ${why}`);
+}

@@ -1,0 +1,86 @@
+// The host programs the `host` backend drives (util-linux `mount`/`umount`), run with argument vectors
+// and errors that name the command, plus what the kernel says is mounted (/proc/self/mountinfo).
+import { execFile } from 'node:child_process';
+import { readFile, stat } from 'node:fs/promises';
+import { openVhdx, readFooter } from '@lcow/vhd';
+import { DriverError } from '../errors.ts';
+
+const PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/bin:/bin`;
+
+/** Runs `cmd args…`; rejects with `ERR_HOST_COMMAND` carrying its stderr. */
+export function runTool(cmd: string, args: readonly string[], signal?: AbortSignal): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      cmd,
+      args,
+      { env: { ...process.env, PATH, LC_ALL: 'C' }, maxBuffer: 16 << 20, signal },
+      (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        const why = String(stderr).trim() || err.message;
+        reject(new DriverError('ERR_HOST_COMMAND', `${cmd} ${args.join(' ')}: ${why}`, { cause: err }));
+      },
+    );
+  });
+}
+
+/** Mount points (decoded) at or under `prefix`, deepest first: the order to unmount them in. */
+export async function mountsUnder(prefix: string): Promise<string[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const decode = (s: string): string =>
+    s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const target = line.split(' ')[4];
+    if (target === undefined) continue;
+    const p = decode(target);
+    if (p === prefix || p.startsWith(`${prefix}/`)) out.push(p);
+  }
+  // Deepest first; a path mounted twice appears twice and is unmounted twice.
+  return out.sort((a, b) => b.length - a.length);
+}
+
+/** Where the ext4 payload of a layer or sandbox disk lies in its file, for a loop device. */
+export interface DiskPayload {
+  offset: number;
+  size: number;
+}
+
+/**
+ * `layer.vhd` (ext4 + fixed-VHD footer): the bytes before the footer. `*.vhdx`: the one contiguous run of
+ * blocks that holds the virtual disk — what our sandboxes are made as; a VHDX whose blocks are scattered
+ * (a dynamic disk written by Hyper-V) cannot be a loop device and is `ERR_UNSUPPORTED`.
+ */
+export async function diskPayload(path: string): Promise<DiskPayload> {
+  // Scanning a 20 GiB sandbox's BAT takes longer than mounting it; a fixed VHDX's layout never changes
+  // while the file (inode) and its size stay the same, so the answer is kept per file.
+  const st = await stat(path, { bigint: true });
+  const key = `${st.dev}:${st.ino}:${st.size}`;
+  const known = PAYLOADS.get(path);
+  if (known?.key === key) return known.payload;
+  const payload = await scanPayload(path);
+  PAYLOADS.set(path, { key, payload });
+  if (PAYLOADS.size > 4096) PAYLOADS.delete(PAYLOADS.keys().next().value!);
+  return payload;
+}
+
+const PAYLOADS = new Map<string, { key: string; payload: DiskPayload }>();
+
+async function scanPayload(path: string): Promise<DiskPayload> {
+  if (/\.vhdx$/i.test(path)) {
+    const v = await openVhdx(path);
+    try {
+      const a = await v.allocation();
+      if (!a.contiguous)
+        throw new DriverError(
+          'ERR_UNSUPPORTED',
+          `${path}: its blocks are not one contiguous run (${a.presentBlocks} of ${a.totalBlocks} present), so ` +
+            'the host backend cannot loop-mount it; sandboxes made by lcow are; use the inproc backend to read it',
+        );
+      return { offset: a.contiguous.offset, size: a.contiguous.length };
+    } finally {
+      await v.close();
+    }
+  }
+  const f = await readFooter(path);
+  return { offset: 0, size: f.footerOffset };
+}

@@ -1,0 +1,47 @@
+// The driver's options: moby passes `key=value` strings (`--storage-opt`); keys are case-insensitive and
+// the last duplicate wins, as the original's ParseOptions. Values are checked here, at init, with the
+// original's messages (moby#41636 moved the sandbox-size check to daemon start).
+import { DEFAULT_VHDX_SIZE_GB, parseGlobalMode, parseSandboxSize } from '@lcow/hcs';
+import { DriverError } from './errors.ts';
+
+export type BackendName = 'host' | 'inproc' | 'hcs';
+
+export interface DriverOptions {
+  globalMode: boolean;
+  /** Default sandbox size (GiB) for `createReadWrite` without its own `lcow.sandboxsize`. */
+  sandboxSizeGb: number;
+  /** `lcow.backend`, or null for the platform default. */
+  backend: BackendName | null;
+  /** Every `lcow.*` option as given, for the utility VM (kernel, initrd, boot parameters, timeout). */
+  raw: string[];
+}
+
+/** `key=value` list (or a record) → a map of lower-cased keys, the last duplicate winning. */
+export function optionMap(opts: readonly string[] | Readonly<Record<string, string>> = []): Map<string, string> {
+  const entries = Array.isArray(opts)
+    ? (opts as readonly string[]).flatMap((o) => {
+        const eq = o.indexOf('=');
+        return eq < 0 ? [] : [[o.slice(0, eq), o.slice(eq + 1)] as const];
+      })
+    : Object.entries(opts);
+  const m = new Map<string, string>();
+  for (const [k, v] of entries) m.set(k.trim().toLowerCase(), v);
+  return m;
+}
+
+export function parseDriverOptions(opts: readonly string[] | Readonly<Record<string, string>> = []): DriverOptions {
+  const m = optionMap(opts);
+  const backend = m.get('lcow.backend');
+  if (backend !== undefined && backend !== 'host' && backend !== 'inproc' && backend !== 'hcs' && backend !== 'auto')
+    throw new DriverError(
+      'ERR_INVALID_ARGUMENT',
+      `lcowdriver: init: lcow.backend ${JSON.stringify(backend)}: host, inproc, hcs or auto`,
+    );
+  const size = m.get('lcow.sandboxsize');
+  return {
+    globalMode: parseGlobalMode(m.get('lcow.globalmode')),
+    sandboxSizeGb: size === undefined ? DEFAULT_VHDX_SIZE_GB : parseSandboxSize(size, '(default)'),
+    backend: backend === undefined || backend === 'auto' ? null : backend,
+    raw: [...m].map(([k, v]) => `${k}=${v}`),
+  };
+}
