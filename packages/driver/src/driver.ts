@@ -85,7 +85,14 @@ export class LcowDriver {
   static async init(
     root: string,
     options: readonly string[] | Readonly<Record<string, string>> = [],
-    extra: { backend?: Backend } = {},
+    extra: {
+      backend?: Backend;
+      /**
+       * Unmount what a killed process left mounted (default true: a daemon restarting). The `lcow` command
+       * passes false, so that unions left by `lcow mount` survive until `lcow unmount` or `lcow cleanup`.
+       */
+      recover?: boolean;
+    } = {},
   ): Promise<LcowDriver> {
     const opts = parseDriverOptions(options);
     const abs = resolve(root);
@@ -102,7 +109,7 @@ export class LcowDriver {
       backend = hcsBackend(abs, opts);
     }
     const store = await LayerStore.open(abs);
-    await backend.recover();
+    if (extra.recover !== false) await backend.recover();
     return new LcowDriver(abs, store, backend, opts);
   }
 
@@ -222,6 +229,22 @@ export class LcowDriver {
       if (--m.refs > 0) return;
       this.#mounted.delete(id);
       await m.lease.release();
+    });
+  }
+
+  /**
+   * Ends a union of `id` whether this process mounted it (its `get`s are all put) or an earlier `lcow mount`
+   * left it. Returns whether anything was mounted.
+   */
+  unmount(id: string): Promise<boolean> {
+    return this.#lock(id, async () => {
+      const m = this.#mounted.get(id);
+      if (m) {
+        this.#mounted.delete(id);
+        await m.lease.release();
+        return true;
+      }
+      return this.backend.unmountDetached(`/tmp/${id}-mount`);
     });
   }
 

@@ -6,7 +6,7 @@ import type { ContainerFs } from '../fs/types.ts';
 import { HostFs } from '../fs/host-fs.ts';
 import { UnionFs } from '../fs/union-fs.ts';
 import type { BackendName } from '../options.ts';
-import { HostVm, hostBackendAvailable, hostRunDir, unmountStale } from './host.ts';
+import { HostVm, hostBackendAvailable, hostRunDir, unmountDetached, unmountStale } from './host.ts';
 import { runTool } from './host-tools.ts';
 import { InprocVm } from './inproc.ts';
 
@@ -22,6 +22,8 @@ export interface Backend {
   flush(vm: UtilityVm, guestPath: string): Promise<void>;
   /** At init and cleanup: what a killed process left mounted. */
   recover(): Promise<string[]>;
+  /** Unmounts a union that another process mounted and left (`lcow mount`); false if there is none. */
+  unmountDetached(target: string): Promise<boolean>;
 }
 
 export function hostBackend(dataRoot: string): Backend {
@@ -34,6 +36,7 @@ export function hostBackend(dataRoot: string): Backend {
     containerFs: (vm, target) => new HostFs((vm as HostVm).hostPath(target)),
     flush: async (vm, guestPath) => void (await runTool('sync', ['-f', (vm as HostVm).hostPath(guestPath)])),
     recover: () => unmountStale(runDir),
+    unmountDetached: (target) => unmountDetached(runDir, target),
   };
 }
 
@@ -46,6 +49,7 @@ export function inprocBackend(): Backend {
     containerFs: (vm, target) => new UnionFs((vm as InprocVm).union(target)),
     flush: async () => {},
     recover: async () => [],
+    unmountDetached: async () => false,
   };
 }
 

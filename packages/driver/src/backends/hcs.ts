@@ -229,5 +229,6 @@ export function hcsBackend(_dataRoot: string, opts: DriverOptions, library?: str
     containerFs: (vm, target) => new RemoteContainerFs((vm as LcowUtilityVm).fs(target)),
     flush: async (vm, guestPath) => void (await (vm as LcowUtilityVm).must(['sync', '-f', guestPath])),
     recover: async () => [],
+    unmountDetached: async () => false,
   };
 }

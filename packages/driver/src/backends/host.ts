@@ -39,7 +39,7 @@ export async function unmountStale(runDir: string): Promise<string[]> {
   return gone;
 }
 
-const ROOTS = new Map<string, number>();
+let vmCounter = 0;
 
 export class HostVm implements UtilityVm {
   readonly id: string;
@@ -53,13 +53,16 @@ export class HostVm implements UtilityVm {
     this.root = root;
   }
 
-  /** "Boots" a VM: a fresh folder under `runDir` (numbered, to keep paths short). */
+  /**
+   * "Boots" a VM: a fresh folder under `runDir`, named by process and counter (short, and never one that
+   * another process's mounts live in).
+   */
   static async start(id: string, runDir: string): Promise<HostVm> {
     const ok = hostBackendAvailable();
     if (!ok.ok) throw new DriverError('ERR_UNSUPPORTED', ok.reason);
-    const n = (ROOTS.get(runDir) ?? 0) + 1;
-    ROOTS.set(runDir, n);
-    const root = join(runDir, `v${n}`);
+    const root = join(runDir, `${process.pid.toString(36)}.${(++vmCounter).toString(36)}`);
+    if ((await mountsUnder(root)).length > 0)
+      throw new DriverError('ERR_LAYER_BUSY', `${root}: still has mounts of an earlier process; run cleanup`);
     await rm(root, { recursive: true, force: true });
     await mkdir(join(root, 'tmp'), { recursive: true });
     return new HostVm(id, root);
@@ -74,6 +77,12 @@ export class HostVm implements UtilityVm {
 
   async hotAdd(disk: MappedDisk, signal?: AbortSignal): Promise<void> {
     const dir = this.hostPath(disk.guestPath);
+    // A writable ext4 mounted twice (through two loop devices) would be corrupted: another process holds it.
+    if (!disk.readOnly && (await runTool('losetup', ['-j', disk.hostPath], signal)).trim() !== '')
+      throw new DriverError(
+        'ERR_LAYER_BUSY',
+        `${disk.hostPath}: already attached to a loop device (mounted by another lcow process? \`lcow unmount\` or cleanup)`,
+      );
     const { offset, size } = await diskPayload(disk.hostPath);
     await mkdir(dir, { recursive: true });
     const opts = [`loop`, `offset=${offset}`, `sizelimit=${size}`, disk.readOnly ? 'ro' : 'rw'];
@@ -175,7 +184,8 @@ export class HostVm implements UtilityVm {
     this.#mounts.clear();
     this.#disks.clear();
     if (first) throw first;
-    await rm(this.root, { recursive: true, force: true });
+    // Never delete through a mount that is still there.
+    if ((await mountsUnder(this.root)).length === 0) await rm(this.root, { recursive: true, force: true });
   }
 }
 
@@ -183,4 +193,17 @@ export class HostVm implements UtilityVm {
 function escapeOption(p: string): string {
   if (p.includes(',')) throw new DriverError('ERR_INVALID_ARGUMENT', `${p}: a comma cannot be passed in mount options`);
   return p.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
+}
+
+/**
+ * Unmounts a union another process left mounted on purpose (`lcow mount`): the folder of the VM whose
+ * `target` it is, every mount in it deepest first. Returns false when no such union is mounted.
+ */
+export async function unmountDetached(runDir: string, target: string): Promise<boolean> {
+  const hit = (await mountsUnder(runDir)).find((m) => m.endsWith(target));
+  if (!hit) return false;
+  const vmRoot = hit.slice(0, hit.length - target.length);
+  for (const m of await mountsUnder(vmRoot)) await runTool('umount', [m]);
+  if ((await mountsUnder(vmRoot)).length === 0) await rm(vmRoot, { recursive: true, force: true });
+  return true;
 }
