@@ -3,7 +3,8 @@
 // applies use every core), inline with `LCOW_NOREEXEC=1`.
 import { spawn } from 'node:child_process';
 import { extname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Readable } from 'node:stream';
 import { convert, type ConvertOptions } from '@lcow/ext4';
 import { DriverError } from './errors.ts';
@@ -36,7 +37,16 @@ function childCommand(): { execPath: string; args: string[] } {
   const self = fileURLToPath(import.meta.url);
   const ext = extname(self);
   const script = fileURLToPath(new URL(`./apply-child${ext}`, import.meta.url));
-  const args = ext === '.ts' ? ['--conditions=@lcow/source', '--import', 'tsx', script] : [script];
+  // tsx is found from this file, not from the working directory (which may be anywhere).
+  const args =
+    ext === '.ts'
+      ? [
+          '--conditions=@lcow/source',
+          '--import',
+          pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href,
+          script,
+        ]
+      : [script];
   return { execPath: process.execPath, args };
 }
 

@@ -7,7 +7,7 @@ import { HostFs } from '../fs/host-fs.ts';
 import { UnionFs } from '../fs/union-fs.ts';
 import type { BackendName } from '../options.ts';
 import { HostVm, hostBackendAvailable, hostRunDir, unmountDetached, unmountStale } from './host.ts';
-import { runTool } from './host-tools.ts';
+import { syncMountsOf } from './host-tools.ts';
 import { InprocVm } from './inproc.ts';
 
 export interface Backend {
@@ -18,8 +18,8 @@ export interface Backend {
   readonly singleVm: boolean;
   start(vmId: string, signal: AbortSignal): Promise<UtilityVm>;
   containerFs(vm: UtilityVm, target: string, readOnly: boolean): ContainerFs;
-  /** Makes what a writable mount holds visible in its disk file (before the reader opens it). */
-  flush(vm: UtilityVm, guestPath: string): Promise<void>;
+  /** Makes what a writable mount of a disk holds visible in its file (before the reader opens it). */
+  flush(hostPath: string): Promise<void>;
   /** At init and cleanup: what a killed process left mounted. */
   recover(): Promise<string[]>;
   /** Unmounts a union that another process mounted and left (`lcow mount`); false if there is none. */
@@ -34,7 +34,7 @@ export function hostBackend(dataRoot: string): Backend {
     singleVm: true,
     start: (vmId) => HostVm.start(vmId, runDir),
     containerFs: (vm, target) => new HostFs((vm as HostVm).hostPath(target)),
-    flush: async (vm, guestPath) => void (await runTool('sync', ['-f', (vm as HostVm).hostPath(guestPath)])),
+    flush: (hostPath) => syncMountsOf(hostPath),
     recover: () => unmountStale(runDir),
     unmountDetached: (target) => unmountDetached(runDir, target),
   };

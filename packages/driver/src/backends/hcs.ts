@@ -227,7 +227,9 @@ export function hcsBackend(_dataRoot: string, opts: DriverOptions, library?: str
         signal,
       }) as Promise<UtilityVm>,
     containerFs: (vm, target) => new RemoteContainerFs((vm as LcowUtilityVm).fs(target)),
-    flush: async (vm, guestPath) => void (await (vm as LcowUtilityVm).must(['sync', '-f', guestPath])),
+    // A disk attached to a Hyper-V VM is locked by it: the reader cannot open it then (the driver's diff of a
+    // running container's sandbox would have to go through the guest's exportSandbox).
+    flush: async () => {},
     recover: async () => [],
     unmountDetached: async () => false,
   };

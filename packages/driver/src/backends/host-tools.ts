@@ -39,6 +39,29 @@ export async function mountsUnder(prefix: string): Promise<string[]> {
   return out.sort((a, b) => b.length - a.length);
 }
 
+/**
+ * Makes what the kernel holds for a disk file visible in the file: every loop device over it, every
+ * filesystem mounted from one of those, `syncfs` — whichever process mounted it (`lcow mount` leaves
+ * mounts behind on purpose).
+ */
+export async function syncMountsOf(file: string): Promise<void> {
+  const loops = (await runTool('losetup', ['-j', file]))
+    .split('\n')
+    .map((l) => l.split(':')[0]!)
+    .filter((l) => l.startsWith('/dev/'));
+  if (loops.length === 0) return;
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    const dash = f.indexOf('-');
+    if (dash < 0 || !loops.includes(f[dash + 2]!)) continue;
+    await runTool('sync', [
+      '-f',
+      f[4]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))),
+    ]);
+  }
+}
+
 /** Where the ext4 payload of a layer or sandbox disk lies in its file, for a loop device. */
 export interface DiskPayload {
   offset: number;

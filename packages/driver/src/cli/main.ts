@@ -1,9 +1,11 @@
+import { DriverError } from '../errors.ts';
 import { demoCommand } from './commands/demo.ts';
 import { ext4Command } from './commands/ext4.ts';
 import { mkfsCommand } from './commands/mkfs.ts';
 import { tar2ext4Command } from './commands/tar2ext4.ts';
 import { verityCommand } from './commands/verity.ts';
 import { vhdCommand } from './commands/vhd.ts';
+import { LAYER_COMMANDS } from './commands/layers.ts';
 
 /** Where a command writes, and how it is cancelled. Tests pass their own. */
 export interface Io {
@@ -14,6 +16,11 @@ export interface Io {
   /** Stream for a progress bar (drawn only when it is a TTY). */
   progress: NodeJS.WriteStream;
   signal: AbortSignal;
+  /** Binary input (`apply -`); default process.stdin. */
+  stdin?: NodeJS.ReadableStream;
+  /** `--root DIR` (default ./lcow-data) and `--backend host|inproc|hcs`, given before the command. */
+  root?: string;
+  backend?: string;
 }
 
 /** One `lcow` subcommand. */
@@ -24,11 +31,21 @@ export interface Command {
   run(argv: string[], io: Io): Promise<number>;
 }
 
-const COMMANDS: Command[] = [tar2ext4Command, ext4Command, mkfsCommand, verityCommand, vhdCommand, demoCommand];
+const COMMANDS: Command[] = [
+  ...LAYER_COMMANDS,
+  tar2ext4Command,
+  ext4Command,
+  mkfsCommand,
+  verityCommand,
+  vhdCommand,
+  demoCommand,
+];
 
 function help(): string {
   return [
     'lcow — LCOW container layers as ext4 in VHD/VHDX, on Linux and Windows',
+    '',
+    'usage: lcow [--root DIR] [--backend host|inproc|hcs] <command> …   (--help after any command)',
     '',
     'commands:',
     ...COMMANDS.flatMap((c) => [`  ${c.name.padEnd(10)}${c.summary}`, ...c.usage.map((u) => `              ${u}`)]),
@@ -51,7 +68,26 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
   };
   if (!io?.signal) process.once('SIGINT', onSigint);
   try {
-    const [name, ...rest] = argv;
+    const args = [...argv];
+    // Global options, before the command.
+    for (;;) {
+      const g = args[0];
+      if (g === '--root' || g === '--backend') {
+        const v = args[1];
+        if (v === undefined) throw new DriverError('ERR_USAGE', `${g} needs a value`);
+        if (g === '--root') full.root = v;
+        else {
+          if (!['host', 'inproc', 'hcs'].includes(v))
+            throw new DriverError('ERR_USAGE', `--backend ${JSON.stringify(v)}: host, inproc or hcs`);
+          full.backend = v;
+        }
+        args.splice(0, 2);
+      } else if (g?.startsWith('--root=') || g?.startsWith('--backend=')) {
+        const eq = g.indexOf('=');
+        args.splice(0, 1, g.slice(0, eq), g.slice(eq + 1));
+      } else break;
+    }
+    const [name, ...rest] = args;
     if (!name || name === 'help' || name === '--help' || name === '-h') {
       full.out(help());
       return name ? 0 : 2;
@@ -60,6 +96,10 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
     if (!cmd) {
       full.err(`lcow: ERR_USAGE: unknown command ${JSON.stringify(name)}\n\n${help()}`);
       return 2;
+    }
+    if (rest.includes('--help') || rest.includes('-h')) {
+      full.out([`lcow ${cmd.name}: ${cmd.summary}`, '', ...cmd.usage.map((u) => `usage: ${u}`)].join('\n'));
+      return 0;
     }
     return await cmd.run(rest, full);
   } catch (e) {

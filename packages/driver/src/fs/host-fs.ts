@@ -4,7 +4,6 @@ import type { BigIntStats, Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { createReadStream } from 'node:fs';
 import { DriverError, type DriverErrorCode } from '../errors.ts';
 import { runTool } from '../backends/host-tools.ts';
 import { archiveOf, extractInto } from './archive.ts';
@@ -160,7 +159,7 @@ export class HostFs implements ContainerFs {
   createReadStream(p: string): Promise<Readable> {
     return this.#do('open', p, true, async (h) => {
       const fh = await fsp.open(h, 'r');
-      return createReadStream('', { fd: fh.fd, autoClose: false }).on('close', () => void fh.close());
+      return fh.createReadStream(); // closes the file when it ends or is destroyed
     });
   }
 

@@ -1,0 +1,405 @@
+// The driver's operations as `lcow` subcommands, on the data root `--root` (default ./lcow-data) with the
+// backend `--backend` (default: host on Linux as root, else inproc; hcs on Windows).
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { DriverError } from '../../errors.ts';
+import { LcowDriver } from '../../driver.ts';
+import { importImage } from '../../import.ts';
+import { flag, option, positional } from '../args.ts';
+import { formatBytes, toJson } from '../format.ts';
+import { progressBar } from '../progress.ts';
+import { EXAMPLE_OS_RELEASE, EXAMPLE_SHARE, EXAMPLE_TAG, writeExampleImage } from '../example-image.ts';
+import type { Command, Io } from '../main.ts';
+
+export const DEFAULT_ROOT = './lcow-data';
+
+/** Opens the driver for one command; `lcow mount` keeps what it mounted, everything else closes. */
+export async function withDriver<T>(
+  io: Io,
+  fn: (d: LcowDriver) => Promise<T>,
+  opts: { keepMounts?: boolean } = {},
+): Promise<T> {
+  const options = io.backend ? [`lcow.backend=${io.backend}`] : [];
+  const d = await LcowDriver.init(resolve(io.root ?? DEFAULT_ROOT), options, { recover: false });
+  let ok = false;
+  try {
+    const r = await fn(d);
+    ok = true;
+    return r;
+  } finally {
+    if (!(opts.keepMounts && ok)) await d.close();
+  }
+}
+
+/** Writes `tar` to `out` (`-`: stdout) — a file through a temporary name, renamed when complete. */
+async function writeOut(tar: Readable, out: string, io: Io): Promise<void> {
+  if (out === '-') {
+    await pipeline(tar, io.stdout);
+    return;
+  }
+  const tmp = join(dirname(out), `.${basename(out)}.${process.pid}.tmp`);
+  try {
+    await pipeline(tar, createWriteStream(tmp));
+    await rename(tmp, out);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+function command(
+  name: string,
+  summary: string,
+  usage: string,
+  run: (args: string[], io: Io) => Promise<number>,
+): Command {
+  return { name, summary, usage: [usage], run: (argv, io) => run([...argv], io) };
+}
+
+const IMPORT = 'lcow import [IMAGE.tar] [--sandbox ID] [--no-sandbox] [--verity] [--json]';
+export const importCommand = command(
+  'import',
+  'apply a `docker save` or OCI-layout image tarball as a layer chain, with a sandbox on top (no IMAGE: the embedded example, read back through get)',
+  IMPORT,
+  async (args, io) => {
+    const json = flag(args, '--json');
+    const verity = flag(args, '--verity');
+    const none = flag(args, '--no-sandbox');
+    let sandbox = option(args, '--sandbox');
+    const [given] = args.length === 0 ? [] : positional(args, 1, IMPORT);
+    let image = given;
+    let tmp: string | null = null;
+    let example: Map<string, Buffer> | null = null;
+    if (!image) {
+      tmp = await mkdtemp(join(tmpdir(), 'lcow-example-'));
+      image = join(tmp, 'lcow-example.tar');
+      example = (await writeExampleImage(image)).files;
+      sandbox ??= 'example';
+      if (!json) io.out(`lcow import: no image given, so the embedded example ${EXAMPLE_TAG} (${image})`);
+    }
+    try {
+      const bar = progressBar(`import ${basename(image)}`, io.progress);
+      const r = await withDriver(io, async (d) => {
+        if (example && (await d.exists(sandbox!))) await d.remove(sandbox!);
+        const imported = await importImage(d, image!, {
+          sandbox: none ? null : sandbox,
+          verity,
+          signal: io.signal,
+          onProgress: (p) => bar.update(p),
+        });
+        bar.done();
+        const check = example && imported.sandbox ? await readBack(d, imported.sandbox, example) : null;
+        return { ...imported, check, backend: d.backend.name, root: d.root };
+      });
+      if (json)
+        io.out(
+          toJson({
+            layers: r.layers,
+            sandbox: r.sandbox,
+            reused: r.reused,
+            repoTags: r.repoTags,
+            ...(r.check ? { readBack: r.check } : {}),
+          }),
+        );
+      else {
+        io.out(
+          `${r.repoTags.join(', ') || basename(r.image)} (${r.format}) → ${r.root}, ${r.backend} backend: ${r.layers.length} layers`,
+        );
+        for (const [i, id] of r.layers.entries())
+          io.out(`  layer ${i}  ${id}${r.reused.includes(id) ? '  (already there, reused)' : ''}`);
+        if (r.sandbox) io.out(`  sandbox  ${r.sandbox}`);
+        if (r.check) {
+          io.out(`\nread back through get(${r.sandbox}) — the union of the chain, ${r.check.path ?? 'in process'}:`);
+          for (const line of r.check.lines) io.out(`  ${line}`);
+        }
+      }
+      if (r.check && !r.check.ok)
+        throw new DriverError('ERR_VERIFICATION', 'import: the example did not read back as built (see above)');
+      return 0;
+    } finally {
+      if (tmp) await rm(tmp, { recursive: true, force: true });
+    }
+  },
+);
+
+/** Reads the example back through `get`: the top layer's files, a deletion, and every file of the bottom layer. */
+async function readBack(
+  d: LcowDriver,
+  id: string,
+  files: Map<string, Buffer>,
+): Promise<{ ok: boolean; path: string | null; lines: string[] }> {
+  const fs = await d.get(id);
+  try {
+    const lines: string[] = [];
+    let ok = true;
+    const osRelease = (await fs.readFile('/etc/os-release')).toString();
+    ok &&= osRelease === EXAMPLE_OS_RELEASE;
+    lines.push(`/etc/os-release (replaced by layer 1): ${JSON.stringify(osRelease.split('\n')[2])}`);
+    const hello = (await fs.readFile('/etc/motd')).toString().trim();
+    lines.push(`/etc/motd → ../hello.txt (layer 0's symlink to layer 1's file): ${JSON.stringify(hello)}`);
+    const gone = await fs.lstat(`/${EXAMPLE_SHARE}/bin.js`).then(
+      () => false,
+      () => true,
+    );
+    ok &&= gone;
+    lines.push(`/${EXAMPLE_SHARE}/bin.js (deleted by layer 1): ${gone ? 'gone' : 'STILL THERE'}`);
+    const tmpList = (await fs.readdir('/tmp')).map((e) => e.name);
+    ok &&= tmpList.length === 0;
+    lines.push(`/tmp (opaque in layer 1): ${tmpList.length === 0 ? 'empty' : `HAS ${tmpList.join(', ')}`}`);
+    let same = 0;
+    const differ: string[] = [];
+    for (const [f, body] of files) {
+      if (f === 'bin.js') continue;
+      const got = await fs.readFile(`/${EXAMPLE_SHARE}/${f}`);
+      if (got.equals(body)) same++;
+      else differ.push(f);
+    }
+    ok &&= differ.length === 0;
+    lines.push(
+      `/${EXAMPLE_SHARE}: ${same} of this package's real files, byte for byte${differ.length ? `; DIFFERENT: ${differ.join(', ')}` : ''}`,
+    );
+    lines.push(ok ? 'example OK: the union reads back as built' : 'example FAILED');
+    return { ok, path: fs.path, lines };
+  } finally {
+    await d.put(id);
+  }
+}
+
+const CREATE = 'lcow create ID [--parent P]';
+export const createCommand = command(
+  'create',
+  'create a read-only layer (apply fills it)',
+  CREATE,
+  async (args, io) => {
+    const parent = option(args, '--parent') ?? null;
+    const [id] = positional(args, 1, CREATE);
+    await withDriver(io, (d) => d.create(id!, parent));
+    return 0;
+  },
+);
+
+const CREATE_RW = 'lcow create-rw ID [--parent P] [--size GB]';
+export const createRwCommand = command(
+  'create-rw',
+  'create a sandbox (ext4 in a VHDX, 20 GB unless --size)',
+  CREATE_RW,
+  async (args, io) => {
+    const parent = option(args, '--parent') ?? null;
+    const size = option(args, '--size');
+    const [id] = positional(args, 1, CREATE_RW);
+    await withDriver(io, (d) =>
+      d.createReadWrite(id!, parent, size ? { storageOpt: { 'lcow.sandboxsize': size } } : {}),
+    );
+    return 0;
+  },
+);
+
+const APPLY = 'lcow apply ID [-i IN.tar|-] [--verity]';
+export const applyCommand = command(
+  'apply',
+  'apply a layer tar (plain or gzip) to a created layer; prints the bytes applied',
+  APPLY,
+  async (args, io) => {
+    const input = option(args, '-i') ?? '-';
+    const verity = flag(args, '--verity');
+    const [id] = positional(args, 1, APPLY);
+    const size = await withDriver(io, async (d) => {
+      const parent = (await d.store.info(id!)).parentIds[0] ?? null;
+      const tar = input === '-' ? (io.stdin ?? process.stdin) : createReadStream(input);
+      return d.applyDiff(id!, parent, tar as Readable, { signal: io.signal, verity });
+    });
+    io.out(String(size));
+    return 0;
+  },
+);
+
+const DIFF = 'lcow diff ID [--parent P] [-o OUT.tar|-]';
+export const diffCommand = command('diff', "write a layer's changes as an OCI layer tar", DIFF, async (args, io) => {
+  const parent = option(args, '--parent');
+  const out = option(args, '-o') ?? '-';
+  const [id] = positional(args, 1, DIFF);
+  await withDriver(io, async (d) => {
+    const p = parent ?? (await d.store.info(id!)).parentIds[0] ?? null;
+    await writeOut(d.diff(id!, p, { signal: io.signal }), out, io);
+  });
+  return 0;
+});
+
+const CHANGES = 'lcow changes ID [--parent P] [--json]';
+export const changesCommand = command(
+  'changes',
+  'list what a layer adds (A), changes (C) and deletes (D)',
+  CHANGES,
+  async (args, io) => {
+    const json = flag(args, '--json');
+    const parent = option(args, '--parent');
+    const [id] = positional(args, 1, CHANGES);
+    const changes = await withDriver(io, async (d) =>
+      d.changes(id!, parent ?? (await d.store.info(id!)).parentIds[0] ?? null, { signal: io.signal }),
+    );
+    if (json) io.out(toJson(changes));
+    else for (const c of changes) io.out(`${{ modify: 'C', add: 'A', delete: 'D' }[c.kind]} ${c.path}`);
+    return 0;
+  },
+);
+
+const DIFF_SIZE = 'lcow diff-size ID [--parent P]';
+export const diffSizeCommand = command(
+  'diff-size',
+  'bytes of regular files a layer adds or changes',
+  DIFF_SIZE,
+  async (args, io) => {
+    const parent = option(args, '--parent');
+    const [id] = positional(args, 1, DIFF_SIZE);
+    const n = await withDriver(io, async (d) =>
+      d.diffSize(id!, parent ?? (await d.store.info(id!)).parentIds[0] ?? null),
+    );
+    io.out(String(n));
+    return 0;
+  },
+);
+
+const MOUNT = 'lcow mount ID';
+export const mountCommand = command(
+  'mount',
+  "mount a layer's union on the host and print its path (host backend)",
+  MOUNT,
+  async (args, io) => {
+    const [id] = positional(args, 1, MOUNT);
+    const path = await withDriver(
+      io,
+      async (d) => {
+        const fs = await d.get(id!, { signal: io.signal });
+        if (!fs.path) {
+          await d.put(id!);
+          throw new DriverError(
+            'ERR_UNSUPPORTED',
+            `mount ${id}: the ${d.backend.name} backend has no host path; use the host backend (Linux, root)`,
+          );
+        }
+        return fs.path;
+      },
+      { keepMounts: true },
+    );
+    io.out(path);
+    return 0;
+  },
+);
+
+const UNMOUNT = 'lcow unmount ID';
+export const unmountCommand = command('unmount', 'unmount what `lcow mount` mounted', UNMOUNT, async (args, io) => {
+  const [id] = positional(args, 1, UNMOUNT);
+  const was = await withDriver(io, (d) => d.unmount(id!));
+  if (!was) throw new DriverError('ERR_NOT_MOUNTED', `unmount ${id}: not mounted`);
+  return 0;
+});
+
+const CAT = 'lcow cat ID PATH';
+export const catCommand = command('cat', "print a file as the layer's union shows it", CAT, async (args, io) => {
+  const [id, path] = positional(args, 2, CAT);
+  await withDriver(io, async (d) => {
+    const fs = await d.get(id!, { signal: io.signal });
+    try {
+      await pipeline(await fs.createReadStream(path!), io.stdout, { end: false });
+    } finally {
+      await d.put(id!);
+    }
+  });
+  return 0;
+});
+
+const RM = 'lcow rm ID...';
+export const rmCommand = command('rm', 'remove layers', RM, async (args, io) => {
+  if (args.length === 0 || args.some((a) => a.startsWith('-'))) throw new DriverError('ERR_USAGE', `usage: ${RM}`);
+  await withDriver(io, async (d) => {
+    for (const id of args) await d.remove(id);
+  });
+  return 0;
+});
+
+const LS = 'lcow ls [--json]';
+export const lsCommand = command('ls', 'list the layers of the data root', LS, async (args, io) => {
+  const json = flag(args, '--json');
+  positional(args, 0, LS);
+  const rows = await withDriver(io, async (d) => {
+    const out = [];
+    for (const id of await d.store.list()) {
+      const i = await d.store.info(id);
+      const digest = i.file
+        ? await readFile(`${i.dir}/layer.vhd.rootdigest`, 'utf8').then(
+            (t) => t.trim(),
+            () => null,
+          )
+        : null;
+      out.push({
+        id,
+        kind: i.kind,
+        size: i.size,
+        parent: i.parentIds[0] ?? null,
+        depth: i.parentIds.length,
+        rootDigest: digest,
+      });
+    }
+    return out;
+  });
+  if (json) io.out(toJson(rows));
+  else
+    for (const r of rows)
+      io.out(
+        `${r.id}  ${r.kind.padEnd(7)} ${formatBytes(r.size).padStart(10)}  ${r.parent ? `on ${r.parent}` : '(base)'}${r.rootDigest ? `  verity ${r.rootDigest}` : ''}`,
+      );
+  return 0;
+});
+
+const STATUS = 'lcow status [--json]';
+export const statusCommand = command('status', 'backend, mode, data root, VMs and layers', STATUS, async (args, io) => {
+  const json = flag(args, '--json');
+  positional(args, 0, STATUS);
+  const s = await withDriver(io, (d) => d.status());
+  if (json) io.out(toJson(s));
+  else {
+    io.out(`backend: ${s.backend}\nmode:    ${s.mode} (VMs: ${s.vmMode})\nroot:    ${s.root}\nlayers:  ${s.layers}`);
+    for (const vm of s.vms) io.out(`vm ${vm.vmId}: ${vm.state}, ${vm.disks.length} disks, ${vm.mounts.length} unions`);
+  }
+  return 0;
+});
+
+const CLEANUP = 'lcow cleanup [--json]';
+export const cleanupCommand = command(
+  'cleanup',
+  'unmount what killed or detached processes left; finish interrupted removals',
+  CLEANUP,
+  async (args, io) => {
+    const json = flag(args, '--json');
+    positional(args, 0, CLEANUP);
+    const r = await withDriver(io, (d) => d.cleanup());
+    if (json) io.out(toJson(r));
+    else
+      io.out(
+        `unmounted ${r.unmounted.length}, finished ${r.removing.length} removals, ` +
+          `dropped ${r.partial.length} partial layers and ${r.tempFiles.length} temporary files`,
+      );
+    return 0;
+  },
+);
+
+export const LAYER_COMMANDS: Command[] = [
+  importCommand,
+  createCommand,
+  createRwCommand,
+  applyCommand,
+  diffCommand,
+  changesCommand,
+  diffSizeCommand,
+  mountCommand,
+  unmountCommand,
+  catCommand,
+  rmCommand,
+  lsCommand,
+  statusCommand,
+  cleanupCommand,
+];
