@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pack, type Pack } from 'tar-stream';
 import { Ext4Fs, exportChunks, mkfs } from '@lcow/ext4';
 import { parseSandboxSize } from '@lcow/hcs';
-import { KeyedLock, LayerStore, type CleanupReport, type LayerInfo } from '@lcow/layerstore';
+import { KeyedLock, LayerStore, LayerStoreError, type CleanupReport, type LayerInfo } from '@lcow/layerstore';
 import { SvmPool, type DiskRequest, type Lease, type PoolSnapshot } from '@lcow/svm-pool';
 import { convertLayer } from './apply.ts';
 import { defaultBackend, hostBackend, inprocBackend, unsupportedBackend, type Backend } from './backends/backend.ts';
@@ -162,12 +162,26 @@ export class LcowDriver {
     const disks: DiskRequest[] = [];
     const lowers: (string | { hostPath: string; subdir: string })[] = [];
     for (const pid of info.parentIds) {
-      const p = await this.store.info(pid);
+      const p = await this.#parentInfo(info, pid);
       if (!p.file) continue;
       disks.push({ hostPath: p.file, readOnly: true });
       lowers.push(p.kind === 'sandbox' ? { hostPath: p.file, subdir: 'upper' } : p.file);
     }
     return { disks, lowers };
+  }
+
+  /** A parent's info; a parent that is gone is named with the layer whose chain names it. */
+  async #parentInfo(child: LayerInfo, pid: string): Promise<LayerInfo> {
+    try {
+      return await this.store.info(pid);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ERR_LAYER_NOT_FOUND') throw e;
+      throw new LayerStoreError(
+        'ERR_LAYER_NOT_FOUND',
+        `layer ${child.id}: its parent ${pid} (in ${child.dir}/layerchain.json) is not in ${this.root}`,
+        { cause: e },
+      );
+    }
   }
 
   /** Whether a disk is attached writable (a container's sandbox) — or read-only, when `readOnly`. */
@@ -330,7 +344,7 @@ export class LcowDriver {
       const own = await open(info);
       const parents: UnionLayer[] = [];
       for (const pid of info.parentIds) {
-        const l = await open(await this.store.info(pid));
+        const l = await open(await this.#parentInfo(info, pid));
         if (l) parents.push(l);
       }
       return { own, parents, close: async () => void (await Promise.all(opened.map((f) => f.close()))) };
