@@ -4,11 +4,11 @@
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { gzipSync } from 'node:zlib';
+import { lcow, type LcowRun } from './lcow.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, rootWithLoop, snapshotTree, tempDir, type FsEntry, type TarSpec } from '@lcow/testkit';
-import { LcowDriver, main, type ContainerFs } from '../src/index.ts';
+import { LcowDriver, type ContainerFs } from '../src/index.ts';
 
 const T = 1_750_000_000;
 const LAYER_A: TarSpec[] = [
@@ -151,22 +151,6 @@ beforeAll(async () => {
 });
 afterAll(() => dir?.cleanup());
 
-async function lcow(...argv: string[]): Promise<{ status: number; out: string; err: string; bytes: Buffer }> {
-  let out = '';
-  let err = '';
-  const parts: Buffer[] = [];
-  const stdout = new PassThrough();
-  stdout.on('data', (c: Buffer) => parts.push(c));
-  const status = await main(argv, {
-    out: (t) => (out += `${t}\n`),
-    err: (t) => (err += `${t}\n`),
-    stdout,
-    progress: process.stderr,
-    signal: new AbortController().signal,
-  });
-  return { status, out, err, bytes: Buffer.concat(parts) };
-}
-
 function compare(got: Map<string, Partial<FsEntry>>, want: Map<string, Partial<FsEntry>>): void {
   got.delete('');
   expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
@@ -181,8 +165,7 @@ for (const backend of ['inproc', 'host'] as const) {
   const ready = backend === 'inproc' || rootWithLoop();
   describe.skipIf(!ready)(`lcow on the ${backend} backend`, () => {
     const root = (): string => join(dir.path, backend);
-    const g = (...a: string[]): Promise<{ status: number; out: string; err: string; bytes: Buffer }> =>
-      lcow('--root', root(), '--backend', backend, ...a);
+    const g = (...a: string[]): Promise<LcowRun> => lcow('--root', root(), '--backend', backend, ...a);
 
     it('import an OCI layout: chain ids, the union entry by entry, reuse on a second import', async () => {
       const { tar, chain } = ociImage();

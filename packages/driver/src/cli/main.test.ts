@@ -1,9 +1,8 @@
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { lcow } from '../../test/lcow.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, oracle, pseudoRandomBytes, run, tempDir } from '@lcow/testkit';
-import { main } from './main.ts';
 import { parseSize } from './format.ts';
 
 const hasMkfs = oracle('mkfs.ext4');
@@ -13,22 +12,6 @@ beforeAll(async () => {
   dir = await tempDir('lcow-cli-');
 });
 afterAll(() => dir?.cleanup());
-
-async function lcow(...argv: string[]): Promise<{ status: number; out: string; err: string; bytes: Buffer }> {
-  let out = '';
-  let err = '';
-  const parts: Buffer[] = [];
-  const stdout = new PassThrough();
-  stdout.on('data', (c: Buffer) => parts.push(c));
-  const status = await main(argv, {
-    out: (t) => (out += `${t}\n`),
-    err: (t) => (err += `${t}\n`),
-    stdout,
-    progress: process.stderr,
-    signal: new AbortController().signal,
-  });
-  return { status, out, err, bytes: Buffer.concat(parts) };
-}
 
 describe('lcow vhd', () => {
   it('create → info --json for a dynamic and a fixed VHDX and a fixed VHD', async () => {
