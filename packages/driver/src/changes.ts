@@ -17,6 +17,8 @@ export interface Change {
 /** What the change algorithms read: an `Ext4Fs` (optionally rooted in a folder) or a `UnionView`. */
 export interface Tree {
   lstat(path: string): Promise<Ext4Stat>;
+  /** `lstat`, or null where nothing is at `path`. */
+  tryLstat(path: string): Promise<Ext4Stat | null>;
   readdir(path: string): Promise<Ext4Dirent[]>;
   listXattrs(path: string): Promise<Map<string, Uint8Array>>;
   readlink(path: string): Promise<string>;
@@ -27,6 +29,7 @@ export function subtree(tree: Tree, root: string): Tree {
   const at = (p: string): string => posix.join('/', root, p);
   return {
     lstat: (p) => tree.lstat(at(p)),
+    tryLstat: (p) => tree.tryLstat(at(p)),
     readdir: (p) => tree.readdir(at(p)),
     listXattrs: (p) => tree.listXattrs(at(p)),
     readlink: (p) => tree.readlink(at(p)),
@@ -40,15 +43,8 @@ async function isOpaque(t: Tree, p: string): Promise<boolean> {
   return v !== undefined && Buffer.from(v).toString() === 'y';
 }
 
-async function lstatOrNull(t: Tree | null, p: string): Promise<Ext4Stat | null> {
-  if (!t) return null;
-  try {
-    return await t.lstat(p);
-  } catch (e) {
-    const code = (e as { code?: string }).code;
-    if (code === 'ERR_NOT_FOUND' || code === 'ERR_NOT_A_DIRECTORY') return null;
-    throw e;
-  }
+function lstatOrNull(t: Tree | null, p: string): Promise<Ext4Stat | null> {
+  return t ? t.tryLstat(p) : Promise.resolve(null);
 }
 
 /** Go's sameFsTime: equal, or equal seconds where one side has no nanoseconds. */

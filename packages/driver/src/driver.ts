@@ -4,8 +4,7 @@
 import { rm } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { pack, type Pack } from 'tar-stream';
-import { Ext4Fs, exportChunks, mkfs } from '@lcow/ext4';
+import { Ext4Fs, TAR_END, encodeTarHeader, exportChunks, mkfs, tarPadding, type TarHeaderSpec } from '@lcow/ext4';
 import { parseSandboxSize } from '@lcow/hcs';
 import { KeyedLock, LayerStore, LayerStoreError, type CleanupReport, type LayerInfo } from '@lcow/layerstore';
 import { SvmPool, type DiskRequest, type Lease, type PoolSnapshot } from '@lcow/svm-pool';
@@ -437,13 +436,7 @@ export class LcowDriver {
         }
         const { next } = await this.#naiveTrees(info, r, parent);
         const changes = await this.#changes(info, r, parent, signal);
-        const p = pack();
-        const writing = writeChanges(p, next, changes, signal).then(
-          () => void p.finalize(),
-          (e: unknown) => void p.destroy(e as Error),
-        );
-        for await (const c of p) yield c as Uint8Array;
-        await writing;
+        yield* changesTar(next, changes, signal);
       } finally {
         await r.close();
       }
@@ -508,57 +501,64 @@ async function writeText(path: string, text: string): Promise<void> {
   await writeFile(path, text);
 }
 
-/** Packs `changes` as an OCI layer: entries from `tree` for adds and modifies, `.wh.` files for deletes. */
-async function writeChanges(p: Pack, tree: UnionView, changes: readonly Change[], signal?: AbortSignal): Promise<void> {
-  const entry = (h: Parameters<Pack['entry']>[0], body?: Buffer): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const e = p.entry(h, body ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
-      void e;
-    });
+/** `changes` as an OCI layer tar: entries from `tree` for adds and modifies, `.wh.` files for deletes. */
+async function* changesTar(
+  tree: UnionView,
+  changes: readonly Change[],
+  signal?: AbortSignal,
+): AsyncGenerator<Uint8Array> {
+  const TYPE = { file: '0', dir: '5', symlink: '2', chr: '3', blk: '4', fifo: '6' } as const;
   for (const c of changes) {
     signal?.throwIfAborted();
     const name = c.path.slice(1);
     if (c.kind === 'delete') {
-      await entry({ name: posix.join(posix.dirname(name), `.wh.${posix.basename(name)}`), type: 'file', mode: 0o644 });
+      const wh = posix.join(posix.dirname(name), `.wh.${posix.basename(name)}`).replace(/^\.\//, '');
+      yield encodeTarHeader({
+        path: Buffer.from(wh),
+        type: '0',
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime: { sec: 0, nsec: 0 },
+      });
       continue;
     }
     const st = await tree.lstat(c.path);
-    const x = await tree.listXattrs(c.path);
-    const pax: Record<string, string> = {};
-    for (const [k, v] of x) pax[`SCHILY.xattr.${k}`] = Buffer.from(v).toString('latin1');
-    const base = {
-      name: st.type === 'dir' ? `${name}/` : name,
+    if (st.type === 'socket') continue; // tar cannot hold one
+    const spec: TarHeaderSpec = {
+      path: Buffer.from(st.type === 'dir' ? `${name}/` : name),
+      type: TYPE[st.type],
       mode: st.mode,
       uid: st.uid,
       gid: st.gid,
-      mtime: new Date(st.mtime.sec * 1000 + Math.floor(st.mtime.nsec / 1e6)),
-      ...(Object.keys(pax).length ? { pax } : {}),
+      size: st.type === 'file' ? st.size : 0,
+      mtime: st.mtime,
+      xattrs: await tree.listXattrs(c.path),
     };
-    switch (st.type) {
-      case 'file': {
-        const parts: Buffer[] = [];
-        for await (const b of await tree.readFile(c.path)) parts.push(b as Buffer);
-        await entry({ ...base, type: 'file', size: st.size }, Buffer.concat(parts));
-        break;
-      }
-      case 'dir':
-        await entry({ ...base, type: 'directory' });
-        break;
-      case 'symlink':
-        await entry({ ...base, type: 'symlink', linkname: await tree.readlink(c.path) });
-        break;
-      case 'fifo':
-        await entry({ ...base, type: 'fifo' });
-        break;
-      case 'chr':
-      case 'blk':
-        await entry({
-          ...base,
-          type: st.type === 'chr' ? 'character-device' : 'block-device',
-          devmajor: st.rdev?.major ?? 0,
-          devminor: st.rdev?.minor ?? 0,
-        });
-        break;
+    if (st.type === 'symlink') spec.linkname = Buffer.from(await tree.readlink(c.path));
+    if (st.rdev) {
+      spec.devmajor = st.rdev.major;
+      spec.devminor = st.rdev.minor;
     }
+    yield encodeTarHeader(spec);
+    if (st.type !== 'file') continue;
+    if (st.size <= 1 << 20) {
+      // Small files in one read: a stream per file costs more than the file.
+      const b = await tree.read(c.path, 0, st.size);
+      if (b.length !== st.size)
+        throw new DriverError('ERR_INVALID_ARGUMENT', `${c.path}: read ${b.length} bytes of ${st.size}`);
+      yield b;
+      yield tarPadding(st.size);
+      continue;
+    }
+    let n = 0;
+    for await (const b of await tree.readFile(c.path)) {
+      n += (b as Buffer).length;
+      yield b as Buffer;
+    }
+    if (n !== st.size) throw new DriverError('ERR_INVALID_ARGUMENT', `${c.path}: read ${n} bytes of ${st.size}`);
+    yield tarPadding(st.size);
   }
+  yield TAR_END;
 }

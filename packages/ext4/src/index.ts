@@ -3,6 +3,12 @@ export { Compat, Incompat, RoCompat } from './format/constants.ts';
 export { SUPERBLOCK_MAGIC, SUPERBLOCK_OFFSET, Superblock } from './format/superblock.ts';
 export { probeExt4, type Ext4Summary, type ReadAt } from './probe.ts';
 export { convert, type ConvertOptions, type ConvertProgress, type ConvertResult } from './convert.ts';
+export {
+  encodeHeader as encodeTarHeader,
+  bodyPadding as tarPadding,
+  END_OF_ARCHIVE as TAR_END,
+  type TarHeaderSpec,
+} from './tar/encode.ts';
 export { TarParser, type TarEntry, type TarHandler, type EntryType, type SparseRegion } from './tar/parser.ts';
 export {
   Ext4Fs,

@@ -13,6 +13,8 @@ export interface UnionLayer {
 }
 
 const MAX_SYMLINKS = 40;
+/** Directory lookups remembered per union (forgotten all at once when full). */
+const DIR_CACHE = 65_536;
 
 const EPOCH = { sec: 0, nsec: 0 };
 /** The root of a union of no layers. */
@@ -51,6 +53,8 @@ interface Hit {
 
 export class UnionView {
   readonly #layers: { fs: Ext4Fs; root: string }[];
+  readonly #all: number[];
+  readonly #dirs = new Map<string, Hit | null>();
 
   /**
    * `layers` top first (the sandbox or newest layer first, as layerchain.json orders parents). No layers:
@@ -58,19 +62,15 @@ export class UnionView {
    */
   constructor(layers: readonly UnionLayer[]) {
     this.#layers = layers.map((l) => ({ fs: l.fs, root: `/${split(l.root ?? '/').join('/')}`.replace(/\/$/, '') }));
+    this.#all = this.#layers.map((_, i) => i);
   }
 
   #inLayer(i: number, parts: readonly string[]): string {
     return `${this.#layers[i]!.root}/${parts.join('/')}`;
   }
 
-  async #lstatIn(i: number, parts: readonly string[]): Promise<Ext4Stat | null> {
-    try {
-      return await this.#layers[i]!.fs.lstat(this.#inLayer(i, parts));
-    } catch (e) {
-      if (e instanceof Ext4Error && (e.code === 'ERR_NOT_FOUND' || e.code === 'ERR_NOT_A_DIRECTORY')) return null;
-      throw e;
-    }
+  #lstatIn(i: number, parts: readonly string[]): Promise<Ext4Stat | null> {
+    return this.#layers[i]!.fs.tryLstat(this.#inLayer(i, parts));
   }
 
   async #opaque(i: number, parts: readonly string[]): Promise<boolean> {
@@ -79,35 +79,52 @@ export class UnionView {
     return v !== undefined && Buffer.from(v).toString() === 'y';
   }
 
+  /** The topmost entry at `prefix` among the layers `active` (those where its parent merges), or null. */
+  async #level(active: readonly number[], prefix: readonly string[]): Promise<Hit | null> {
+    const next: number[] = [];
+    let top: Hit | null = null;
+    for (const i of active) {
+      const st = await this.#lstatIn(i, prefix);
+      if (!st) continue;
+      if (isWhiteout(st)) break; // deleted from here down
+      if (!top) top = { layer: i, path: this.#inLayer(i, prefix), stat: st, merged: [] };
+      if (st.type !== 'dir') break; // a non-directory hides everything below
+      next.push(i);
+      if (await this.#opaque(i, prefix)) break;
+    }
+    if (!top && prefix.length === 0) return { layer: -1, path: '/', stat: EMPTY_ROOT, merged: [] };
+    if (top) top.merged = next;
+    return top;
+  }
+
+  /**
+   * A directory of the union and the layers whose copies of it merge, remembered: the layers are read-only
+   * snapshots, and every lookup below a directory starts from it.
+   */
+  async #dir(prefix: readonly string[]): Promise<Hit | null> {
+    const key = prefix.join('/');
+    let hit = this.#dirs.get(key);
+    if (hit === undefined) {
+      if (prefix.length === 0) hit = await this.#level(this.#all, prefix);
+      else {
+        const parent = await this.#dir(prefix.slice(0, -1));
+        hit = parent ? await this.#level(parent.merged, prefix) : null;
+      }
+      if (this.#dirs.size >= DIR_CACHE) this.#dirs.clear();
+      this.#dirs.set(key, hit);
+    }
+    if (hit && hit.stat.type !== 'dir') throw new DriverError('ERR_NOT_A_DIRECTORY', `/${key}: not a directory`);
+    return hit;
+  }
+
   /**
    * The topmost entry at `parts` (no symlink followed), honouring whiteouts and opaque directories on the
    * way down: a layer is consulted for a path only if every parent directory is a merged directory there.
    */
   async #lookup(parts: readonly string[]): Promise<Hit | null> {
-    // Which layers still contribute at the current depth.
-    let active = this.#layers.map((_, i) => i);
-    for (let depth = 0; depth <= parts.length; depth++) {
-      const prefix = parts.slice(0, depth);
-      const next: number[] = [];
-      let top: Hit | null = null;
-      for (const i of active) {
-        const st = await this.#lstatIn(i, prefix);
-        if (!st) continue;
-        if (isWhiteout(st)) break; // deleted from here down
-        if (!top) top = { layer: i, path: this.#inLayer(i, prefix), stat: st, merged: [] };
-        if (st.type !== 'dir') break; // a non-directory hides everything below
-        next.push(i);
-        if (await this.#opaque(i, prefix)) break;
-      }
-      if (!top && depth === 0) return { layer: -1, path: '/', stat: EMPTY_ROOT, merged: [] };
-      if (!top) return null;
-      top.merged = next;
-      if (depth === parts.length) return top;
-      if (top.stat.type !== 'dir')
-        throw new DriverError('ERR_NOT_A_DIRECTORY', `/${prefix.join('/')}: not a directory`);
-      active = next;
-    }
-    return null;
+    if (parts.length === 0) return this.#level(this.#all, parts);
+    const parent = await this.#dir(parts.slice(0, -1));
+    return parent ? this.#level(parent.merged, parts) : null;
   }
 
   /** Resolves `path` through the union, following symlinks (the last one too when `follow`). */
@@ -143,6 +160,16 @@ export class UnionView {
 
   async lstat(path: string): Promise<Ext4Stat> {
     return (await this.#resolve(path, false)).hit.stat;
+  }
+
+  /** {@link lstat}, or null where the union has nothing at `path`. */
+  async tryLstat(path: string): Promise<Ext4Stat | null> {
+    try {
+      return await this.lstat(path);
+    } catch (e) {
+      if (e instanceof DriverError && (e.code === 'ERR_NOT_FOUND' || e.code === 'ERR_NOT_A_DIRECTORY')) return null;
+      throw e;
+    }
   }
 
   async stat(path: string): Promise<Ext4Stat> {

@@ -188,7 +188,10 @@ export class Ext4Fs {
   }
 
   /** Resolves a path; `follow` decides whether a final symlink is followed. */
-  async #resolve(p: PathLike, follow: boolean): Promise<Resolved> {
+  async #resolve(p: PathLike, follow: boolean): Promise<Resolved>;
+  async #resolve(p: PathLike, follow: boolean, soft: true): Promise<Resolved | null>;
+  /** `soft`: a path that does not exist (or runs through a non-directory) gives null instead of an error. */
+  async #resolve(p: PathLike, follow: boolean, soft = false): Promise<Resolved | null> {
     const vol = this.#vol;
     const pathBytes = toBytes(p);
     if (pathBytes.length > PATH_MAX) throw new Ext4Error('ERR_INVALID_ARGUMENT', `path longer than ${PATH_MAX} bytes`);
@@ -211,11 +214,16 @@ export class Ext4Fs {
         continue;
       }
       const here = pathOf();
-      if (typeOf(vol, cur, display(here)) !== 'dir')
+      if (typeOf(vol, cur, display(here)) !== 'dir') {
+        if (soft) return null;
         throw this.#notFound(here, 'is not a directory', 'ERR_NOT_A_DIRECTORY');
+      }
       const ino = await this.#lookup(cur, here, name);
       const there = Buffer.concat([here, Buffer.from('/'), name]);
-      if (ino === null) throw this.#notFound(there, 'no such file or directory');
+      if (ino === null) {
+        if (soft) return null;
+        throw this.#notFound(there, 'no such file or directory');
+      }
       const next = await vol.inode(ino, display(there));
       const type = typeOf(vol, next, display(there));
       if (type === 'symlink' && (follow || todo.length > 0)) {
@@ -298,6 +306,17 @@ export class Ext4Fs {
     return this.#guard(async () => {
       const r = await this.#resolve(path, false);
       return this.#stat(r.inode, display(r.path));
+    });
+  }
+
+  /**
+   * {@link lstat}, or null where the path does not exist or runs through something that is not a
+   * directory — for callers that probe many paths (a union's lower layers), without building an error each time.
+   */
+  tryLstat(path: PathLike): Promise<Ext4Stat | null> {
+    return this.#guard(async () => {
+      const r = await this.#resolve(path, false, true);
+      return r ? this.#stat(r.inode, display(r.path)) : null;
     });
   }
 

@@ -56,6 +56,9 @@ const INCOMPAT_WHY: Record<number, string> = {
 };
 
 /** One time stamp: seconds since the epoch (may be negative) and nanoseconds. */
+/** Inodes kept decoded per open filesystem (about 1 KiB each). */
+const INODE_CACHE = 8192;
+
 export interface Time {
   sec: number;
   nsec: number;
@@ -125,6 +128,8 @@ export class Volume {
   readonly #warn: (w: ReadWarning) => void;
   readonly #blocks = new Map<number, Uint8Array>();
   readonly #groups = new Map<number, Group>();
+  /** Decoded inodes, most recent last: path walks revisit the same directories over and over. */
+  readonly #inodes = new Map<number, InodeRecord>();
 
   private constructor(source: ByteSource, sb: Superblock, sbBytes: Uint8Array, opts: VolumeOptions) {
     this.source = source;
@@ -384,6 +389,15 @@ export class Volume {
    * callers reach inodes through directory entries, which must not name free ones.
    */
   async inode(ino: number, what: string): Promise<InodeRecord> {
+    const known = this.#inodes.get(ino);
+    if (known) return known;
+    const rec = await this.#readInode(ino, what);
+    this.#inodes.set(ino, rec);
+    if (this.#inodes.size > INODE_CACHE) this.#inodes.delete(this.#inodes.keys().next().value!);
+    return rec;
+  }
+
+  async #readInode(ino: number, what: string): Promise<InodeRecord> {
     const raw = await this.rawInode(ino);
     const where = `inode ${ino} (${what})`;
     if (!raw) throw this.corrupt(`${where}: a directory entry names an inode its group marks unused`);
