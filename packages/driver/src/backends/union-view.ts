@@ -3,7 +3,7 @@
 // directory marked `trusted.overlay.opaque=y` hides everything below it; a non-directory ends the merge.
 // Symlinks resolve through the union and never leave it. Writes are not offered: this view is read-only.
 import type { Readable } from 'node:stream';
-import { Ext4Error, type Ext4Dirent, type Ext4Fs, type Ext4Stat } from '@lcow/ext4';
+import type { Ext4Dirent, Ext4Fs, Ext4Stat } from '@lcow/ext4';
 import { DriverError } from '../errors.ts';
 
 /** One layer of the union: a filesystem and the directory in it that is the layer's root (`upper` for a sandbox). */
