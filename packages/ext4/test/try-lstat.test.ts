@@ -1,6 +1,7 @@
 // tryLstat: the probing form of lstat — null for what is not there, the same answer as lstat otherwise,
 // and still an error for a damaged image.
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { makeTar, tempDir } from '@lcow/testkit';
 import { Ext4Fs, convert, encodeTarHeader, TAR_END, tarPadding } from '../src/index.ts';
@@ -14,7 +15,7 @@ beforeAll(async () => {
     { path: 'etc/passwd', body: 'root' },
     { path: 'link', type: 'symlink', linkname: 'etc' },
   ]);
-  await convert([tar], img);
+  await convert(Readable.from([tar]), img);
 });
 afterAll(() => dir?.cleanup());
 
@@ -60,7 +61,7 @@ it('the exported tar encoder writes what a reader of tars reads back', async () 
     TAR_END,
   ]);
   const out = join(dir.path, 'enc.img');
-  await convert([tar], out);
+  await convert(Readable.from([tar]), out);
   const fs = await Ext4Fs.open(out);
   try {
     const st = await fs.lstat(`/d/${'x'.repeat(150)}`);
