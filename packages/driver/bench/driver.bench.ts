@@ -25,7 +25,6 @@ const trees = (process.env.LCOW_BENCH_DRIVER_TREES ?? '/usr/share').split(/\s+/)
 const outRoot = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 const env = { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` };
 const isRoot = process.getuid?.() === 0;
-const tsx = ['--conditions=@lcow/source', '--import', 'tsx'];
 
 const best = (xs: number[]): number => Math.min(...xs);
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -52,14 +51,14 @@ async function main(): Promise<void> {
       [
         'applyDiff (converter child, fsync)',
         async () => ({
-          ...(await runMeasured(process.execPath, [...tsx, join(here, 'op.ts'), 'apply', join(out, 'r1'), tar], env)),
+          ...(await runMeasured(process.execPath, [join(here, 'op.mjs'), 'apply', join(out, 'r1'), tar], env)),
           rssKiB: null,
         }),
       ],
       [
         'applyDiff inline (LCOW_NOREEXEC=1)',
         () =>
-          runMeasured(process.execPath, [...tsx, join(here, 'op.ts'), 'apply', join(out, 'r2'), tar], {
+          runMeasured(process.execPath, [join(here, 'op.mjs'), 'apply', join(out, 'r2'), tar], {
             ...env,
             LCOW_NOREEXEC: '1',
           }),
@@ -128,7 +127,7 @@ async function main(): Promise<void> {
 
     // 3. diff
     await d.create('big', null);
-    await d.applyDiff('big', null, (await import('node:fs')).createReadStream(tar));
+    await d.applyDiff('big', null, tar);
     const diffs: number[] = [];
     let diffBytes = 0;
     for (let i = 0; i < runs; i++)

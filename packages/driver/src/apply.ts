@@ -24,7 +24,7 @@ export function layerOptions(verity: boolean, signal?: AbortSignal): ConvertOpti
 }
 
 export async function convertInline(
-  tar: AsyncIterable<Uint8Array>,
+  tar: string | AsyncIterable<Uint8Array>,
   out: string,
   opts: { verity: boolean; signal?: AbortSignal },
 ): Promise<ApplyResult> {
@@ -55,13 +55,15 @@ function childCommand(): { execPath: string; args: string[] } {
  * line. An abort kills the child; its error (a typed `Ext4Error` there) comes back with code and message.
  */
 export function convertInChild(
-  tar: AsyncIterable<Uint8Array>,
+  tar: string | AsyncIterable<Uint8Array>,
   out: string,
   opts: { verity: boolean; signal?: AbortSignal; what: string },
 ): Promise<ApplyResult> {
   const { execPath, args } = childCommand();
   return new Promise((resolve, reject) => {
-    const child = spawn(execPath, [...args, out, opts.verity ? 'verity' : 'plain'], {
+    // A file is opened by the child itself (4 MiB reads, no pipe); a stream is piped to its stdin.
+    const input = typeof tar === 'string' ? [tar] : [];
+    const child = spawn(execPath, [...args, out, opts.verity ? 'verity' : 'plain', ...input], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '8' },
     });
@@ -73,6 +75,7 @@ export function convertInChild(
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     let fedError: unknown = null;
     const feed = (async () => {
+      if (typeof tar === 'string') return void child.stdin.end();
       try {
         for await (const c of tar) {
           if (!child.stdin.write(c)) await new Promise((r) => child.stdin.once('drain', r));
@@ -118,9 +121,9 @@ export function convertInChild(
   });
 }
 
-/** Converts `tar` into `out`: in a child unless `LCOW_NOREEXEC=1`. */
+/** Converts `tar` (a file path, or a stream) into `out`: in a child unless `LCOW_NOREEXEC=1`. */
 export function convertLayer(
-  tar: Readable | AsyncIterable<Uint8Array>,
+  tar: string | Readable | AsyncIterable<Uint8Array>,
   out: string,
   opts: { verity: boolean; signal?: AbortSignal; what: string },
 ): Promise<ApplyResult> {

@@ -286,7 +286,7 @@ export class LcowDriver {
   }
 
   /**
-   * `applyDiff`: converts the tar (OCI whiteouts → overlay form) into `layer.vhd` atomically, in a child
+   * `applyDiff`: converts the tar (a file path or a stream; plain or gzip; OCI whiteouts → overlay form) into `layer.vhd` atomically, in a child
    * process unless `LCOW_NOREEXEC=1`. Returns the bytes of regular-file content applied, as moby's drivers
    * do (equal to `diffSize` of the layer). With `verity`, a dm-verity tree follows the ext4 and its root
    * digest is kept beside the layer in `layer.vhd.rootdigest`.
@@ -294,7 +294,7 @@ export class LcowDriver {
   async applyDiff(
     id: string,
     parent: string | null,
-    tar: Readable | AsyncIterable<Uint8Array>,
+    tar: string | Readable | AsyncIterable<Uint8Array>,
     opts: { signal?: AbortSignal; verity?: boolean } = {},
   ): Promise<number> {
     return this.#lock(id, async () => {

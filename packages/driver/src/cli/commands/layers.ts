@@ -1,6 +1,6 @@
 // The driver's operations as `lcow` subcommands, on the data root `--root` (default ./lcow-data) with the
 // backend `--backend` (default: host on Linux as root, else inproc; hcs on Windows).
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -209,8 +209,8 @@ export const applyCommand = command(
     const [id] = positional(args, 1, APPLY);
     const size = await withDriver(io, async (d) => {
       const parent = (await d.store.info(id!)).parentIds[0] ?? null;
-      const tar = input === '-' ? (io.stdin ?? process.stdin) : createReadStream(input);
-      return d.applyDiff(id!, parent, tar as Readable, { signal: io.signal, verity });
+      const tar = input === '-' ? ((io.stdin ?? process.stdin) as Readable) : input;
+      return d.applyDiff(id!, parent, tar, { signal: io.signal, verity });
     });
     io.out(String(size));
     return 0;
