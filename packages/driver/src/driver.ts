@@ -73,6 +73,7 @@ export class LcowDriver {
     this.#pool = new SvmPool({
       mode: backend.singleVm || options.globalMode ? 'global' : 'safe',
       start: (vmId, signal) => backend.start(vmId, signal),
+      attachConcurrency: backend.attachConcurrency,
     });
   }
 

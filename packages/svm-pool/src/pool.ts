@@ -30,6 +30,11 @@ export interface PoolOptions {
   timeoutMs?: number;
   /** Host paths compare case-insensitively on Windows; default the running platform. */
   platform?: NodeJS.Platform;
+  /**
+   * How many disks of one acquire are hot-added at once (default 1, as the original attached them one by
+   * one). A backend whose attach is a host mount takes more: a 50-layer chain then attaches in a few steps.
+   */
+  attachConcurrency?: number;
 }
 
 type VmState = 'starting' | 'running' | 'stopping';
@@ -101,7 +106,14 @@ export class SvmPool {
   readonly #entries = new Map<string, Entry>();
 
   constructor(opts: PoolOptions) {
-    this.#opts = { mode: opts.mode, start: opts.start, timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS };
+    this.#opts = {
+      mode: opts.mode,
+      start: opts.start,
+      timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      attachConcurrency: opts.attachConcurrency ?? 1,
+    };
+    if (!Number.isInteger(this.#opts.attachConcurrency) || this.#opts.attachConcurrency < 1)
+      throw new SvmPoolError('ERR_INVALID_ARGUMENT', `attachConcurrency ${opts.attachConcurrency}: a positive integer`);
     if (opts.mode !== 'global' && opts.mode !== 'safe')
       throw new SvmPoolError('ERR_INVALID_ARGUMENT', `mode ${JSON.stringify(opts.mode)}: global or safe`);
     if (!(this.#opts.timeoutMs > 0))
@@ -192,55 +204,106 @@ export class SvmPool {
     signal?: AbortSignal,
   ): Promise<{ key: string; disk: MappedDisk }[]> {
     return e.serial(async () => {
-      const done: { key: string; disk: MappedDisk }[] = [];
-      try {
-        for (const d of disks) {
-          if (e.state !== 'running')
-            throw new SvmPoolError('ERR_VM_STOPPED', `service VM ${e.vmId}: stopped while attaching ${d.hostPath}`);
-          const key = this.#key(d.hostPath);
-          const have = e.disks.get(key);
-          if (have) {
-            have.refs++;
-            done.push({ key, disk: have.disk });
-            continue;
-          }
+      // Disks already attached take a reference; new ones get guest paths in request order and are
+      // hot-added `attachConcurrency` at a time. A disk is registered only once attached: nobody is ever
+      // given the guest path of a disk still on its way. On a failure everything this call attached or
+      // referenced is released again.
+      const out: ({ key: string; disk: MappedDisk } | null)[] = disks.map(() => null);
+      const fresh: { i: number; key: string; disk: MappedDisk }[] = [];
+      const refd: string[] = [];
+      const seen = new Map<string, number>();
+      for (const [i, d] of disks.entries()) {
+        if (e.state !== 'running')
+          throw new SvmPoolError('ERR_VM_STOPPED', `service VM ${e.vmId}: stopped while attaching ${d.hostPath}`);
+        const key = this.#key(d.hostPath);
+        const have = e.disks.get(key);
+        if (have) {
+          have.refs++;
+          refd.push(key);
+          out[i] = { key, disk: have.disk };
+        } else if (seen.has(key)) {
+          out[i] = { key, disk: fresh[seen.get(key)!]!.disk };
+        } else {
           const disk: MappedDisk = {
             hostPath: d.hostPath,
             guestPath: d.scratch ? SCRATCH_GUEST_PATH : `/tmp/d${++e.counter}`,
             readOnly: d.readOnly,
           };
-          await this.#deadline(e.vm!.hotAdd(disk, signal), `service VM ${e.vmId}: hot-add ${d.hostPath}`, signal);
-          // Registered only once attached: nobody is ever given the guest path of a disk still on its way.
-          e.disks.set(key, { disk, refs: 1 });
-          done.push({ key, disk });
+          seen.set(key, fresh.length);
+          fresh.push({ i, key, disk });
+          out[i] = { key, disk };
         }
-        return done;
-      } catch (err) {
+      }
+      const attached: string[] = [];
+      let failure: unknown = null;
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (failure === null && next < fresh.length) {
+          const f = fresh[next++]!;
+          try {
+            if (e.state !== 'running')
+              throw new SvmPoolError(
+                'ERR_VM_STOPPED',
+                `service VM ${e.vmId}: stopped while attaching ${f.disk.hostPath}`,
+              );
+            await this.#deadline(
+              e.vm!.hotAdd(f.disk, signal),
+              `service VM ${e.vmId}: hot-add ${f.disk.hostPath}`,
+              signal,
+            );
+            e.disks.set(f.key, { disk: f.disk, refs: 0 });
+            attached.push(f.key);
+          } catch (err) {
+            failure ??= err;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.#opts.attachConcurrency, fresh.length) }, worker));
+      // References: one per request entry that named the disk.
+      for (const o of out) if (o && attached.includes(o.key) && !refd.includes(o.key)) e.disks.get(o.key)!.refs++;
+      if (failure !== null) {
+        const mine = out.filter(
+          (o): o is { key: string; disk: MappedDisk } =>
+            o !== null && (attached.includes(o.key) || refd.includes(o.key)),
+        );
         await this.#detach(
           e,
-          done.map((x) => x.key),
+          mine.map((x) => x.key),
         ).catch(() => {});
-        throw err;
+        throw failure;
       }
+      return out as { key: string; disk: MappedDisk }[];
     });
   }
 
-  /** Drops references to disks; the last one hot-removes. Continues past failures; throws the first. */
+  /**
+   * Drops references to disks; the last one hot-removes (`attachConcurrency` at a time). Continues past
+   * failures; throws the first.
+   */
   async #detach(e: Entry, keys: readonly string[]): Promise<void> {
     let first: unknown = null;
+    const gone: string[] = [];
     for (const key of keys) {
       const a = e.disks.get(key);
       if (!a || a.refs === 0) continue;
       a.refs--;
-      if (a.refs > 0 || e.state !== 'running') continue;
-      try {
-        await this.#deadline(e.vm!.hotRemove(a.disk), `service VM ${e.vmId}: hot-remove ${a.disk.hostPath}`);
-        e.disks.delete(key);
-      } catch (err) {
-        // Still attached as far as we know: kept with no references, reused or retried later.
-        first ??= err;
-      }
+      if (a.refs === 0 && e.state === 'running') gone.push(key);
     }
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < gone.length) {
+        const key = gone[next++]!;
+        const a = e.disks.get(key)!;
+        try {
+          await this.#deadline(e.vm!.hotRemove(a.disk), `service VM ${e.vmId}: hot-remove ${a.disk.hostPath}`);
+          e.disks.delete(key);
+        } catch (err) {
+          // Still attached as far as we know: kept with no references, reused or retried later.
+          first ??= err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.#opts.attachConcurrency, gone.length) }, worker));
     if (first) throw first;
   }
 

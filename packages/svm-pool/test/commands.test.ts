@@ -151,7 +151,8 @@ it('fast-check commands: acquire, release, mount, cleanup and injected failures 
     fc.asyncProperty(
       fc.constantFrom('safe' as const, 'global' as const),
       fc.commands(commands, { maxCommands: 40 }),
-      async (mode, cmds) => {
+      fc.integer({ min: 1, max: 4 }),
+      async (mode, cmds, attachConcurrency) => {
         const host = new FakeHost();
         const armed = new Map<Op, number>();
         host.hook = (op) => {
@@ -163,7 +164,7 @@ it('fast-check commands: acquire, release, mount, cleanup and injected failures 
             throw new Error(`injected ${op} failure`);
           }
         };
-        const real: Real = { pool: new SvmPool({ mode, start: host.start }), host, armed };
+        const real: Real = { pool: new SvmPool({ mode, start: host.start, attachConcurrency }), host, armed };
         await fc.asyncModelRun(() => ({ model: { mode, leases: [], armed: null }, real }), cmds);
         await real.pool.cleanup();
         expect(host.running.size).toBe(0);

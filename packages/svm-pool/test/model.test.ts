@@ -55,7 +55,8 @@ it('random interleavings keep refcounts, attached disks, mounts and running VMs 
       fc.constantFrom('safe' as const, 'global' as const),
       fc.array(cmd, { minLength: 1, maxLength: 30 }),
       fc.scheduler(),
-      async (mode, cmds, s) => {
+      fc.integer({ min: 1, max: 4 }),
+      async (mode, cmds, s, attachConcurrency) => {
         runs++;
         const host = new FakeHost();
         const armed = new Set<Op>();
@@ -64,7 +65,7 @@ it('random interleavings keep refcounts, attached disks, mounts and running VMs 
           await s.schedule(Promise.resolve(), `${op} ${vmId} ${detail}`);
           if (armed.delete(op)) throw new Error(`injected ${op} failure`);
         };
-        const pool = new SvmPool({ mode, start: host.start, timeoutMs: 60_000 });
+        const pool = new SvmPool({ mode, start: host.start, timeoutMs: 60_000, attachConcurrency });
         const leases: Lease[] = [];
         const mounted = new Map<Lease, string[]>();
         const tasks: Promise<unknown>[] = [];

@@ -16,6 +16,8 @@ export interface Backend {
   readonly writable: boolean;
   /** One VM serves every layer (the host kernel, this process), whatever `lcow.globalmode` says. */
   readonly singleVm: boolean;
+  /** Disks of one `get` hot-added at once (host mounts go in parallel; Hyper-V's SCSI adds one by one). */
+  readonly attachConcurrency: number;
   start(vmId: string, signal: AbortSignal): Promise<UtilityVm>;
   containerFs(vm: UtilityVm, target: string, readOnly: boolean): ContainerFs;
   /** Makes what a writable mount of a disk holds visible in its file (before the reader opens it). */
@@ -32,6 +34,7 @@ export function hostBackend(dataRoot: string): Backend {
     name: 'host',
     writable: true,
     singleVm: true,
+    attachConcurrency: 8,
     start: (vmId) => HostVm.start(vmId, runDir),
     containerFs: (vm, target) => new HostFs((vm as HostVm).hostPath(target)),
     flush: (hostPath) => syncMountsOf(hostPath),
@@ -45,6 +48,7 @@ export function inprocBackend(): Backend {
     name: 'inproc',
     writable: false,
     singleVm: true,
+    attachConcurrency: 8,
     start: async (vmId) => new InprocVm(vmId),
     containerFs: (vm, target) => new UnionFs((vm as InprocVm).union(target)),
     flush: async () => {},

@@ -217,6 +217,7 @@ export function hcsBackend(_dataRoot: string, opts: DriverOptions, library?: str
     name: 'hcs',
     writable: true,
     singleVm: false,
+    attachConcurrency: 1,
     start: (vmId, signal) =>
       LcowUtilityVm.start({
         id: vmId,
