@@ -1,13 +1,18 @@
-// The applyDiff child process: `node apply-child.js OUT plain|verity [IN.tar]` (default: the tar on
-// stdin), one JSON line on
+// The applyDiff child process: `node apply-child.js JOB`, JOB being JSON {out, verity, digest, file} (file:
+// a path, a {path, offset, length} range, or null for the tar on stdin); one JSON line on
 // stdout — `{"ok":{size,fileBytes,rootDigest?}}` or `{"error":{code,message}}` with exit status 1.
-import { convertInline } from './apply.ts';
+import { convertInline, type FileRange } from './apply.ts';
 import { DriverError } from './errors.ts';
 
-const [out, mode, input] = process.argv.slice(2);
 try {
-  if (!out) throw new DriverError('ERR_USAGE', 'usage: apply-child OUT plain|verity');
-  const ok = await convertInline(input ?? process.stdin, out, { verity: mode === 'verity' });
+  const job = JSON.parse(process.argv[2] ?? 'null') as {
+    out: string;
+    verity: boolean;
+    digest: boolean;
+    file: string | FileRange | null;
+  } | null;
+  if (!job?.out) throw new DriverError('ERR_USAGE', 'usage: apply-child JOB (JSON)');
+  const ok = await convertInline(job.file ?? process.stdin, job.out, { verity: job.verity, digest: job.digest });
   process.stdout.write(`${JSON.stringify({ ok })}\n`);
 } catch (e) {
   const err = e as { code?: unknown; message?: string };

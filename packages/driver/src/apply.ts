@@ -5,9 +5,22 @@ import { spawn } from 'node:child_process';
 import { extname } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { open, stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
 import { convert, type ConvertOptions } from '@lcow/ext4';
 import { DriverError } from './errors.ts';
+
+/** A byte range of a file that holds a layer (plain or gzip): a layer inside an image tarball. */
+export interface FileRange {
+  path: string;
+  offset: number;
+  length: number;
+}
+
+/** What applyDiff converts: a tar file, a range of a file, or a stream. */
+export type LayerSource = string | FileRange | Readable | AsyncIterable<Uint8Array>;
 
 /** What one conversion reports back. */
 export interface ApplyResult {
@@ -16,6 +29,59 @@ export interface ApplyResult {
   /** Bytes of regular-file content in the tar: what `applyDiff` returns, as moby's drivers do. */
   fileBytes: number;
   rootDigest?: string;
+  /** `sha256:…` of the uncompressed tar (its OCI diff id), when asked for. */
+  diffId?: string;
+}
+
+const CHUNK = 4 << 20;
+
+/** A file range in 4 MiB reads. */
+async function* rangeChunks(r: FileRange): AsyncGenerator<Uint8Array> {
+  const fh = await open(r.path, 'r');
+  try {
+    for (let at = 0; at < r.length;) {
+      const buf = new Uint8Array(Math.min(CHUNK, r.length - at));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, r.offset + at);
+      if (bytesRead === 0)
+        throw new DriverError('ERR_APPLY', `${r.path}: ends inside the layer at byte ${r.offset + at}`);
+      at += bytesRead;
+      yield buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The uncompressed tar of `source` (gunzipped when it starts with the gzip magic) with its sha256 taken on
+ * the way, for a diff id check.
+ */
+function hashed(source: Exclude<LayerSource, string>): { tar: AsyncIterable<Uint8Array>; digest: () => string } {
+  const hash = createHash('sha256');
+  const raw: AsyncIterable<Uint8Array> = 'path' in source ? rangeChunks(source) : source;
+  async function* plain(): AsyncGenerator<Uint8Array> {
+    const it = raw[Symbol.asyncIterator]();
+    const first = await it.next();
+    if (first.done) return;
+    const head = first.value;
+    const rest = async function* (): AsyncGenerator<Uint8Array> {
+      yield head;
+      for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+    };
+    if (head[0] === 0x1f && head[1] === 0x8b) {
+      const gz = createGunzip({ chunkSize: 1 << 20 });
+      yield* Readable.from(rest()).pipe(gz) as AsyncIterable<Uint8Array>;
+    } else yield* rest();
+  }
+  return {
+    tar: (async function* () {
+      for await (const c of plain()) {
+        hash.update(c);
+        yield c;
+      }
+    })(),
+    digest: () => `sha256:${hash.digest('hex')}`,
+  };
 }
 
 /** The converter options every layer gets: overlay whiteouts, a fixed-VHD footer, fsync. */
@@ -23,13 +89,33 @@ export function layerOptions(verity: boolean, signal?: AbortSignal): ConvertOpti
   return { convertWhiteouts: true, appendVhdFooter: true, verity, fsync: true, signal };
 }
 
+/**
+ * Converts in this process. With `digest`, the uncompressed tar's sha256 is reported as `diffId` (a file
+ * path is then read through the same hashing path as a stream).
+ */
 export async function convertInline(
-  tar: string | AsyncIterable<Uint8Array>,
+  source: LayerSource,
   out: string,
-  opts: { verity: boolean; signal?: AbortSignal },
+  opts: { verity: boolean; digest?: boolean; signal?: AbortSignal },
 ): Promise<ApplyResult> {
-  const r = await convert(tar, out, layerOptions(opts.verity, opts.signal));
-  return { size: r.size, fileBytes: r.fileBytes, ...(r.rootDigest ? { rootDigest: r.rootDigest } : {}) };
+  let input: string | AsyncIterable<Uint8Array>;
+  let digest: (() => string) | null = null;
+  if (typeof source === 'string' && !opts.digest)
+    input = source; // the converter's own 4 MiB reader
+  else {
+    const h = hashed(
+      typeof source === 'string' ? { path: source, offset: 0, length: (await stat(source)).size } : source,
+    );
+    input = h.tar;
+    digest = h.digest;
+  }
+  const r = await convert(input, out, layerOptions(opts.verity, opts.signal));
+  return {
+    size: r.size,
+    fileBytes: r.fileBytes,
+    ...(r.rootDigest ? { rootDigest: r.rootDigest } : {}),
+    ...(digest ? { diffId: digest() } : {}),
+  };
 }
 
 /** How to start the child: the built `.js` under node, or the `.ts` source under tsx (tests, development). */
@@ -55,15 +141,17 @@ function childCommand(): { execPath: string; args: string[] } {
  * line. An abort kills the child; its error (a typed `Ext4Error` there) comes back with code and message.
  */
 export function convertInChild(
-  tar: string | AsyncIterable<Uint8Array>,
+  source: LayerSource,
   out: string,
-  opts: { verity: boolean; signal?: AbortSignal; what: string },
+  opts: { verity: boolean; digest?: boolean; signal?: AbortSignal; what: string },
 ): Promise<ApplyResult> {
   const { execPath, args } = childCommand();
+  // A file (or a range of one) is opened by the child itself (4 MiB reads, no pipe); a stream goes to its stdin.
+  const file = typeof source === 'string' || 'path' in source ? source : null;
+  const tar = file === null ? (source as AsyncIterable<Uint8Array>) : null;
+  const job = JSON.stringify({ out, verity: opts.verity, digest: opts.digest ?? false, file });
   return new Promise((resolve, reject) => {
-    // A file is opened by the child itself (4 MiB reads, no pipe); a stream is piped to its stdin.
-    const input = typeof tar === 'string' ? [tar] : [];
-    const child = spawn(execPath, [...args, out, opts.verity ? 'verity' : 'plain', ...input], {
+    const child = spawn(execPath, [...args, job], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '8' },
     });
@@ -75,7 +163,7 @@ export function convertInChild(
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     let fedError: unknown = null;
     const feed = (async () => {
-      if (typeof tar === 'string') return void child.stdin.end();
+      if (tar === null) return void child.stdin.end();
       try {
         for await (const c of tar) {
           if (!child.stdin.write(c)) await new Promise((r) => child.stdin.once('drain', r));
@@ -121,11 +209,11 @@ export function convertInChild(
   });
 }
 
-/** Converts `tar` (a file path, or a stream) into `out`: in a child unless `LCOW_NOREEXEC=1`. */
+/** Converts `source` into `out`: in a child unless `LCOW_NOREEXEC=1`. */
 export function convertLayer(
-  tar: string | Readable | AsyncIterable<Uint8Array>,
+  source: LayerSource,
   out: string,
-  opts: { verity: boolean; signal?: AbortSignal; what: string },
+  opts: { verity: boolean; digest?: boolean; signal?: AbortSignal; what: string },
 ): Promise<ApplyResult> {
-  return process.env.LCOW_NOREEXEC === '1' ? convertInline(tar, out, opts) : convertInChild(tar, out, opts);
+  return process.env.LCOW_NOREEXEC === '1' ? convertInline(source, out, opts) : convertInChild(source, out, opts);
 }

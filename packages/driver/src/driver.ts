@@ -8,7 +8,7 @@ import { Ext4Fs, TAR_END, encodeTarHeader, exportChunks, mkfs, tarPadding, type 
 import { parseSandboxSize } from '@lcow/hcs';
 import { KeyedLock, LayerStore, LayerStoreError, type CleanupReport, type LayerInfo } from '@lcow/layerstore';
 import { SvmPool, type DiskRequest, type Lease, type PoolSnapshot } from '@lcow/svm-pool';
-import { convertLayer } from './apply.ts';
+import { convertLayer, type LayerSource } from './apply.ts';
 import { defaultBackend, hostBackend, inprocBackend, unsupportedBackend, type Backend } from './backends/backend.ts';
 import { hostBackendAvailable } from './backends/host.ts';
 import { UnionView, type UnionLayer } from './backends/union-view.ts';
@@ -287,7 +287,8 @@ export class LcowDriver {
   }
 
   /**
-   * `applyDiff`: converts the tar (a file path or a stream; plain or gzip; OCI whiteouts → overlay form) into `layer.vhd` atomically, in a child
+   * `applyDiff`: converts the tar (a file path, a range of a file, or a stream; plain or gzip; OCI whiteouts
+   * → overlay form) into `layer.vhd` atomically, in a child
    * process unless `LCOW_NOREEXEC=1`. Returns the bytes of regular-file content applied, as moby's drivers
    * do (equal to `diffSize` of the layer). With `verity`, a dm-verity tree follows the ext4 and its root
    * digest is kept beside the layer in `layer.vhd.rootdigest`.
@@ -295,8 +296,13 @@ export class LcowDriver {
   async applyDiff(
     id: string,
     parent: string | null,
-    tar: string | Readable | AsyncIterable<Uint8Array>,
-    opts: { signal?: AbortSignal; verity?: boolean } = {},
+    tar: LayerSource,
+    opts: {
+      signal?: AbortSignal;
+      verity?: boolean;
+      /** `sha256:…` the uncompressed tar must have (an image's diff id); otherwise nothing is committed. */
+      diffId?: string;
+    } = {},
   ): Promise<number> {
     return this.#lock(id, async () => {
       const info = await this.store.info(id);
@@ -313,9 +319,15 @@ export class LcowDriver {
       const file = await this.store.commitFile(id, 'layer.vhd', async (tmp) => {
         const r = await convertLayer(tar, tmp, {
           verity: opts.verity ?? false,
+          digest: opts.diffId !== undefined,
           signal: opts.signal,
           what: `layer ${id}`,
         });
+        if (opts.diffId !== undefined && r.diffId !== opts.diffId)
+          throw new DriverError(
+            'ERR_VERIFICATION',
+            `layer ${id}: the tar's diff id is ${r.diffId}, expected ${opts.diffId}`,
+          );
         fileBytes = r.fileBytes;
         digest = r.rootDigest;
       });

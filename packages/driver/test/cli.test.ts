@@ -263,12 +263,28 @@ for (const backend of ['inproc', 'host'] as const) {
       const fresh = join(dir.path, `${backend}-fresh`);
       const r = await lcow('--root', fresh, '--backend', backend, 'import', bad, '--json');
       expect(r.status).toBe(1);
-      expect(r.err).toMatch(/ERR_VERIFICATION: image .*layer 1 .* has diff id sha256:/);
+      expect(r.err).toMatch(
+        /ERR_VERIFICATION: image .*layer 1 .*the tar.s diff id is sha256:[0-9a-f]{64}, expected sha256:/,
+      );
       // Layer 0 was fine and stays; layer 1 is gone, and no sandbox was made.
       const left = JSON.parse((await lcow('--root', fresh, '--backend', backend, 'ls', '--json')).out);
       expect(left.map((l: { id: string }) => l.id)).toEqual([ociImage().chain[0]]);
       expect((await g('help')).status).toBe(0);
       expect((await g('import', '--help')).out).toMatch(/^lcow import: /);
+    });
+
+    it('import --verity keeps the dm-verity root digest of each layer, which ls --json shows and verity check accepts', async () => {
+      const image = join(dir.path, 'image.tar');
+      const vroot = join(dir.path, `${backend}-verity`);
+      const v = (...a: string[]): Promise<LcowRun> => lcow('--root', vroot, '--backend', backend, ...a);
+      expect((await v('import', image, '--verity', '--no-sandbox', '--json')).status).toBe(0);
+      const ls = JSON.parse((await v('ls', '--json')).out) as { id: string; rootDigest: string | null }[];
+      expect(ls).toHaveLength(2);
+      for (const l of ls) {
+        expect(l.rootDigest).toMatch(/^[0-9a-f]{64}$/);
+        const check = await lcow('verity', 'check', join(vroot, l.id, 'layer.vhd'), l.rootDigest!);
+        expect(check.status, check.err).toBe(0);
+      }
     });
 
     it('cleanup', async () => {
