@@ -1,7 +1,8 @@
 // Builds the fake vmcompute (test/fake/fake_vmcompute.c) with the system C compiler, once per process,
 // and gives tests its fault-injection exports.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,23 +10,20 @@ import { afterEach, beforeAll, expect } from 'vitest';
 
 let built: string | null = null;
 
-/** Path of the built fake library. */
+/**
+ * Path of the built fake library: one build per version of the source, shared by every test process
+ * (written under a temporary name and renamed, so processes building at once never see half a file).
+ */
 export function fakeLibrary(): string {
   if (built) return built;
-  const dir = mkdtempSync(join(tmpdir(), 'lcow-fake-vmcompute-'));
-  const out = join(dir, 'libvmcompute.so');
-  execFileSync('cc', [
-    '-shared',
-    '-fPIC',
-    '-O2',
-    '-Wall',
-    '-Wextra',
-    '-Werror',
-    '-o',
-    out,
-    join(import.meta.dirname, 'fake/fake_vmcompute.c'),
-    '-lpthread',
-  ]);
+  const source = join(import.meta.dirname, 'fake/fake_vmcompute.c');
+  const tag = createHash('sha256').update(readFileSync(source)).digest('hex').slice(0, 16);
+  const out = join(tmpdir(), `lcow-fake-vmcompute-${tag}.so`);
+  if (!existsSync(out)) {
+    const tmp = `${out}.${process.pid}.tmp`;
+    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-Wall', '-Wextra', '-Werror', '-o', tmp, source, '-lpthread']);
+    renameSync(tmp, out);
+  }
   built = out;
   return out;
 }

@@ -1,7 +1,7 @@
 // The remotefs client against a fake guest that speaks the guest tool's protocol over streams: argument
 // vectors (names with spaces, quotes and shell characters), every error mapping, the openfile framing
 // (Read, Write, a real Seek, Close, EOF), archives, and no process left open.
-import { mkdtemp, readFile, writeFile, mkdir, symlink } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile, mkdir, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -20,9 +20,10 @@ beforeEach(async () => {
   guest = fakeGuest(host);
   fs = new RemoteFs(guest.run, ROOT, { idleTimeoutMs: 5000 });
 });
-afterEach(() => {
+afterEach(async () => {
   expect(guest.open()).toBe(0); // every guest process was closed
 });
+afterEach(() => rm(host, { recursive: true, force: true }));
 
 describe('modes', () => {
   it('unix modes ↔ Go FileMode bits as the guest formats them', () => {

@@ -1,9 +1,9 @@
 // The LCOW utility VM over the fake vmcompute: boot from lcow.* options, hot-add/remove with the original's
 // modify requests, union mounts as guest argument vectors, guest commands, terminate; nothing leaked.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { oracle } from '@lcow/testkit';
 import { LcowUtilityVm } from '../src/index.ts';
 import { useFakeVmcompute, type fakeControls } from './fake.ts';
@@ -31,6 +31,7 @@ useFakeVmcompute(hasCc, (l, f) => {
 beforeAll(async () => {
   kird = await mkdtemp(join(tmpdir(), 'lcow-kird-'));
 });
+afterAll(() => rm(kird, { recursive: true, force: true }));
 
 describe.skipIf(!hasCc)('LcowUtilityVm', () => {
   it('refuses to boot without a kernel and an initrd, naming them', async () => {

@@ -1,6 +1,6 @@
 // The utility-VM options and documents, checked field by field (and byte by byte, as JSON) against what
 // the original produced (../shared/reference/lcow-behaviour.md §3.2–3.7, documents as logged in issues).
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, win32 } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -90,6 +90,7 @@ describe('lcow.* options', () => {
     await expect(validateBootFiles(o)).rejects.toThrow(`initrd '${win32.join(dir, 'initrd.img')}' not found`);
     await writeFile(join(dir, 'initrd.img'), '');
     await expect(validateBootFiles(o)).resolves.toBeUndefined();
+    await rm(dir, { recursive: true, force: true });
   });
 });
 
