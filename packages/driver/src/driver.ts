@@ -464,7 +464,14 @@ export class LcowDriver {
     const fs = await Ext4Fs.open(info.file, { checksums: 'strict' });
     const root = info.kind === 'sandbox' ? '/upper' : '';
     return {
-      get: async (name) => fs.readFile(posix.join(root || '/', posix.normalize(`/${name}`))),
+      get: async (name) => {
+        const p = posix.join(root || '/', posix.normalize(`/${name}`));
+        // Fails now, not in the middle of the stream: a name the layer does not hold as a regular file.
+        const st = await fs.stat(p);
+        if (st.type !== 'file')
+          throw new DriverError('ERR_INVALID_ARGUMENT', `diffGetter ${id}: ${name} is a ${st.type}, not a file`);
+        return fs.readFile(p);
+      },
       close: () => fs.close(),
     };
   }

@@ -138,6 +138,31 @@ describe('graphtest on the inproc backend', () => {
     expect(await d.changes(full, null)).toEqual(await d.changes(upper, null));
   });
 
+  it('diffGetter reads one file of a layer by name: spaces and quotes too (the original built a shell line)', async () => {
+    const id = randomId();
+    await layer(id, null, [
+      { path: 'with space', body: 'a' },
+      { path: "it's", body: 'b' },
+      { path: 'dir/"q"', body: 'c' },
+    ]);
+    const g = await d.diffGetter(id);
+    try {
+      for (const [name, want] of [
+        ['with space', 'a'],
+        ["it's", 'b'],
+        ['dir/"q"', 'c'],
+        ['/../with space', 'a'],
+      ]) {
+        const parts: Buffer[] = [];
+        for await (const c of await g.get(name!)) parts.push(c as Buffer);
+        expect(Buffer.concat(parts).toString(), name).toBe(want);
+      }
+      await expect(g.get('missing')).rejects.toMatchObject({ code: 'ERR_NOT_FOUND' });
+    } finally {
+      await g.close();
+    }
+  });
+
   it('Changes', async () => {
     const [base, upper] = [randomId(), randomId()];
     await layer(base, null, manyFiles(20, 3));

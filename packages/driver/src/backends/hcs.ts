@@ -138,7 +138,7 @@ export class RemoteContainerFs implements ContainerFs {
     }
     await this.lchmod(p, mode);
   }
-  open(p: string, flags = 'r', mode = 0o644): Promise<ContainerFile> {
+  async open(p: string, flags = 'r', mode = 0o644): Promise<ContainerFile> {
     const f = FLAGS[flags];
     if (f === undefined) throw new DriverError('ERR_INVALID_ARGUMENT', `open ${p}: flags ${JSON.stringify(flags)}`);
     return this.#do('open', p, async () => {
@@ -168,7 +168,7 @@ export class RemoteContainerFs implements ContainerFs {
   remove(p: string): Promise<void> {
     return this.#do('remove', p, async () => this.#r.remove(await this.#guest(p, false)));
   }
-  removeAll(p: string): Promise<void> {
+  async removeAll(p: string): Promise<void> {
     if (splitPath(p).filter((x) => x !== '..').length === 0)
       throw new DriverError('ERR_INVALID_ARGUMENT', `removeAll ${p}: refusing to remove the root`);
     return this.#do('removeAll', p, async () => this.#r.removeAll(await this.#guest(p, false)));

@@ -172,9 +172,13 @@ export class HostFs implements ContainerFs {
 
   open(p: string, flags = 'r', mode = 0o644): Promise<ContainerFile> {
     return this.#do('open', p, true, async (h) => {
-      const created = /[wax]/.test(flags);
+      // A file this open creates gets exactly `mode` (whatever the umask); an existing one keeps its own.
+      const existed = await fsp.lstat(h).then(
+        () => true,
+        () => false,
+      );
       const fh = await fsp.open(h, flags, mode);
-      if (created) await fh.chmod(mode).catch(() => {});
+      if (!existed) await fh.chmod(mode).catch(() => {});
       let pos = flags.startsWith('a') ? (await fh.stat()).size : 0;
       return {
         async read(buf, position) {
@@ -227,7 +231,7 @@ export class HostFs implements ContainerFs {
     });
   }
 
-  removeAll(p: string): Promise<void> {
+  async removeAll(p: string): Promise<void> {
     if (splitPath(p).filter((x) => x !== '..').length === 0)
       throw new DriverError('ERR_INVALID_ARGUMENT', `removeAll ${p}: refusing to remove the root`);
     return this.#do('removeAll', p, false, (h) => fsp.rm(h, { recursive: true, force: true }));
