@@ -1,7 +1,7 @@
 // The applyDiff child process: `node apply-child.js JOB`, JOB being JSON {out, verity, digest, file} (file:
 // a path, a {path, offset, length} range, or null for the tar on stdin); one JSON line on
 // stdout — `{"ok":{size,fileBytes,rootDigest?}}` or `{"error":{code,message}}` with exit status 1.
-import { convertInline, type FileRange } from './apply.ts';
+import { convertInline, isFileRange, type FileRange } from './apply.ts';
 import { DriverError } from './errors.ts';
 
 try {
@@ -11,7 +11,8 @@ try {
     digest: boolean;
     file: string | FileRange | null;
   } | null;
-  if (!job?.out) throw new DriverError('ERR_USAGE', 'usage: apply-child JOB (JSON)');
+  if (!job?.out || (job.file !== null && typeof job.file !== 'string' && !isFileRange(job.file)))
+    throw new DriverError('ERR_USAGE', 'usage: apply-child JOB (JSON {out, verity, digest, file})');
   const ok = await convertInline(job.file ?? process.stdin, job.out, { verity: job.verity, digest: job.digest });
   process.stdout.write(`${JSON.stringify({ ok })}\n`);
 } catch (e) {

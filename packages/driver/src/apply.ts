@@ -35,6 +35,17 @@ export interface ApplyResult {
 
 const CHUNK = 4 << 20;
 
+/** A {@link FileRange} — not a stream that happens to have a `path` (an fs.ReadStream has one). */
+export function isFileRange(s: LayerSource): s is FileRange {
+  return (
+    typeof s === 'object' &&
+    !(Symbol.asyncIterator in s) &&
+    typeof (s as FileRange).path === 'string' &&
+    Number.isSafeInteger((s as FileRange).offset) &&
+    Number.isSafeInteger((s as FileRange).length)
+  );
+}
+
 /** A file range in 4 MiB reads. */
 async function* rangeChunks(r: FileRange): AsyncGenerator<Uint8Array> {
   const fh = await open(r.path, 'r');
@@ -58,7 +69,7 @@ async function* rangeChunks(r: FileRange): AsyncGenerator<Uint8Array> {
  */
 function hashed(source: Exclude<LayerSource, string>): { tar: AsyncIterable<Uint8Array>; digest: () => string } {
   const hash = createHash('sha256');
-  const raw: AsyncIterable<Uint8Array> = 'path' in source ? rangeChunks(source) : source;
+  const raw: AsyncIterable<Uint8Array> = isFileRange(source) ? rangeChunks(source) : source;
   async function* plain(): AsyncGenerator<Uint8Array> {
     const it = raw[Symbol.asyncIterator]();
     const first = await it.next();
@@ -147,7 +158,7 @@ export function convertInChild(
 ): Promise<ApplyResult> {
   const { execPath, args } = childCommand();
   // A file (or a range of one) is opened by the child itself (4 MiB reads, no pipe); a stream goes to its stdin.
-  const file = typeof source === 'string' || 'path' in source ? source : null;
+  const file = typeof source === 'string' || isFileRange(source) ? source : null;
   const tar = file === null ? (source as AsyncIterable<Uint8Array>) : null;
   const job = JSON.stringify({ out, verity: opts.verity, digest: opts.digest ?? false, file });
   return new Promise((resolve, reject) => {
