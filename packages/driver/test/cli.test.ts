@@ -4,8 +4,9 @@
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { lcow, type LcowRun } from './lcow.ts';
+import { lcow, lcowWith, type LcowRun } from './lcow.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, rootWithLoop, snapshotTree, tempDir, type FsEntry, type TarSpec } from '@lcow/testkit';
 import { LcowDriver, type ContainerFs } from '../src/index.ts';
@@ -240,6 +241,13 @@ for (const backend of ['inproc', 'host'] as const) {
       const applied = await g('apply', 'copy', '-i', out);
       expect(applied.out.trim()).toBe(String(size));
       expect(JSON.parse((await g('changes', 'copy', '--json')).out)).toEqual(changes);
+      // apply from stdin (`-i -`) gives the same layer.
+      const stdin = Readable.from([await readFile(out)]);
+      expect((await g('create', 'copy2', '--parent', chain[0]!)).status).toBe(0);
+      const viaStdin = await lcowWith({ stdin }, '--root', root(), '--backend', backend, 'apply', 'copy2', '-i', '-');
+      expect(viaStdin.out.trim()).toBe(String(size));
+      expect(JSON.parse((await g('changes', 'copy2', '--json')).out)).toEqual(changes);
+      expect((await g('rm', 'copy2')).status).toBe(0);
       const diffToStdout = await g('diff', chain[1]!);
       expect(diffToStdout.bytes.equals(await readFile(out))).toBe(true);
 

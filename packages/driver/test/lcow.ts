@@ -1,6 +1,6 @@
 // Runs the `lcow` command in process and collects what it printed, for the CLI tests.
 import { PassThrough } from 'node:stream';
-import { main } from '../src/index.ts';
+import { main, type Io } from '../src/index.ts';
 
 export interface LcowRun {
   status: number;
@@ -10,7 +10,12 @@ export interface LcowRun {
   bytes: Buffer;
 }
 
-export async function lcow(...argv: string[]): Promise<LcowRun> {
+export function lcow(...argv: string[]): Promise<LcowRun> {
+  return lcowWith({}, ...argv);
+}
+
+/** {@link lcow} with some of the command's I/O given (its stdin, for `apply -i -`). */
+export async function lcowWith(io: Partial<Io>, ...argv: string[]): Promise<LcowRun> {
   let out = '';
   let err = '';
   const parts: Buffer[] = [];
@@ -22,6 +27,7 @@ export async function lcow(...argv: string[]): Promise<LcowRun> {
     stdout,
     progress: process.stderr,
     signal: new AbortController().signal,
+    ...io,
   });
   return { status, out, err, bytes: Buffer.concat(parts) };
 }
