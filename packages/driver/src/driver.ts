@@ -1,7 +1,7 @@
 // LcowDriver: moby's graph-driver contract over the LCOW on-disk layout (DESIGN.md), composed of
 // `@lcow/layerstore` (folders, chains, crash-safe commits), `@lcow/svm-pool` (VMs, attach and mount
 // refcounts), `@lcow/ext4` (conversion, mkfs, reading) and a backend that plays the service VM.
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { Ext4Fs, TAR_END, encodeTarHeader, exportChunks, mkfs, tarPadding, type TarHeaderSpec } from '@lcow/ext4';
@@ -331,7 +331,7 @@ export class LcowDriver {
         fileBytes = r.fileBytes;
         digest = r.rootDigest;
       });
-      if (digest) await this.store.commitFile(id, 'layer.vhd.rootdigest', (tmp) => writeText(tmp, `${digest}\n`));
+      if (digest) await this.store.commitFile(id, 'layer.vhd.rootdigest', (tmp) => writeFile(tmp, `${digest}\n`));
       // A sandbox made by a get before anything was applied: the layer is now its layer.vhd.
       if (info.kind === 'sandbox') await rm(join(info.dir, 'sandbox.vhdx'), { force: true });
       if (process.platform === 'win32') {
@@ -514,11 +514,6 @@ export class LcowDriver {
     const unmounted = await this.backend.recover();
     return { ...(await this.store.cleanup()), unmounted };
   }
-}
-
-async function writeText(path: string, text: string): Promise<void> {
-  const { writeFile } = await import('node:fs/promises');
-  await writeFile(path, text);
 }
 
 /** `changes` as an OCI layer tar: entries from `tree` for adds and modifies, `.wh.` files for deletes. */
