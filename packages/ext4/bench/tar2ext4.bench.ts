@@ -1,5 +1,5 @@
 // pnpm bench (in packages/ext4, or from the root): converts one large real tar — GNU tar of /usr/share and
-// /usr/local, made here at bench time — with our converter, hcsshim's tar2ext4 (the tool Windows hosts
+// /usr/local, made here at bench time — with our converter (our layout and hcsshim's), hcsshim's tar2ext4 (the tool Windows hosts
 // run), tar -x + mkfs.ext4 -d, and a plain copy. Each case runs 3 times in its own process; the table
 // shows the best and median wall time, in rounds,, throughput over the tar size, and the peak RSS of that process.
 // Outputs go to /dev/shm when it exists, so the disk's writeback noise does not decide the ranking.
@@ -45,6 +45,11 @@ async function main(): Promise<void> {
         () => measure(process.execPath, ['-e', ours, tar, join(out, 'ours.vhd')]),
       ],
     ];
+    const oursHcsshim = ours.replace('fsync: false', "fsync: false, layout: 'hcsshim'");
+    cases.push([
+      '@lcow/ext4 convert, layout hcsshim',
+      () => measure(process.execPath, ['-e', oursHcsshim, tar, join(out, 'ours.vhd')]),
+    ]);
     const oursVerity = ours.replace('fsync: false', 'fsync: false, verity: true');
     cases.push([
       '@lcow/ext4 convert + dm-verity',

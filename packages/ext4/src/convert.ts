@@ -7,6 +7,26 @@ import { appendVerity, createFixedFooter } from '@lcow/vhd';
 import { Ext4Error } from './errors.ts';
 import { TarParser } from './tar/parser.ts';
 import { Ext4Writer, type WriterSummary } from './writer/writer.ts';
+import { HcsshimWriter, type HcsshimSummary } from './hcsshim/convert.ts';
+
+/** hcsshim's own default maximum disk size (compactext4): it sizes the group-descriptor area. */
+const HCSSHIM_DEFAULT_MAX = 16 * 2 ** 30;
+
+function uuidBytes(uuid: string): Uint8Array {
+  const hex = uuid.replace(/-/g, '');
+  if (!/^[0-9a-f]{32}$/i.test(hex))
+    throw new Ext4Error('ERR_INVALID_ARGUMENT', `uuid ${JSON.stringify(uuid)}: not a UUID`);
+  return Buffer.from(hex, 'hex');
+}
+
+function labelBytes(label: string): Uint8Array {
+  const b = Buffer.from(label, 'utf8');
+  if (b.length > 16)
+    throw new Ext4Error('ERR_INVALID_ARGUMENT', `label ${JSON.stringify(label)}: longer than 16 bytes`);
+  const out = new Uint8Array(16);
+  out.set(b);
+  return out;
+}
 
 /** Progress of a conversion: bytes of (decompressed) tar read, entries seen. */
 export interface ConvertProgress {
@@ -25,6 +45,14 @@ export interface ConvertOptions {
    * bytes unless given, as hcsshim's AppendDMVerity) and return its root digest (default false).
    */
   verity?: boolean | { salt?: Uint8Array; uuid?: string };
+  /**
+   * `'lcow'` (default): our layout. `'hcsshim'`: byte for byte what hcsshim's tar2ext4 writes for the same
+   * tar and options, so that dm-verity root digests match a Windows host's (its deviations included; see
+   * the README). Its `maximumDiskSize` default is hcsshim's, 16 GiB.
+   */
+  layout?: 'lcow' | 'hcsshim';
+  /** `\\` in entry names and link targets becomes `/` (tars made on Windows; hcsshim's ConvertBackslash). */
+  convertSlash?: boolean;
   /** Store files of at most 60 bytes in their inodes (inline_data; default false). */
   inlineData?: boolean;
   /** Largest filesystem, in bytes (default 128 GiB, as the LCOW driver). */
@@ -47,7 +75,7 @@ export interface ConvertOptions {
 }
 
 /** What {@link convert} wrote. */
-export interface ConvertResult extends WriterSummary {
+export interface ConvertResult extends Omit<WriterSummary, never> {
   /** Output size including the VHD footer, if any. */
   size: number;
   /** Bytes of tar read (after decompression). */
@@ -162,17 +190,28 @@ export async function convert(
   } else fh = output;
   try {
     await fh.truncate(0);
-    const writer = new Ext4Writer(fh, {
-      convertWhiteouts: options.convertWhiteouts ?? false,
-      inlineData: options.inlineData ?? false,
-      maximumDiskSize,
-      ...(options.uuid ? { uuid: options.uuid } : {}),
-      ...(options.timestamp ? { timestamp: options.timestamp } : {}),
-      ...(options.label ? { label: options.label } : {}),
-      warn: (code, message) => options.onWarning?.({ code, message }),
-    });
+    const writer: Pick<Ext4Writer, 'entry' | 'data'> & { finish(): Promise<WriterSummary | HcsshimSummary> } =
+      options.layout === 'hcsshim'
+        ? new HcsshimWriter(fh, {
+            convertWhiteouts: options.convertWhiteouts ?? false,
+            inlineData: options.inlineData ?? false,
+            maximumDiskSize: options.maximumDiskSize ?? HCSSHIM_DEFAULT_MAX,
+            ...(options.uuid ? { uuid: uuidBytes(options.uuid) } : {}),
+            ...(options.label ? { volumeName: labelBytes(options.label) } : {}),
+          })
+        : new Ext4Writer(fh, {
+            convertWhiteouts: options.convertWhiteouts ?? false,
+            inlineData: options.inlineData ?? false,
+            maximumDiskSize,
+            ...(options.uuid ? { uuid: options.uuid } : {}),
+            ...(options.timestamp ? { timestamp: options.timestamp } : {}),
+            ...(options.label ? { label: options.label } : {}),
+            warn: (code, message) => options.onWarning?.({ code, message }),
+          });
+    const slash = options.convertSlash === true;
     const parser = new TarParser({
-      entry: (e) => writer.entry(e),
+      entry: (e) =>
+        writer.entry(slash ? { ...e, path: e.path.replace(/\\/g, '/'), linkname: e.linkname.replace(/\\/g, '/') } : e),
       data: (c) => writer.data(c),
       warn: (code, message) => options.onWarning?.({ code, message }),
     });

@@ -1,6 +1,7 @@
-import { stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lcow } from '../../test/lcow.ts';
+import { caseTar } from '../../../ext4/test/hcsshim/cases.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, oracle, pseudoRandomBytes, run, tempDir } from '@lcow/testkit';
 import { parseSize } from './format.ts';
@@ -233,4 +234,23 @@ describe('parseSize', () => {
   it.each(['', 'G', '-1', '1X', '0.3'])('refuses %j', (t) =>
     expect(() => parseSize(t, 'size')).toThrow(/ERR_USAGE|expected a size|whole number/),
   );
+});
+
+describe('lcow verity digest --layout hcsshim', () => {
+  it("prints the digest hcsshim's converter computes (golden values recorded with it)", async () => {
+    const golden = JSON.parse(
+      await readFile(join(import.meta.dirname, '../../../ext4/test/hcsshim/golden.json'), 'utf8'),
+    ) as Record<string, { digest: string }>;
+    for (const name of ['xattrs', 'parents', 'slashes']) {
+      const tar = join(dir.path, `golden-${name}.tar`);
+      await writeFile(tar, caseTar(name));
+      const r = await lcow('verity', 'digest', tar, '--layout', 'hcsshim', '--json');
+      expect(r.status, r.err).toBe(0);
+      expect(JSON.parse(r.out)).toMatchObject({ rootDigest: golden[name]!.digest, source: 'tar', layout: 'hcsshim' });
+    }
+    // Our own layout gives another image, so another digest.
+    const mine = await lcow('verity', 'digest', join(dir.path, 'golden-xattrs.tar'));
+    expect(mine.out.trim()).not.toBe(golden.xattrs!.digest);
+    expect((await lcow('verity', 'digest', 'x.tar', '--layout', 'windows')).status).toBe(2);
+  });
 });

@@ -7,7 +7,7 @@ import { progressBar } from '../progress.ts';
 import type { Command, Io } from '../main.ts';
 
 const USAGE =
-  'lcow tar2ext4 [-i IN.tar|-] -o OUT [--vhd] [--whiteouts] [--inline-data] [--verity] [--max-size 128G] [--uuid UUID] [--no-fsync] [--json]';
+  'lcow tar2ext4 [-i IN.tar|-] -o OUT [--vhd] [--whiteouts] [--inline-data] [--verity] [--max-size 128G] [--uuid UUID] [--layout lcow|hcsshim] [--convert-slash] [--no-fsync] [--json]';
 
 export const tar2ext4Command: Command = {
   name: 'tar2ext4',
@@ -24,6 +24,10 @@ export const tar2ext4Command: Command = {
     const input = option(args, '-i') ?? '-';
     const output = option(args, '-o');
     const maxSize = option(args, '--max-size');
+    const layout = option(args, '--layout') ?? 'lcow';
+    if (layout !== 'lcow' && layout !== 'hcsshim')
+      throw new DriverError('ERR_USAGE', `--layout ${JSON.stringify(layout)}: lcow or hcsshim`);
+    const convertSlash = flag(args, '--convert-slash');
     const uuid = option(args, '--uuid');
     positional(args, 0, USAGE);
     if (!output) throw new DriverError('ERR_USAGE', `-o OUT is required; usage: ${USAGE}`);
@@ -38,6 +42,8 @@ export const tar2ext4Command: Command = {
       fsync: !noFsync,
       verity,
       ...(maxSize ? { maximumDiskSize: parseSize(maxSize, '--max-size') } : {}),
+      layout,
+      convertSlash,
       ...(uuid ? { uuid } : {}),
       signal: io.signal,
       // Compressed input: progress counts tar bytes, so the total is unknown.

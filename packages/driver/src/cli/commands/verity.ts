@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import { Ext4Error, SUPERBLOCK_MAGIC, convert, probeExt4 } from '@lcow/ext4';
 import { checkVerity, readVerity, verityDigest } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
-import { flag, positional } from '../args.ts';
+import { flag, option, positional } from '../args.ts';
 import { readerOf } from '../read-at.ts';
 import { table, toJson } from '../format.ts';
 import type { Command, Io } from '../main.ts';
 
 const INFO = 'lcow verity info IMAGE [--json]';
-const DIGEST = 'lcow verity digest IN.tar|IMAGE [--json]';
+const DIGEST = 'lcow verity digest IN.tar|IMAGE [--layout lcow|hcsshim] [--json]';
 const CHECK = 'lcow verity check IMAGE DIGEST [--json]';
 
 /** Bytes of the ext4 filesystem at the start of a file: where its verity area would begin. */
@@ -61,17 +61,23 @@ export const verityCommand: Command = {
       return 0;
     }
     if (sub === 'digest') {
+      const layout = option(args, '--layout') ?? 'lcow';
+      if (layout !== 'lcow' && layout !== 'hcsshim')
+        throw new DriverError('ERR_USAGE', `--layout ${JSON.stringify(layout)}: lcow or hcsshim`);
       const [input] = positional(args, 1, DIGEST);
       let size = await ext4Size(input!);
       let rootDigest: string;
       let source: 'image' | 'tar' = 'image';
       if (size !== null) rootDigest = await verityDigest(input!, size);
       else {
-        // A tar: convert it as the LCOW driver does (whiteouts, 128 GiB maximum), then hash the image.
+        // A tar: convert it as the LCOW driver does (whiteouts, 128 GiB maximum), then hash the image. With
+        // `--layout hcsshim` that is hcsshim's ConvertAndComputeRootDigest, so the digest is a Windows host's.
         source = 'tar';
         const dir = await mkdtemp(join(tmpdir(), 'lcow-digest-'));
         try {
           const r = await convert(input!, join(dir, 'layer.img'), {
+            layout,
+            maximumDiskSize: 128 * 2 ** 30,
             convertWhiteouts: true,
             verity: true,
             fsync: false,
@@ -83,7 +89,9 @@ export const verityCommand: Command = {
           await rm(dir, { recursive: true, force: true });
         }
       }
-      io.out(json ? toJson({ rootDigest, source, dataBytes: size }) : rootDigest);
+      io.out(
+        json ? toJson({ rootDigest, source, dataBytes: size, ...(source === 'tar' ? { layout } : {}) }) : rootDigest,
+      );
       return 0;
     }
     if (sub === 'check') {
