@@ -13,7 +13,29 @@ try {
   } | null;
   if (!job?.out || (job.file !== null && typeof job.file !== 'string' && !isFileRange(job.file)))
     throw new DriverError('ERR_USAGE', 'usage: apply-child JOB (JSON {out, verity, digest, file})');
-  const ok = await convertInline(job.file ?? process.stdin, job.out, { verity: job.verity, digest: job.digest });
+  // Reading a file, the child keeps its stdin open only as a line to its parent: when the parent dies
+  // (even by SIGKILL) the pipe closes, and the conversion stops and removes its temporary file, instead of
+  // finishing as an orphan after a new daemon has cleaned up.
+  const ac = new AbortController();
+  // A tar read from stdin ends normally at its end, so the parent's death is also watched directly: an
+  // orphan is re-parented, and its parent pid changes.
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid !== parent) ac.abort();
+  }, 100);
+  watch.unref();
+  if (job.file !== null) {
+    process.stdin.on('end', () => ac.abort());
+    process.stdin.on('close', () => ac.abort());
+    process.stdin.resume();
+  }
+  const ok = await convertInline(job.file ?? process.stdin, job.out, {
+    verity: job.verity,
+    digest: job.digest,
+    signal: ac.signal,
+  });
+  clearInterval(watch);
+  process.stdin.destroy();
   process.stdout.write(`${JSON.stringify({ ok })}\n`);
 } catch (e) {
   const err = e as { code?: unknown; message?: string };

@@ -174,7 +174,7 @@ export function convertInChild(
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     let fedError: unknown = null;
     const feed = (async () => {
-      if (tar === null) return void child.stdin.end();
+      if (tar === null) return; // stdin stays open while the child runs: it is the child's line to us
       try {
         for await (const c of tar) {
           if (!child.stdin.write(c)) await new Promise((r) => child.stdin.once('drain', r));
@@ -189,6 +189,7 @@ export function convertInChild(
     child.on('error', (e) =>
       reject(new DriverError('ERR_APPLY', `${opts.what}: cannot start the converter: ${e.message}`)),
     );
+    child.on('exit', () => child.stdin.destroy());
     child.on('close', (code, sig) => {
       opts.signal?.removeEventListener('abort', onAbort);
       void feed.then(() => {

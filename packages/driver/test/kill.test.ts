@@ -6,7 +6,7 @@
 // no -removing folders, and — on the host backend — no mount and no loop device left over.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inCI, rootWithLoop, run, tempDir } from '@lcow/testkit';
@@ -53,6 +53,21 @@ function runAndKill(root: string, backend: string, n: number, ms: number): Promi
   });
 }
 
+/** Waits (up to 10 s) until no process names `root` on its command line. */
+async function waitForOrphans(root: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const alive = (await readdir('/proc')).filter((p) => /^\d+$/.test(p));
+    let found = false;
+    for (const pid of alive) {
+      const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmd.includes(root)) found = true;
+    }
+    if (!found) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`converter processes of ${root} still alive 10 s after their parent was killed`);
+}
+
 async function lcowMounts(): Promise<string[]> {
   return (await run('findmnt', ['-rn', '-o', 'TARGET'])).split('\n').filter((m) => m.startsWith('/run/lcow/'));
 }
@@ -75,6 +90,9 @@ for (const backend of ['inproc', 'host'] as const) {
           if (what === 'applied' || what === 'rw') committed.add(id!);
           if (what === 'removing') removing.add(id!);
         }
+        // Its converter child notices the death (its parent pid changes) and stops; wait for that, as a
+        // restarted daemon would find it gone.
+        await waitForOrphans(root);
         // What the kill left, before anything repairs it.
         const top = await readdir(root);
         seen.partial += (await readdir(join(root, 'tmp'))).length;

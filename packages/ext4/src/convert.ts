@@ -251,6 +251,11 @@ export async function convert(
     }
     if (options.fsync !== false) await fh.sync();
     options.onProgress?.({ bytes: tarBytes, entries: parser.entries });
+    // An abort still counts until the output is in place.
+    if (signal?.aborted)
+      throw new Ext4Error('ERR_ABORTED', `conversion aborted before its output was renamed into place`, {
+        cause: signal.reason,
+      });
     if (tmp) {
       await fh.close();
       await rename(tmp, output as string);
