@@ -7,7 +7,7 @@ import { appendVerity, createFixedFooter } from '@lcow/vhd';
 import { Ext4Error } from './errors.ts';
 import { TarParser } from './tar/parser.ts';
 import { Ext4Writer, type WriterSummary } from './writer/writer.ts';
-import { HcsshimWriter, type HcsshimSummary } from './hcsshim/convert.ts';
+import { HcsshimWriter } from './hcsshim/convert.ts';
 
 /** hcsshim's own default maximum disk size (compactext4): it sizes the group-descriptor area. */
 const HCSSHIM_DEFAULT_MAX = 16 * 2 ** 30;
@@ -190,7 +190,7 @@ export async function convert(
   } else fh = output;
   try {
     await fh.truncate(0);
-    const writer: Pick<Ext4Writer, 'entry' | 'data'> & { finish(): Promise<WriterSummary | HcsshimSummary> } =
+    const writer: Pick<Ext4Writer, 'entry' | 'data'> & { finish(): Promise<WriterSummary> } =
       options.layout === 'hcsshim'
         ? new HcsshimWriter(fh, {
             convertWhiteouts: options.convertWhiteouts ?? false,

@@ -4,6 +4,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import type { SparseRegion, TarEntry } from '../tar/parser.ts';
 import { ImageWriter } from '../writer/image.ts';
+import type { WriterSummary } from '../writer/writer.ts';
 import { CompactWriter, S, fsTime, type CompactOptions } from './compact.ts';
 
 export interface HcsshimOptions extends CompactOptions {
@@ -18,21 +19,6 @@ const TYPE: Partial<Record<TarEntry['type'], number>> = {
   dir: S.IFDIR,
   fifo: S.IFIFO,
 };
-
-/** What {@link HcsshimWriter.finish} reports: the fields of the default writer's summary. */
-export interface HcsshimSummary {
-  bytes: number;
-  blocks: number;
-  inodes: number;
-  entries: number;
-  files: number;
-  directories: number;
-  symlinks: number;
-  hardlinks: number;
-  whiteouts: number;
-  fileBytes: number;
-  uuid: string;
-}
 
 /**
  * The entry handling of hcsshim's tar2ext4 over {@link CompactWriter}, driven by our tar parser as the
@@ -152,7 +138,7 @@ export class HcsshimWriter {
   }
 
   /** Writes the metadata; the file ends at the image's last block. */
-  async finish(): Promise<HcsshimSummary> {
+  async finish(): Promise<WriterSummary> {
     const w = await this.#writer();
     await this.#padSparse();
     const { bytes, inodes } = await w.close();
