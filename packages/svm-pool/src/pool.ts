@@ -462,16 +462,24 @@ export class Lease {
     if (this.#released) throw new SvmPoolError('ERR_INVALID_ARGUMENT', `mount ${target}: the lease is released`);
     if (lowers.length === 0 && !upper)
       throw new SvmPoolError('ERR_INVALID_ARGUMENT', `mount ${target}: needs at least one layer`);
-    await this.#pool._mount(
-      this.#entry,
-      target,
-      lowers.map((l) =>
-        typeof l === 'string' ? this.guestPath(l) : `${this.guestPath(l.hostPath)}/${l.subdir.replace(/^\/+/, '')}`,
-      ),
-      upper ? this.guestPath(upper) : undefined,
-      opts.signal,
-    );
+    // Counted before it is done: a release racing this mount then unmounts it after it (the pool runs the
+    // two in order), instead of detaching its disks from under it.
     this.#mounts.push(target);
+    try {
+      await this.#pool._mount(
+        this.#entry,
+        target,
+        lowers.map((l) =>
+          typeof l === 'string' ? this.guestPath(l) : `${this.guestPath(l.hostPath)}/${l.subdir.replace(/^\/+/, '')}`,
+        ),
+        upper ? this.guestPath(upper) : undefined,
+        opts.signal,
+      );
+    } catch (e) {
+      const i = this.#mounts.indexOf(target);
+      if (i >= 0) this.#mounts.splice(i, 1);
+      throw e;
+    }
   }
 
   /** Drops this lease's reference to the union at `target` (unmounted at the last one). */
