@@ -56,7 +56,16 @@ class Entry {
   counter = 0;
   readonly disks = new Map<string, AttachedDisk>();
   readonly mounts = new Map<string, number>();
+  /** The guest paths each mounted union reads (its lowers and upper). */
+  readonly mountUses = new Map<string, readonly string[]>();
   #queue: Promise<unknown> = Promise.resolve();
+
+  /** Whether a mounted union reads the disk at `guestPath` (or a folder in it). */
+  inUse(guestPath: string): boolean {
+    for (const uses of this.mountUses.values())
+      for (const p of uses) if (p === guestPath || p.startsWith(`${guestPath}/`)) return true;
+    return false;
+  }
 
   constructor(vmId: string) {
     this.vmId = vmId;
@@ -287,7 +296,8 @@ export class SvmPool {
       const a = e.disks.get(key);
       if (!a || a.refs === 0) continue;
       a.refs--;
-      if (a.refs === 0 && e.state === 'running') gone.push(key);
+      // A disk that a mounted union still uses (its unmount failed) stays attached, unreferenced.
+      if (a.refs === 0 && e.state === 'running' && !e.inUse(a.disk.guestPath)) gone.push(key);
     }
     let next = 0;
     const worker = async (): Promise<void> => {
@@ -325,6 +335,7 @@ export class SvmPool {
       } finally {
         e.disks.clear();
         e.mounts.clear();
+        e.mountUses.clear();
         if (this.#entries.get(e.vmId) === e) this.#entries.delete(e.vmId);
       }
     })();
@@ -350,12 +361,14 @@ export class SvmPool {
     return e.serial(async () => {
       if (e.state !== 'running') throw new SvmPoolError('ERR_VM_STOPPED', `service VM ${e.vmId}: stopped`);
       const n = e.mounts.get(target) ?? 0;
-      if (n === 0)
+      if (n === 0) {
         await this.#deadline(
           e.vm!.mountUnion(target, lowers, upper, signal),
           `service VM ${e.vmId}: mount ${target}`,
           signal,
         );
+        e.mountUses.set(target, [...lowers, ...(upper ? [upper] : [])]);
+      }
       e.mounts.set(target, n + 1);
     });
   }
@@ -374,6 +387,7 @@ export class SvmPool {
     }
     await this.#deadline(e.vm!.unmount(target), `service VM ${e.vmId}: unmount ${target}`);
     e.mounts.delete(target);
+    e.mountUses.delete(target);
   }
 
   /** @internal */
