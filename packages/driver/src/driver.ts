@@ -47,6 +47,8 @@ interface Mounted {
 interface Readers {
   own: UnionLayer | null;
   parents: UnionLayer[];
+  /** The id of each of `parents` (layers with nothing applied have no reader and are not listed). */
+  parentIds: string[];
   close(): Promise<void>;
 }
 
@@ -355,11 +357,14 @@ export class LcowDriver {
     try {
       const own = await open(info);
       const parents: UnionLayer[] = [];
+      const parentIds: string[] = [];
       for (const pid of info.parentIds) {
         const l = await open(await this.#parentInfo(info, pid));
-        if (l) parents.push(l);
+        if (!l) continue;
+        parents.push(l);
+        parentIds.push(pid);
       }
-      return { own, parents, close: async () => void (await Promise.all(opened.map((f) => f.close()))) };
+      return { own, parents, parentIds, close: async () => void (await Promise.all(opened.map((f) => f.close()))) };
     } catch (e) {
       await Promise.all(opened.map((f) => f.close()));
       throw e;
@@ -402,17 +407,9 @@ export class LcowDriver {
     if (!parent) return { next, old: null };
     const at = info.parentIds.indexOf(parent);
     if (at < 0) throw new DriverError('ERR_INVALID_ARGUMENT', `layer ${info.id}: ${parent} is not one of its parents`);
-    // The parents' readers, from `parent` down (layers with nothing applied were skipped when opening).
+    // The parents' readers, from `parent` down.
     const below = new Set(info.parentIds.slice(at));
-    const layers: UnionLayer[] = [];
-    let k = 0;
-    for (const pid of info.parentIds) {
-      const p = await this.store.info(pid);
-      if (!p.file) continue;
-      if (below.has(pid)) layers.push(r.parents[k]!);
-      k++;
-    }
-    return { next, old: new UnionView(layers) };
+    return { next, old: new UnionView(r.parents.filter((_, k) => below.has(r.parentIds[k]!))) };
   }
 
   /** `diffSize`: bytes of regular files the layer adds or modifies against `parent`. */
