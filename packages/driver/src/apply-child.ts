@@ -4,23 +4,25 @@
 import { convertInline, isFileRange, type FileRange } from './apply.ts';
 import { DriverError } from './errors.ts';
 
+const ac = new AbortController();
+let watch: NodeJS.Timeout | undefined;
 try {
   const job = JSON.parse(process.argv[2] ?? 'null') as {
     out: string;
     verity: boolean;
     digest: boolean;
     file: string | FileRange | null;
+    sizeLimit?: number;
   } | null;
   if (!job?.out || (job.file !== null && typeof job.file !== 'string' && !isFileRange(job.file)))
     throw new DriverError('ERR_USAGE', 'usage: apply-child JOB (JSON {out, verity, digest, file})');
   // Reading a file, the child keeps its stdin open only as a line to its parent: when the parent dies
   // (even by SIGKILL) the pipe closes, and the conversion stops and removes its temporary file, instead of
   // finishing as an orphan after a new daemon has cleaned up.
-  const ac = new AbortController();
   // A tar read from stdin ends normally at its end, so the parent's death is also watched directly: an
   // orphan is re-parented, and its parent pid changes.
   const parent = process.ppid;
-  const watch = setInterval(() => {
+  watch = setInterval(() => {
     if (process.ppid !== parent) ac.abort();
   }, 100);
   watch.unref();
@@ -32,10 +34,9 @@ try {
   const ok = await convertInline(job.file ?? process.stdin, job.out, {
     verity: job.verity,
     digest: job.digest,
+    ...(typeof job.sizeLimit === 'number' ? { sizeLimit: job.sizeLimit } : {}),
     signal: ac.signal,
   });
-  clearInterval(watch);
-  process.stdin.destroy();
   process.stdout.write(`${JSON.stringify({ ok })}\n`);
 } catch (e) {
   const err = e as { code?: unknown; message?: string };
@@ -43,4 +44,9 @@ try {
     `${JSON.stringify({ error: { code: typeof err.code === 'string' ? err.code : 'ERR_APPLY', message: err.message } })}\n`,
   );
   process.exitCode = 1;
+} finally {
+  // Success or failure, the line to the parent is let go, or this process would wait on it for ever (and
+  // its parent on this process's exit).
+  clearInterval(watch);
+  process.stdin.destroy();
 }

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { convert, type ConvertOptions } from '@lcow/ext4';
+import { Ext4Error, convert, type ConvertOptions, type Ext4ErrorCode } from '@lcow/ext4';
 import { DriverError } from './errors.ts';
 
 /** A byte range of a file that holds a layer (plain or gzip): a layer inside an image tarball. */
@@ -96,8 +96,25 @@ function hashed(source: Exclude<LayerSource, string>): { tar: AsyncIterable<Uint
 }
 
 /** The converter options every layer gets: overlay whiteouts, a fixed-VHD footer, fsync. */
-export function layerOptions(verity: boolean, signal?: AbortSignal): ConvertOptions {
-  return { convertWhiteouts: true, appendVhdFooter: true, verity, fsync: true, signal };
+export function layerOptions(verity: boolean, sizeLimit?: number, signal?: AbortSignal): ConvertOptions {
+  return {
+    convertWhiteouts: true,
+    appendVhdFooter: true,
+    verity,
+    fsync: true,
+    signal,
+    ...(sizeLimit !== undefined ? { sizeLimit } : {}),
+  };
+}
+
+/** What every conversion of a layer is told. */
+export interface LayerConvertOptions {
+  verity: boolean;
+  /** Report the uncompressed tar's sha256 as `diffId`. */
+  digest?: boolean;
+  /** Largest image allowed (the layer size limit, the free space): `ERR_DISK_FULL` past it. */
+  sizeLimit?: number;
+  signal?: AbortSignal;
 }
 
 /**
@@ -107,7 +124,7 @@ export function layerOptions(verity: boolean, signal?: AbortSignal): ConvertOpti
 export async function convertInline(
   source: LayerSource,
   out: string,
-  opts: { verity: boolean; digest?: boolean; signal?: AbortSignal },
+  opts: LayerConvertOptions,
 ): Promise<ApplyResult> {
   let input: string | AsyncIterable<Uint8Array>;
   let digest: (() => string) | null = null;
@@ -120,7 +137,7 @@ export async function convertInline(
     input = h.tar;
     digest = h.digest;
   }
-  const r = await convert(input, out, layerOptions(opts.verity, opts.signal));
+  const r = await convert(input, out, layerOptions(opts.verity, opts.sizeLimit, opts.signal));
   return {
     size: r.size,
     fileBytes: r.fileBytes,
@@ -154,13 +171,19 @@ function childCommand(): { execPath: string; args: string[] } {
 export function convertInChild(
   source: LayerSource,
   out: string,
-  opts: { verity: boolean; digest?: boolean; signal?: AbortSignal; what: string },
+  opts: LayerConvertOptions & { what: string },
 ): Promise<ApplyResult> {
   const { execPath, args } = childCommand();
   // A file (or a range of one) is opened by the child itself (4 MiB reads, no pipe); a stream goes to its stdin.
   const file = typeof source === 'string' || isFileRange(source) ? source : null;
   const tar = file === null ? (source as AsyncIterable<Uint8Array>) : null;
-  const job = JSON.stringify({ out, verity: opts.verity, digest: opts.digest ?? false, file });
+  const job = JSON.stringify({
+    out,
+    verity: opts.verity,
+    digest: opts.digest ?? false,
+    file,
+    ...(opts.sizeLimit !== undefined ? { sizeLimit: opts.sizeLimit } : {}),
+  });
   return new Promise((resolve, reject) => {
     const child = spawn(execPath, [...args, job], {
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -203,13 +226,7 @@ export function convertInChild(
           // fall through
         }
         if (code === 0 && msg.ok) return resolve(msg.ok);
-        if (msg.error)
-          return reject(
-            new DriverError(
-              'ERR_APPLY',
-              `${opts.what}: ${msg.error.code ?? 'ERR_APPLY'}: ${msg.error.message ?? 'conversion failed'}`,
-            ),
-          );
+        if (msg.error) return reject(childError(msg.error, opts.what));
         reject(
           new DriverError(
             'ERR_APPLY',
@@ -221,11 +238,32 @@ export function convertInChild(
   });
 }
 
+const EXT4_CODES: ReadonlySet<string> = new Set<Ext4ErrorCode>([
+  'ERR_EXT4_CORRUPT',
+  'ERR_EXT4_UNSUPPORTED',
+  'ERR_TAR_FORMAT',
+  'ERR_DISK_FULL',
+  'ERR_INVALID_ARGUMENT',
+  'ERR_ABORTED',
+  'ERR_INTERNAL',
+]);
+
+/**
+ * The child's error as the caller would have got it inline: an `Ext4Error` with the converter's own code
+ * (`ERR_TAR_FORMAT` naming the entry, `ERR_DISK_FULL`…), a `DriverError` for the rest — the layer named once.
+ */
+function childError(e: { code?: string; message?: string }, what: string): Error {
+  const message = `${what}: ${e.message ?? 'conversion failed'}`;
+  if (e.code && EXT4_CODES.has(e.code)) return new Ext4Error(e.code as Ext4ErrorCode, message);
+  if (e.code === 'ERR_VERIFICATION') return new DriverError(e.code, message);
+  return new DriverError('ERR_APPLY', e.code ? `${what}: ${e.code}: ${e.message}` : message);
+}
+
 /** Converts `source` into `out`: in a child unless `LCOW_NOREEXEC=1`. */
 export function convertLayer(
   source: LayerSource,
   out: string,
-  opts: { verity: boolean; digest?: boolean; signal?: AbortSignal; what: string },
+  opts: LayerConvertOptions & { what: string },
 ): Promise<ApplyResult> {
   return process.env.LCOW_NOREEXEC === '1' ? convertInline(source, out, opts) : convertInChild(source, out, opts);
 }

@@ -1,10 +1,10 @@
 // LcowDriver: moby's graph-driver contract over the LCOW on-disk layout (DESIGN.md), composed of
 // `@lcow/layerstore` (folders, chains, crash-safe commits), `@lcow/svm-pool` (VMs, attach and mount
 // refcounts), `@lcow/ext4` (conversion, mkfs, reading) and a backend that plays the service VM.
-import { rm, writeFile } from 'node:fs/promises';
+import { rm, statfs, writeFile } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { Ext4Fs, TAR_END, encodeTarHeader, exportChunks, mkfs, tarPadding, type TarHeaderSpec } from '@lcow/ext4';
+import { Ext4Error, Ext4Fs, TAR_END, encodeTarHeader, exportChunks, mkfs, tarPadding, type TarHeaderSpec } from '@lcow/ext4';
 import { parseSandboxSize } from '@lcow/hcs';
 import { KeyedLock, LayerStore, LayerStoreError, type CleanupReport, type LayerInfo } from '@lcow/layerstore';
 import { SvmPool, type DiskRequest, type Lease, type PoolSnapshot } from '@lcow/svm-pool';
@@ -18,6 +18,8 @@ import type { ContainerFs } from './fs/types.ts';
 import { optionMap, parseDriverOptions, type BackendName, type DriverOptions } from './options.ts';
 
 const GiB = 2 ** 30;
+/** The smallest image the converter writes (1 MiB), below which no layer can fit. */
+const MIN_LAYER_BYTES = 2 ** 20;
 
 /** Options of `create` and `createReadWrite`: moby's `CreateOpts.StorageOpt`. */
 export interface CreateOptions {
@@ -318,10 +320,12 @@ export class LcowDriver {
         throw new DriverError('ERR_LAYER_BUSY', `applyDiff ${id}: the layer is mounted; put it first`);
       let fileBytes = 0;
       let digest: string | undefined;
+      const sizeLimit = await this.#layerSizeLimit(id);
       const file = await this.store.commitFile(id, 'layer.vhd', async (tmp) => {
         const r = await convertLayer(tar, tmp, {
           verity: opts.verity ?? false,
           digest: opts.diffId !== undefined,
+          sizeLimit,
           signal: opts.signal,
           what: `layer ${id}`,
         });
@@ -342,6 +346,25 @@ export class LcowDriver {
       }
       return fileBytes;
     });
+  }
+
+  /**
+   * The largest image one applyDiff may write: `lcow.maxlayersize`, and no more than leaves the data root's
+   * filesystem its reserve free (1 GiB, or 5 % of a smaller filesystem). `ERR_DISK_FULL` at once when
+   * not even a minimal layer fits.
+   */
+  async #layerSizeLimit(id: string): Promise<number> {
+    const fsStat = await statfs(this.root);
+    const total = fsStat.blocks * fsStat.bsize;
+    const free = fsStat.bavail * fsStat.bsize;
+    const reserve = Math.min(GiB, Math.floor(total / 20));
+    const limit = Math.min(this.options.maxLayerSizeGb * GiB, free - reserve);
+    if (limit < MIN_LAYER_BYTES)
+      throw new Ext4Error(
+        'ERR_DISK_FULL',
+        `applyDiff ${id}: ${this.root} has ${free} bytes free; a layer may not leave less than ${reserve}`,
+      );
+    return limit;
   }
 
   /** Readers over `id`'s disk and its parents' (after flushing any that is mounted writable). */

@@ -10,10 +10,25 @@ export interface DriverOptions {
   globalMode: boolean;
   /** Default sandbox size (GiB) for `createReadWrite` without its own `lcow.sandboxsize`. */
   sandboxSizeGb: number;
+  /** `lcow.maxlayersize`: the largest `layer.vhd` applyDiff may write, in GiB (default 128, the original's). */
+  maxLayerSizeGb: number;
   /** `lcow.backend`, or null for the platform default. */
   backend: BackendName | null;
   /** Every `lcow.*` option as given, for the utility VM (kernel, initrd, boot parameters, timeout). */
   raw: string[];
+}
+
+/** The original's largest layer (hcsshim's tar2ext4 maximum disk size as the LCOW driver set it). */
+export const DEFAULT_MAX_LAYER_SIZE_GB = 128;
+
+function parseMaxLayerSize(v: string): number {
+  const n = /^\s*[0-9]{1,5}\s*$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 1 && n <= 16384))
+    throw new DriverError(
+      'ERR_INVALID_ARGUMENT',
+      `lcowdriver: init: lcow.maxlayersize ${JSON.stringify(v)}: a whole number of GiB from 1 to 16384`,
+    );
+  return n;
 }
 
 /** `key=value` list (or a record) → a map of lower-cased keys, the last duplicate winning. */
@@ -38,7 +53,9 @@ export function parseDriverOptions(opts: readonly string[] | Readonly<Record<str
       `lcowdriver: init: lcow.backend ${JSON.stringify(backend)}: host, inproc, hcs or auto`,
     );
   const size = m.get('lcow.sandboxsize');
+  const maxLayer = m.get('lcow.maxlayersize');
   return {
+    maxLayerSizeGb: maxLayer === undefined ? DEFAULT_MAX_LAYER_SIZE_GB : parseMaxLayerSize(maxLayer),
     globalMode: parseGlobalMode(m.get('lcow.globalmode')),
     sandboxSizeGb: size === undefined ? DEFAULT_VHDX_SIZE_GB : parseSandboxSize(size, '(default)'),
     backend: backend === undefined || backend === 'auto' ? null : backend,

@@ -55,8 +55,13 @@ export interface ConvertOptions {
   convertSlash?: boolean;
   /** Store files of at most 60 bytes in their inodes (inline_data; default false). */
   inlineData?: boolean;
-  /** Largest filesystem, in bytes (default 128 GiB, as the LCOW driver). */
+  /** Largest filesystem, in bytes (default 128 GiB, as the LCOW driver); it sizes the descriptor table. */
   maximumDiskSize?: number;
+  /**
+   * Largest filesystem allowed for this conversion without changing its layout (a free-space budget, a
+   * quota): past it, `ERR_DISK_FULL` naming the entry. With layout `'hcsshim'` it is checked at the end.
+   */
+  sizeLimit?: number;
   /** Filesystem UUID; default: derived from the content, so the same tar gives the same bytes. */
   uuid?: string;
   /** Time stamp for the superblock and the VHD footer; default: 0 in the superblock, now in the footer. */
@@ -203,6 +208,7 @@ export async function convert(
             convertWhiteouts: options.convertWhiteouts ?? false,
             inlineData: options.inlineData ?? false,
             maximumDiskSize,
+            ...(options.sizeLimit !== undefined ? { sizeLimit: options.sizeLimit } : {}),
             ...(options.uuid ? { uuid: options.uuid } : {}),
             ...(options.timestamp ? { timestamp: options.timestamp } : {}),
             ...(options.label ? { label: options.label } : {}),
@@ -231,6 +237,11 @@ export async function convert(
     }
     parser.end();
     const summary = await writer.finish();
+    if (options.sizeLimit !== undefined && summary.bytes > options.sizeLimit)
+      throw new Ext4Error(
+        'ERR_DISK_FULL',
+        `the filesystem takes ${summary.bytes} bytes, more than the size limit (${options.sizeLimit} bytes)`,
+      );
     let size = summary.bytes;
     let verity: { rootDigest: string; verityHashSize: number } | null = null;
     if (options.verity) {

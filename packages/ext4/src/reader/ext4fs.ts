@@ -104,6 +104,53 @@ function devNumbers(inode: InodeRecord): { major: number; minor: number } {
   return { major: (d & 0xfff00) >>> 8, minor: (d & 0xff) | ((d >>> 12) & 0xfff00) };
 }
 
+const SLASH = Buffer.from('/');
+
+/** One directory on the way from the root: its inode, its name, and its whole path from the root. */
+interface ChainLink {
+  ino: number;
+  name: Buffer;
+  path: Buffer;
+}
+
+const ROOT_LINK: ChainLink = { ino: Ino.ROOT, name: Buffer.alloc(0), path: Buffer.alloc(0) };
+
+/** Directories kept by {@link DirChains}. */
+const DIR_CHAIN_ENTRIES = 4096;
+
+/**
+ * Directories reached by literal paths (no symlink, no ".."), with their chains from the root, most
+ * recent last: a walk that resolves `/a/b/…/x` after `/a/b/…` starts there instead of at the root, so a
+ * tree 1000 directories deep costs one step per entry rather than one per level.
+ */
+class DirChains {
+  readonly #byPath = new Map<string, readonly ChainLink[]>();
+
+  remember(chain: readonly ChainLink[]): void {
+    if (chain.length < 2) return;
+    const key = chain[chain.length - 1]!.path.toString('latin1');
+    if (this.#byPath.has(key)) return;
+    this.#byPath.set(key, chain.slice());
+    if (this.#byPath.size > DIR_CHAIN_ENTRIES) this.#byPath.delete(this.#byPath.keys().next().value!);
+  }
+
+  /** The deepest remembered directory among the first parts of `parts` (which must all be plain names). */
+  find(parts: readonly Buffer[]): readonly ChainLink[] | null {
+    if (this.#byPath.size === 0) return null;
+    // Only paths of plain names: "." and ".." are resolved by the walk itself.
+    if (parts.some(isDotName)) return null;
+    // The path itself (a directory listed after its stat) or its parent (the next sibling of a walk).
+    let parent = '';
+    for (let i = 0; i < parts.length - 1; i++) parent += `/${parts[i]!.toString('latin1')}`;
+    const last = parts.length > 0 ? `/${parts[parts.length - 1]!.toString('latin1')}` : '';
+    return this.#byPath.get(parent + last) ?? (parent ? (this.#byPath.get(parent) ?? null) : null);
+  }
+}
+
+function isDotName(b: Buffer): boolean {
+  return b[0] === 0x2e && (b.length === 1 || (b.length === 2 && b[1] === 0x2e));
+}
+
 /** An inode reached by a path, with the path that reached it (for messages and for `walk`). */
 interface Resolved {
   inode: InodeRecord;
@@ -122,6 +169,7 @@ export class Ext4Fs {
   readonly #vol: Volume;
   readonly #owned: boolean;
   readonly #names = new Map<number, Map<string, number>>();
+  readonly #dirs = new DirChains();
   #cachedNames = 0;
   /** The superblock summary (features, sizes, UUID, label). */
   readonly info: Ext4Summary & { container: ByteSource['container'] };
@@ -194,32 +242,46 @@ export class Ext4Fs {
   async #resolve(p: PathLike, follow: boolean, soft = false): Promise<Resolved | null> {
     const vol = this.#vol;
     const pathBytes = toBytes(p);
-    if (pathBytes.length > PATH_MAX) throw new Ext4Error('ERR_INVALID_ARGUMENT', `path longer than ${PATH_MAX} bytes`);
+    if (pathBytes.length > PATH_MAX)
+      throw new Ext4Error(
+        'ERR_INVALID_ARGUMENT',
+        `${vol.source.name}: ${JSON.stringify(display(pathBytes.subarray(0, 80)))}…: path longer than ${PATH_MAX} bytes`,
+      );
     if (pathBytes.includes(0)) throw new Ext4Error('ERR_INVALID_ARGUMENT', 'path contains a NUL byte');
-    // The walk keeps the chain of directories from the root, so ".." needs no lookup and cannot go above it.
-    let chain: { ino: number; name: Buffer }[] = [{ ino: Ino.ROOT, name: Buffer.alloc(0) }];
-    const pathOf = (): Buffer => Buffer.concat(chain.slice(1).flatMap((c) => [Buffer.from('/'), c.name]));
+    // The walk keeps the chain of directories from the root (each with its full path, built once), so ".."
+    // needs no lookup and cannot go above it, and no step costs more than its own name.
+    let chain: ChainLink[] = [ROOT_LINK];
     let todo = split(pathBytes);
+    // A walk resolves siblings one after another: start from the deepest directory of this path that an
+    // earlier call reached literally (no symlink, no "..").
+    const start = this.#dirs.find(todo);
+    if (start) {
+      chain = [...start];
+      todo = todo.slice(start.length - 1);
+    }
+    let literal = true;
     let links = 0;
     let budget = PATH_MAX * (MAX_SYMLINKS + 1);
-    let cur = await vol.inode(Ino.ROOT, '/');
+    let cur = await vol.inode(chain[chain.length - 1]!.ino, display(chain[chain.length - 1]!.path) || '/');
     while (todo.length > 0) {
       const name = todo.shift()!;
       budget -= name.length + 1;
       if (budget < 0) throw new Ext4Error('ERR_SYMLINK_LOOP', `${display(pathBytes)}: symlink expansion too long`);
-      if (name.equals(Buffer.from('.'))) continue;
-      if (name.equals(Buffer.from('..'))) {
+      if (name.length === 1 && name[0] === 0x2e) continue;
+      if (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e) {
+        literal = false;
         if (chain.length > 1) chain.pop();
-        cur = await vol.inode(chain[chain.length - 1]!.ino, display(pathOf()) || '/');
+        cur = await vol.inode(chain[chain.length - 1]!.ino, display(chain[chain.length - 1]!.path) || '/');
         continue;
       }
-      const here = pathOf();
+      const here = chain[chain.length - 1]!.path;
       if (typeOf(vol, cur, display(here)) !== 'dir') {
         if (soft) return null;
         throw this.#notFound(here, 'is not a directory', 'ERR_NOT_A_DIRECTORY');
       }
+      if (literal) this.#dirs.remember(chain);
       const ino = await this.#lookup(cur, here, name);
-      const there = Buffer.concat([here, Buffer.from('/'), name]);
+      const there = Buffer.concat([here, SLASH, name]);
       if (ino === null) {
         if (soft) return null;
         throw this.#notFound(there, 'no such file or directory');
@@ -227,22 +289,25 @@ export class Ext4Fs {
       const next = await vol.inode(ino, display(there));
       const type = typeOf(vol, next, display(there));
       if (type === 'symlink' && (follow || todo.length > 0)) {
+        literal = false;
         if (++links > MAX_SYMLINKS)
           throw new Ext4Error(
             'ERR_SYMLINK_LOOP',
             `${vol.source.name}: ${display(pathBytes)}: more than ${MAX_SYMLINKS} symlinks`,
           );
         const target = await this.#readlink(next, display(there));
-        if (target[0] === 0x2f) chain = [chain[0]!];
-        cur = await vol.inode(chain[chain.length - 1]!.ino, display(pathOf()) || '/');
+        if (target[0] === 0x2f) chain = [ROOT_LINK];
+        cur = await vol.inode(chain[chain.length - 1]!.ino, display(chain[chain.length - 1]!.path) || '/');
         todo = [...split(target), ...todo];
         continue;
       }
-      chain.push({ ino, name });
+      chain.push({ ino, name, path: there });
       cur = next;
     }
+    if (literal && typeOf(vol, cur, display(chain[chain.length - 1]!.path)) === 'dir')
+      this.#dirs.remember(chain);
     const parent = chain.length > 1 ? chain[chain.length - 2]!.ino : Ino.ROOT;
-    return { inode: cur, path: pathOf(), parent };
+    return { inode: cur, path: chain[chain.length - 1]!.path, parent };
   }
 
   async #readlink(inode: InodeRecord, what: string): Promise<Buffer> {

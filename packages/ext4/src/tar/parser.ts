@@ -26,6 +26,26 @@ export interface Time {
   nsec: number;
 }
 
+/** Pax keys an entry reads, besides the xattr prefixes: what a global header may set for all. */
+const GLOBAL_KEYS: ReadonlySet<string> = new Set([
+  'path',
+  'linkpath',
+  'size',
+  'uid',
+  'gid',
+  'mtime',
+  'atime',
+  'ctime',
+  'GNU.sparse.name',
+  'GNU.sparse.major',
+  'GNU.sparse.map',
+  'GNU.sparse.realsize',
+  'GNU.sparse.size',
+]);
+
+/** Largest set of global pax defaults kept; each later entry merges them. Real tars carry a few bytes. */
+export const MAX_GLOBAL_PAX_BYTES = 64 << 10;
+
 /** A tar entry with pax and GNU extensions applied. Paths are latin1 byte strings. */
 export interface TarEntry {
   /** 0-based position among the archive's real entries. */
@@ -92,6 +112,7 @@ export class TarParser {
   #metaFill = 0;
   #pax: Map<string, string> | null = null;
   #globalPax = new Map<string, string>();
+  #globalBytes = 0;
   #longName: string | null = null;
   #longLink: string | null = null;
   #pending: { raw: RawHeader; entry: TarEntry } | null = null;
@@ -350,10 +371,35 @@ export class TarParser {
     }
     const records = parsePax(body, label);
     if (kind === 'g') {
-      for (const [k, v] of records) this.#globalPax.set(k, v);
+      this.#mergeGlobal(records, label);
       return;
     }
     this.#pax = records;
+  }
+
+  /**
+   * Folds a global header into the defaults of every later entry. Only keys an entry reads are kept (the
+   * rest would be ignored anyway); an empty value deletes a key (POSIX); and what is kept may not pass
+   * {@link MAX_GLOBAL_PAX_BYTES}, since each later entry starts from a copy of it: a stream of global headers
+   * with new keys would otherwise grow memory, and the time per entry, without end.
+   */
+  #mergeGlobal(records: Map<string, string>, label: string): void {
+    for (const [k, v] of records) {
+      if (!GLOBAL_KEYS.has(k) && !k.startsWith('SCHILY.xattr.') && !k.startsWith('LIBARCHIVE.xattr.')) continue;
+      const had = this.#globalPax.get(k);
+      if (had !== undefined) this.#globalBytes -= k.length + had.length;
+      if (v === '') {
+        this.#globalPax.delete(k);
+        continue;
+      }
+      this.#globalPax.set(k, v);
+      this.#globalBytes += k.length + v.length;
+    }
+    if (this.#globalBytes > MAX_GLOBAL_PAX_BYTES)
+      throw tarError(
+        label,
+        `global pax headers hold ${this.#globalBytes} bytes of keys for every later entry (limit ${MAX_GLOBAL_PAX_BYTES})`,
+      );
   }
 
   /** Builds the entry from the header and the pending pax and GNU records. */

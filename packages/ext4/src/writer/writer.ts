@@ -29,8 +29,13 @@ export interface WriterOptions {
   convertWhiteouts: boolean;
   /** Store regular files of at most 60 bytes inside their inode (the inline_data feature). */
   inlineData: boolean;
-  /** Largest image, in bytes; exceeding it is `ERR_DISK_FULL`. */
+  /** Largest image, in bytes; exceeding it is `ERR_DISK_FULL`. It also sizes the group descriptor table. */
   maximumDiskSize: number;
+  /**
+   * A budget below `maximumDiskSize` that does not change the layout (free space, a quota): exceeding it is
+   * `ERR_DISK_FULL` too, so the same tar still gives the same bytes wherever it fits.
+   */
+  sizeLimit?: number;
   /** Filesystem UUID; default: derived from the filesystem's metadata, so output is reproducible. */
   uuid?: string;
   /** Superblock times (mkfs, write, last check); default 0, so output is reproducible. */
@@ -108,6 +113,9 @@ export class Ext4Writer {
   readonly #tree: Tree;
   readonly #gdtBlocks: number;
   readonly #maxBlocks: number;
+  /** min(maximumDiskSize, sizeLimit) in blocks, and what to call it in a message. */
+  readonly #limitBlocks: number;
+  readonly #limitName: string;
   #cur: Current | null = null;
   #lastEntry = '(none)';
   #stats = { entries: 0, files: 0, directories: 0, symlinks: 0, hardlinks: 0, whiteouts: 0, fileBytes: 0 };
@@ -124,6 +132,9 @@ export class Ext4Writer {
         'ERR_INVALID_ARGUMENT',
         `maximumDiskSize ${opts.maximumDiskSize}: at most 16 TiB (32-bit block numbers)`,
       );
+    const limited = opts.sizeLimit !== undefined && opts.sizeLimit < opts.maximumDiskSize;
+    this.#limitBlocks = limited ? Math.floor(opts.sizeLimit! / BLOCK_SIZE) : this.#maxBlocks;
+    this.#limitName = limited ? `the size limit (${opts.sizeLimit} bytes)` : `maximumDiskSize (${opts.maximumDiskSize} bytes)`;
     const maxGroups = Math.ceil(this.#maxBlocks / BLOCKS_PER_GROUP);
     this.#gdtBlocks = Math.ceil((maxGroups * GroupDesc.size) / BLOCK_SIZE);
     this.#out = new ImageWriter(fh, (1 + this.#gdtBlocks) * BLOCK_SIZE);
@@ -138,11 +149,11 @@ export class Ext4Writer {
 
   #reserve(blocks: number, entry: string): number {
     const first = this.#out.offset / BLOCK_SIZE;
-    if (first + blocks > this.#maxBlocks) {
+    if (first + blocks > this.#limitBlocks) {
       throw this.#fail(
         'ERR_DISK_FULL',
         entry,
-        `needs ${blocks} more blocks; the filesystem would exceed maximumDiskSize (${this.#opts.maximumDiskSize} bytes)`,
+        `needs ${blocks} more blocks; the filesystem would exceed ${this.#limitName}`,
       );
     }
     return first;
@@ -170,8 +181,11 @@ export class Ext4Writer {
         );
         return;
       }
-      parts = [...parts.slice(0, -1), base.slice(4)];
-      if (parts[parts.length - 1] === '') throw this.#fail('ERR_TAR_FORMAT', e.path, 'whiteout without a name');
+      const name = base.slice(4);
+      if (name === '') throw this.#fail('ERR_TAR_FORMAT', e.path, 'whiteout without a name');
+      if (name === '.' || name === '..')
+        throw this.#fail('ERR_TAR_FORMAT', e.path, `whiteout of "${name}", which names no entry of a directory`);
+      parts = [...parts.slice(0, -1), name];
       const node = newNode(FileMode.CHR, 0, e.path, e.mtime);
       node.uid = e.uid;
       node.gid = e.gid;
@@ -343,7 +357,9 @@ export class Ext4Writer {
     // 1. Inode numbers in depth-first order; link counts.
     const root = this.#tree.root;
     const lostFound = root.children!.get('lost+found');
-    let nextIno = Ino.FIRST + 1;
+    // Inode 11 is lost+found's only while it is a directory; a tar that replaced it by something else
+    // leaves the number to the first node, or e2fsck finds it marked in use and never referenced.
+    let nextIno = lostFound?.type === FileMode.DIR ? Ino.FIRST + 1 : Ino.FIRST;
     root.ino = Ino.ROOT;
     root.parent = root;
     if (lostFound?.type === FileMode.DIR) lostFound.ino = Ino.LOST_FOUND;
@@ -470,10 +486,10 @@ export class Ext4Writer {
       if (need === groups) break;
       groups = need;
     }
-    if (total > this.#maxBlocks) {
+    if (total > this.#limitBlocks) {
       throw new Ext4Error(
         'ERR_DISK_FULL',
-        `filesystem metadata after tar entry ${JSON.stringify(displayName(this.#lastEntry))}: the image needs ${total * BLOCK_SIZE} bytes, more than maximumDiskSize (${this.#opts.maximumDiskSize})`,
+        `filesystem metadata after tar entry ${JSON.stringify(displayName(this.#lastEntry))}: the image needs ${total * BLOCK_SIZE} bytes, more than ${this.#limitName}`,
       );
     }
 

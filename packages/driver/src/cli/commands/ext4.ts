@@ -1,6 +1,4 @@
-import { createWriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { writeFileWhole } from '../output.ts';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Ext4Fs, exportTar, type Ext4Stat } from '@lcow/ext4';
@@ -138,17 +136,8 @@ async function exportCmd(args: string[], io: Io): Promise<number> {
     const started = process.hrtime.bigint();
     try {
       if (out === '-') await pipeline(tar, stdoutSink(io.stdout), { signal: io.signal });
-      else {
-        // Written under a temporary name and renamed: a failure leaves no partial archive.
-        const tmp = join(dirname(out), `.${basename(out)}.${process.pid}.tmp`);
-        try {
-          await pipeline(tar, createWriteStream(tmp), { signal: io.signal });
-          await rename(tmp, out);
-        } catch (e) {
-          await rm(tmp, { force: true });
-          throw e;
-        }
-      }
+      // Written under an exclusive temporary name and renamed: a failure leaves no partial archive.
+      else await writeFileWhole(tar, out, io.signal);
     } finally {
       bar.done();
     }

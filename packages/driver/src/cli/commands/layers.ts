@@ -1,15 +1,15 @@
 // The driver's operations as `lcow` subcommands, on the data root `--root` (default ./lcow-data) with the
 // backend `--backend` (default: host on Linux as root, else inproc; hcs on Windows).
-import { createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DriverError } from '../../errors.ts';
 import { LcowDriver } from '../../driver.ts';
 import { importImage } from '../../import.ts';
 import { flag, option, positional } from '../args.ts';
+import { writeFileWhole } from '../output.ts';
 import { formatBytes, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
 import { EXAMPLE_OS_RELEASE, EXAMPLE_SHARE, EXAMPLE_TAG, writeExampleImage } from '../example-image.ts';
@@ -41,14 +41,7 @@ async function writeOut(tar: Readable, out: string, io: Io): Promise<void> {
     await pipeline(tar, io.stdout);
     return;
   }
-  const tmp = join(dirname(out), `.${basename(out)}.${process.pid}.tmp`);
-  try {
-    await pipeline(tar, createWriteStream(tmp));
-    await rename(tmp, out);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  await writeFileWhole(tar, out, io.signal);
 }
 
 function command(
