@@ -121,11 +121,7 @@ export interface LayerConvertOptions {
  * Converts in this process. With `digest`, the uncompressed tar's sha256 is reported as `diffId` (a file
  * path is then read through the same hashing path as a stream).
  */
-export async function convertInline(
-  source: LayerSource,
-  out: string,
-  opts: LayerConvertOptions,
-): Promise<ApplyResult> {
+export async function convertInline(source: LayerSource, out: string, opts: LayerConvertOptions): Promise<ApplyResult> {
   let input: string | AsyncIterable<Uint8Array>;
   let digest: (() => string) | null = null;
   if (typeof source === 'string' && !opts.digest)
@@ -256,6 +252,15 @@ function childError(e: { code?: string; message?: string }, what: string): Error
   const message = `${what}: ${e.message ?? 'conversion failed'}`;
   if (e.code && EXT4_CODES.has(e.code)) return new Ext4Error(e.code as Ext4ErrorCode, message);
   if (e.code === 'ERR_VERIFICATION') return new DriverError(e.code, message);
+  if (e.code && /^E[A-Z0-9]+$/.test(e.code)) {
+    // An operating-system error of the child (an input it cannot open): its errno once, at the end.
+    const text = (e.message ?? '').replace(new RegExp(`^${e.code}: `), '');
+    if (e.code === 'ENOSPC' || e.code === 'EDQUOT') return new Ext4Error('ERR_DISK_FULL', `${what}: ${text}`);
+    const mapped = ({ ENOENT: 'ERR_NOT_FOUND', EISDIR: 'ERR_IS_A_DIRECTORY', ENOTDIR: 'ERR_NOT_A_DIRECTORY' } as const)[
+      e.code as 'ENOENT'
+    ];
+    return new DriverError(mapped ?? 'ERR_APPLY', `${what}: ${text} (${e.code})`);
+  }
   return new DriverError('ERR_APPLY', e.code ? `${what}: ${e.code}: ${e.message}` : message);
 }
 

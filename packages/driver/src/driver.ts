@@ -4,11 +4,27 @@
 import { rm, statfs, writeFile } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { Ext4Error, Ext4Fs, TAR_END, encodeTarHeader, exportChunks, mkfs, tarPadding, type TarHeaderSpec } from '@lcow/ext4';
+import {
+  Ext4Error,
+  Ext4Fs,
+  TAR_END,
+  encodeTarHeader,
+  exportChunks,
+  mkfs,
+  tarPadding,
+  type TarHeaderSpec,
+} from '@lcow/ext4';
 import { parseSandboxSize } from '@lcow/hcs';
-import { KeyedLock, LayerStore, LayerStoreError, type CleanupReport, type LayerInfo } from '@lcow/layerstore';
+import {
+  KeyedLock,
+  LayerStore,
+  LayerStoreError,
+  writeFileAtomic,
+  type CleanupReport,
+  type LayerInfo,
+} from '@lcow/layerstore';
 import { SvmPool, type DiskRequest, type Lease, type PoolSnapshot } from '@lcow/svm-pool';
-import { convertLayer, type LayerSource } from './apply.ts';
+import { convertLayer, type ApplyResult, type LayerSource } from './apply.ts';
 import { defaultBackend, hostBackend, inprocBackend, unsupportedBackend, type Backend } from './backends/backend.ts';
 import { hostBackendAvailable } from './backends/host.ts';
 import { UnionView, type UnionLayer } from './backends/union-view.ts';
@@ -96,6 +112,11 @@ export class LcowDriver {
        * passes false, so that unions left by `lcow mount` survive until `lcow unmount` or `lcow cleanup`.
        */
       recover?: boolean;
+      /**
+       * The unions `get` mounts are containers' root filesystems that a runtime runs (the Docker plugin):
+       * setuid programs in them work. Default false: every mount is `nosuid` (and always `nodev`).
+       */
+      containerRoots?: boolean;
     } = {},
   ): Promise<LcowDriver> {
     const opts = parseDriverOptions(options);
@@ -106,7 +127,7 @@ export class LcowDriver {
     else if (name === 'host') {
       const ok = hostBackendAvailable();
       if (!ok.ok) unsupportedBackend('host', ok.reason);
-      backend = hostBackend(abs);
+      backend = hostBackend(abs, { suid: extra.containerRoots ?? false });
     } else if (name === 'inproc') backend = inprocBackend();
     else {
       const { hcsBackend } = await import('./backends/hcs.ts');
@@ -207,6 +228,13 @@ export class LcowDriver {
         have.refs++;
         return have.fs;
       }
+      // Held across processes while the union is made, so a remove or applyDiff elsewhere sees it whole.
+      return this.store.withLock(id, () => this.#mount(id, opts), opts.signal);
+    });
+  }
+
+  async #mount(id: string, opts: { signal?: AbortSignal }): Promise<ContainerFs> {
+    {
       let info = await this.store.info(id);
       if (info.kind === 'empty' && this.backend.writable) {
         await this.store.commitFile(id, 'sandbox.vhdx', (tmp) => this.#formatSandbox(tmp, this.options.sandboxSizeGb));
@@ -236,7 +264,7 @@ export class LcowDriver {
         await lease.release().catch(() => {});
         throw e;
       }
-    });
+    }
   }
 
   /** `put`: drops one `get`; the last one unmounts the union and detaches the chain. */
@@ -276,18 +304,97 @@ export class LcowDriver {
    * phases (`<id>-removing`, then delete). A layer attached as a parent of a mounted union is busy.
    */
   remove(id: string): Promise<void> {
-    return this.#lock(id, async () => {
-      const m = this.#mounted.get(id);
-      if (m) {
-        this.#mounted.delete(id);
-        await m.lease.release();
-      }
-      const info = await this.store.info(id);
-      if (info.file && (this.#attached(info.file, true) || this.#attached(info.file, false)))
-        throw new DriverError('ERR_LAYER_BUSY', `remove ${id}: its disk is attached for a mounted child layer`);
-      if (this.#pool.mode === 'safe') await this.#pool.terminate(id);
-      await this.store.remove(id);
+    return this.#lock(id, () =>
+      this.store.withLock(id, async () => {
+        const m = this.#mounted.get(id);
+        if (m) {
+          this.#mounted.delete(id);
+          await m.lease.release();
+        }
+        // A layer whose folder is damaged (a corrupt chain, a link) can still be removed: it is the way out.
+        const present = await this.store.exists(id).catch((e: { code?: string }) => {
+          if (e.code === 'ERR_LAYER_CORRUPT') return true;
+          throw e;
+        });
+        if (!present) throw new LayerStoreError('ERR_LAYER_NOT_FOUND', `layer ${id}: not found in ${this.root}`);
+        await this.#refuseIfInUse(id, 'remove');
+        if (this.#pool.mode === 'safe') await this.#pool.terminate(id);
+        await this.store.remove(id);
+      }),
+    );
+  }
+
+  /**
+   * `ERR_LAYER_BUSY` when a disk of layer `id` is attached: by this process (a mounted child, its own
+   * union) or by any other (a loop device over it: `lcow mount`, a daemon).
+   */
+  async #refuseIfInUse(id: string, op: string): Promise<void> {
+    const p = this.store.layer(id);
+    for (const file of [p.layerVhd, p.sandboxVhdx]) {
+      if (this.#attached(file, true) || this.#attached(file, false))
+        throw new DriverError('ERR_LAYER_BUSY', `${op} ${id}: its disk is attached for a mounted layer`);
+      if (await this.backend.inUse(file))
+        throw new DriverError(
+          'ERR_LAYER_BUSY',
+          `${op} ${id}: ${file} is mounted by another process (\`lcow unmount\` it, or put its containers first)`,
+        );
+    }
+  }
+
+  /**
+   * `create` and `applyDiff` as one step, for importing an image: the layer folder appears only with its
+   * `layer.vhd` (and root digest) complete, so a failure or a kill at any point leaves no half-made layer —
+   * nothing an `ls` shows, nothing a later import would have to repair. Returns what `applyDiff` returns.
+   */
+  createFromDiff(
+    id: string,
+    parent: string | null,
+    tar: LayerSource,
+    opts: { signal?: AbortSignal; verity?: boolean; diffId?: string } = {},
+  ): Promise<number> {
+    return this.#lock(id, () =>
+      this.store.withLock(
+        id,
+        async () => {
+          const sizeLimit = await this.#layerSizeLimit(id);
+          let fileBytes = 0;
+          const info = await this.store.create(id, parent || null, async (dir) => {
+            const r = await this.#convert(id, tar, join(dir, 'layer.vhd'), sizeLimit, opts);
+            if (r.rootDigest) await writeFileAtomic(join(dir, 'layer.vhd.rootdigest'), `${r.rootDigest}\n`);
+            fileBytes = r.fileBytes;
+          });
+          if (process.platform === 'win32') {
+            const { grantVmGroupAccess } = await import('@lcow/hcs');
+            await grantVmGroupAccess(info.file!);
+          }
+          return fileBytes;
+        },
+        opts.signal,
+      ),
+    );
+  }
+
+  /** One conversion into `out`, its diff id checked when one is given. */
+  async #convert(
+    id: string,
+    tar: LayerSource,
+    out: string,
+    sizeLimit: number,
+    opts: { signal?: AbortSignal; verity?: boolean; diffId?: string },
+  ): Promise<ApplyResult> {
+    const r = await convertLayer(tar, out, {
+      verity: opts.verity ?? false,
+      digest: opts.diffId !== undefined,
+      sizeLimit,
+      signal: opts.signal,
+      what: `layer ${id}`,
     });
+    if (opts.diffId !== undefined && r.diffId !== opts.diffId)
+      throw new DriverError(
+        'ERR_VERIFICATION',
+        `layer ${id}: the tar's diff id is ${r.diffId}, expected ${opts.diffId}`,
+      );
+    return r;
   }
 
   /**
@@ -308,7 +415,16 @@ export class LcowDriver {
       diffId?: string;
     } = {},
   ): Promise<number> {
-    return this.#lock(id, async () => {
+    return this.#lock(id, () => this.store.withLock(id, () => this.#applyDiff(id, parent, tar, opts), opts.signal));
+  }
+
+  async #applyDiff(
+    id: string,
+    parent: string | null,
+    tar: LayerSource,
+    opts: { signal?: AbortSignal; verity?: boolean; diffId?: string },
+  ): Promise<number> {
+    {
       const info = await this.store.info(id);
       const direct = info.parentIds[0] ?? null;
       if (parent && parent !== direct)
@@ -318,22 +434,12 @@ export class LcowDriver {
         );
       if (this.#mounted.has(id))
         throw new DriverError('ERR_LAYER_BUSY', `applyDiff ${id}: the layer is mounted; put it first`);
+      await this.#refuseIfInUse(id, 'applyDiff');
       let fileBytes = 0;
       let digest: string | undefined;
       const sizeLimit = await this.#layerSizeLimit(id);
       const file = await this.store.commitFile(id, 'layer.vhd', async (tmp) => {
-        const r = await convertLayer(tar, tmp, {
-          verity: opts.verity ?? false,
-          digest: opts.diffId !== undefined,
-          sizeLimit,
-          signal: opts.signal,
-          what: `layer ${id}`,
-        });
-        if (opts.diffId !== undefined && r.diffId !== opts.diffId)
-          throw new DriverError(
-            'ERR_VERIFICATION',
-            `layer ${id}: the tar's diff id is ${r.diffId}, expected ${opts.diffId}`,
-          );
+        const r = await this.#convert(id, tar, tmp, sizeLimit, opts);
         fileBytes = r.fileBytes;
         digest = r.rootDigest;
       });
@@ -345,7 +451,7 @@ export class LcowDriver {
         await grantVmGroupAccess(file);
       }
       return fileBytes;
-    });
+    }
   }
 
   /**

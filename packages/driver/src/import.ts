@@ -45,19 +45,17 @@ export async function importImage(driver: LcowDriver, image: string, opts: Impor
       parent = id;
       continue;
     }
-    if (have) await driver.remove(id); // half there (created, never applied): start it again
-    await driver.create(id, parent);
+    if (have) await driver.remove(id); // made some other way (created, never applied): start it again
     try {
       // The converter child reads the layer from the image file itself and checks its diff id before
-      // anything is committed.
-      await driver.applyDiff(
+      // anything is committed; the layer's folder appears only once its layer.vhd is complete.
+      await driver.createFromDiff(
         id,
         parent,
         { path: image, offset: layer.member.offset, length: layer.member.size },
         { signal: opts.signal, verity: opts.verity, diffId: layer.diffId },
       );
     } catch (e) {
-      await driver.remove(id).catch(() => {});
       if ((e as { code?: string }).code === 'ERR_VERIFICATION')
         throw new DriverError(
           'ERR_VERIFICATION',

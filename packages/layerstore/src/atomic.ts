@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { ownerToken } from './owner.ts';
 
 /**
  * fsync of a directory, so a rename or unlink in it is durable. Windows cannot open a directory for this
@@ -21,9 +22,12 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** A temporary name next to `path`, starting with a dot so listings skip it. */
+/**
+ * A temporary name next to `path`, starting with a dot so listings skip it, naming its owner process (so a
+ * cleanup removes it only once that process is gone) and unpredictable.
+ */
 export function tempNameFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  return join(dirname(path), `.${basename(path)}-o${ownerToken()}-${randomBytes(8).toString('hex')}.tmp`);
 }
 
 /** Writes `data` to `path` atomically (temporary file, fsync, rename, directory fsync). */

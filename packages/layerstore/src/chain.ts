@@ -5,6 +5,13 @@ import { LayerStoreError } from './errors.ts';
 export const MAX_CHAIN_BYTES = 1 << 20;
 
 /**
+ * Most parents a layer may have: 127 (an image of 128 layers). Docker's overlay2 stops at 125 and a
+ * utility VM's SCSI controller holds 64 disks per controller; a chain far deeper cannot be mounted anyway,
+ * and would only make every operation on it slow.
+ */
+export const MAX_CHAIN_DEPTH = 127;
+
+/**
  * Parses a `layerchain.json`: `null` (the original's "no parents"), `[]`, or an array of absolute folder
  * paths, nearest parent first. Anything else is `ERR_LAYER_CHAIN_CORRUPT` naming `file`.
  */
@@ -20,6 +27,7 @@ export function parseLayerChain(text: string, file: string): string[] {
   }
   if (value === null) return [];
   if (!Array.isArray(value)) throw bad('expected an array of parent folder paths or null');
+  if (value.length > MAX_CHAIN_DEPTH) throw bad(`${value.length} parents, more than ${MAX_CHAIN_DEPTH}`);
   return value.map((p, i) => {
     if (typeof p !== 'string' || p.length === 0) throw bad(`entry ${i} is not a path`);
     if (!isAbsolute(p) && !/^[A-Za-z]:[\\/]/.test(p))

@@ -7,7 +7,7 @@ export {
   type DataRootPaths,
   type LayerPaths,
 } from './paths.ts';
-export { MAX_CHAIN_BYTES, formatLayerChain, parseLayerChain } from './chain.ts';
+export { MAX_CHAIN_BYTES, MAX_CHAIN_DEPTH, formatLayerChain, parseLayerChain } from './chain.ts';
 export { LayerStore, type CleanupReport, type LayerInfo } from './store.ts';
-export { KeyedLock } from './lock.ts';
+export { HostLock, KeyedLock, SharedKeyedLock } from './lock.ts';
 export { fsyncDir, writeFileAtomic } from './atomic.ts';

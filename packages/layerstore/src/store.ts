@@ -2,10 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fsyncDir, tempNameFor, writeFileAtomic } from './atomic.ts';
-import { formatLayerChain, parseLayerChain } from './chain.ts';
+import { MAX_CHAIN_DEPTH, formatLayerChain, parseLayerChain } from './chain.ts';
 import { LayerStoreError } from './errors.ts';
-import { KeyedLock } from './lock.ts';
+import { HostLock, SharedKeyedLock } from './lock.ts';
+import { ownerAlive, ownerOf, ownerToken } from './owner.ts';
 import { dataRootPaths, layerPaths, validateLayerId, type DataRootPaths, type LayerPaths } from './paths.ts';
+
+/** Windows paths compare without regard to case or slash direction. */
+function samePathOnWindows(a: string, b: string): boolean {
+  return process.platform === 'win32' && a.replace(/\//g, '\\').toLowerCase() === b.replace(/\//g, '\\').toLowerCase();
+}
 
 /** What a layer folder holds. */
 export interface LayerInfo {
@@ -32,7 +38,8 @@ export interface CleanupReport {
 
 const TMP_DIR = 'tmp';
 const NEW_PREFIX = 'new-';
-const TEMP_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/;
+/** Temporary files in a layer folder: ours (`.NAME-o<owner>-<hex>.tmp`), and the older `.NAME.<hex12>.tmp`. */
+const TEMP_FILE = /^\..+\.tmp$/;
 
 async function exists(p: string): Promise<boolean> {
   try {
@@ -42,6 +49,12 @@ async function exists(p: string): Promise<boolean> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw e;
   }
+}
+
+/** Whether a temporary name belongs to a process that is gone (or to nobody we can name). */
+function abandoned(name: string): boolean {
+  const owner = ownerOf(name);
+  return owner === null || !ownerAlive(owner);
 }
 
 async function fsyncFile(path: string): Promise<void> {
@@ -64,10 +77,11 @@ async function fsyncFile(path: string): Promise<void> {
  */
 export class LayerStore {
   readonly paths: DataRootPaths;
-  readonly #locks = new KeyedLock();
+  readonly #locks: SharedKeyedLock;
 
   private constructor(paths: DataRootPaths) {
     this.paths = paths;
+    this.#locks = new SharedKeyedLock(paths.root);
   }
 
   /**
@@ -76,19 +90,61 @@ export class LayerStore {
    */
   static async open(root: string): Promise<LayerStore> {
     const paths = dataRootPaths(root);
-    for (const d of [paths.root, paths.cache, paths.scratchDir, join(paths.root, TMP_DIR)])
-      await mkdir(d, { recursive: true });
+    const rootErr = (why: string, cause?: unknown): LayerStoreError =>
+      new LayerStoreError('ERR_DATA_ROOT', `data root ${paths.root}: ${why}`, cause ? { cause } : undefined);
+    try {
+      await mkdir(paths.root, { recursive: true });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EEXIST') throw rootErr(`cannot be created (${code ?? (e as Error).message})`, e);
+    }
+    // The root itself may be reached through a link (a data disk mounted elsewhere); its own folders may
+    // not: a `tmp/` linked to /etc would have cleanup delete /etc's files.
+    for (const d of [paths.root, paths.cache, paths.scratchDir, join(paths.root, TMP_DIR)]) {
+      await mkdir(d).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EEXIST') throw rootErr(`cannot create ${d} (${e.code ?? e.message})`, e);
+      });
+      const st = await (d === paths.root ? stat(d) : lstat(d));
+      if (!st.isDirectory())
+        throw rootErr(
+          d === paths.root
+            ? 'is not a directory'
+            : `${d} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}; lcow never follows links inside its data root`,
+        );
+    }
     const store = new LayerStore(paths);
-    for (const f of await readdir(paths.scratchDir))
-      await rm(join(paths.scratchDir, f), { recursive: true, force: true });
     await store.#clearTmp();
+    await store.#clearScratch();
     return store;
   }
 
+  /**
+   * The lock a service VM holds on its scratch disk `scratch/<vmId>.vhdx` for as long as it runs (across
+   * processes): opening a data root deletes only scratch disks whose lock is free.
+   */
+  scratchLock(vmId: string): HostLock {
+    return new HostLock(`${this.paths.root}\0scratch\0${vmId}`);
+  }
+
+  async #clearScratch(): Promise<void> {
+    for (const e of await readdir(this.paths.scratchDir, { withFileTypes: true })) {
+      const vmId = e.name.replace(/\.vhdx$/i, '');
+      const release = await this.scratchLock(vmId).tryAcquire();
+      if (!release) continue; // its VM is running
+      try {
+        await rm(join(this.paths.scratchDir, e.name), { recursive: true, force: true }); // a link: only the link
+      } finally {
+        await release();
+      }
+    }
+  }
+
+  /** Removes what dead processes left under `tmp/` (partial creations); live processes' work stays. */
   async #clearTmp(): Promise<string[]> {
     const tmp = join(this.paths.root, TMP_DIR);
     const gone: string[] = [];
     for (const f of await readdir(tmp)) {
+      if (!abandoned(f)) continue;
       await rm(join(tmp, f), { recursive: true, force: true });
       gone.push(f);
     }
@@ -100,16 +156,25 @@ export class LayerStore {
     return layerPaths(this.paths.root, id);
   }
 
-  /** Runs `fn` holding layer `id`'s lock (what the store's own operations on that id take). */
-  async withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    return this.#locks.run(validateLayerId(id), fn);
+  /**
+   * Runs `fn` holding layer `id`'s lock — what the store's own operations on that id take — against every
+   * other holder in this process and in every other process on this machine. Re-entrant: `fn` may call
+   * the store's operations on `id`.
+   */
+  async withLock<T>(id: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.#locks.run(validateLayerId(id), fn, signal);
   }
 
-  /** Whether layer `id` exists (and is not being removed). */
+  /** Whether layer `id` exists (and is not being removed). A link in its place is `ERR_LAYER_CORRUPT`. */
   async exists(id: string): Promise<boolean> {
     const p = this.layer(id);
     try {
-      return (await stat(p.dir)).isDirectory();
+      const st = await lstat(p.dir);
+      if (st.isDirectory()) return true;
+      throw new LayerStoreError(
+        'ERR_LAYER_CORRUPT',
+        `layer ${id}: ${p.dir} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}; remove it`,
+      );
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw e;
@@ -120,7 +185,7 @@ export class LayerStore {
   async list(): Promise<string[]> {
     const out: string[] = [];
     for (const e of await readdir(this.paths.root, { withFileTypes: true })) {
-      if (!e.isDirectory()) continue;
+      if (!e.isDirectory()) continue; // files, and links (never followed)
       try {
         validateLayerId(e.name);
       } catch {
@@ -136,6 +201,8 @@ export class LayerStore {
     const p = this.layer(id);
     let text: string;
     try {
+      const st = await lstat(p.layerChain);
+      if (!st.isFile()) throw new LayerStoreError('ERR_LAYER_CHAIN_CORRUPT', `${p.layerChain}: not a regular file`);
       text = await readFile(p.layerChain, 'utf8');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
@@ -143,7 +210,24 @@ export class LayerStore {
         throw new LayerStoreError('ERR_LAYER_NOT_FOUND', `layer ${id}: not found in ${this.paths.root}`);
       return []; // a folder without a chain file: the original wrote none for some layers
     }
-    return parseLayerChain(text, p.layerChain);
+    const chain = parseLayerChain(text, p.layerChain);
+    // Every parent is a layer folder of this data root: a chain naming /etc would have the driver mount,
+    // read and attach whatever is there.
+    for (const [i, dir] of chain.entries()) {
+      const name = basename(dir.replace(/\\/g, '/'));
+      let ok = false;
+      try {
+        ok = this.layer(name).dir === dir || samePathOnWindows(this.layer(name).dir, dir);
+      } catch {
+        ok = false;
+      }
+      if (!ok)
+        throw new LayerStoreError(
+          'ERR_LAYER_CHAIN_CORRUPT',
+          `${p.layerChain}: entry ${i} (${JSON.stringify(dir)}) is not a layer folder of ${this.paths.root}`,
+        );
+    }
+    return chain;
   }
 
   /** What layer `id` holds: its disk file (`layer.vhd` preferred), size, kind and parents. */
@@ -160,7 +244,13 @@ export class LayerStore {
       ['sandbox', p.sandboxVhdx],
     ] as const) {
       try {
-        size = (await stat(f)).size;
+        const st = await lstat(f);
+        if (!st.isFile())
+          throw new LayerStoreError(
+            'ERR_LAYER_CORRUPT',
+            `layer ${id}: ${f} is ${st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? 'a directory' : 'not a regular file'}; remove the layer`,
+          );
+        size = st.size;
         kind = k;
         file = f;
         break;
@@ -188,7 +278,7 @@ export class LayerStore {
   create(id: string, parent: string | null, populate?: (dir: string) => Promise<void>): Promise<LayerInfo> {
     return this.withLock(id, async () => {
       const p = this.layer(id);
-      if (await exists(p.dir))
+      if (await this.exists(id))
         throw new LayerStoreError('ERR_LAYER_EXISTS', `layer ${id}: already exists in ${this.paths.root}`);
       if (await exists(p.removing))
         throw new LayerStoreError('ERR_LAYER_EXISTS', `layer ${id}: still being removed (${p.removing}); run cleanup`);
@@ -201,14 +291,26 @@ export class LayerStore {
             `parent layer ${parent} of ${id}: not found in ${this.paths.root}`,
           );
         chain = [pp.dir, ...(await this.chain(parent))];
+        if (chain.length > MAX_CHAIN_DEPTH)
+          throw new LayerStoreError(
+            'ERR_CHAIN_TOO_DEEP',
+            `layer ${id}: parent ${parent} already has ${chain.length - 1} parents; at most ${MAX_CHAIN_DEPTH} are allowed`,
+          );
       }
-      const tmp = join(this.paths.root, TMP_DIR, `${NEW_PREFIX}${randomBytes(8).toString('hex')}`);
+      const tmp = join(this.paths.root, TMP_DIR, `${NEW_PREFIX}o${ownerToken()}-${randomBytes(8).toString('hex')}`);
       await mkdir(tmp);
       try {
         await writeFileAtomic(join(tmp, basename(p.layerChain)), formatLayerChain(chain));
         if (populate) await populate(tmp);
         await fsyncDir(tmp);
-        await rename(tmp, p.dir);
+        await rename(tmp, p.dir).catch((e: NodeJS.ErrnoException) => {
+          // Another writer of this data root that takes no lock (an older lcow, a person) made it meanwhile.
+          if (e.code === 'ENOTEMPTY' || e.code === 'EEXIST' || e.code === 'ENOTDIR' || e.code === 'EISDIR')
+            throw new LayerStoreError('ERR_LAYER_EXISTS', `layer ${id}: already exists in ${this.paths.root}`, {
+              cause: e,
+            });
+          throw e;
+        });
       } catch (e) {
         await rm(tmp, { recursive: true, force: true });
         throw e;
@@ -285,7 +387,7 @@ export class LayerStore {
     const report: CleanupReport = { removing: [], partial: await this.#clearTmp(), tempFiles: [] };
     for (const e of await readdir(this.paths.root, { withFileTypes: true })) {
       if (!e.isDirectory()) continue;
-      if (e.name.endsWith('-removing')) {
+      if (e.name.endsWith('-removing') && !e.isSymbolicLink()) {
         await rm(join(this.paths.root, e.name), { recursive: true, force: true });
         report.removing.push(e.name);
         continue;
@@ -299,7 +401,7 @@ export class LayerStore {
       await this.withLock(id, async () => {
         const dir = join(this.paths.root, id);
         for (const f of await readdir(dir).catch(() => [] as string[])) {
-          if (!TEMP_FILE.test(f)) continue;
+          if (!TEMP_FILE.test(f) || !abandoned(f)) continue;
           await rm(join(dir, f), { force: true });
           report.tempFiles.push(join(id, f));
         }

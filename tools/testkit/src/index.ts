@@ -117,4 +117,5 @@ export async function withLoopMount<T>(
   }
 }
 export { printTable, runMeasured, type Measured } from './measure.ts';
+export { runLimited, type LimitedRun } from './limits.ts';
 export { runReadmeExample } from './readme.ts';

@@ -3,7 +3,8 @@
 
 export interface TarSpec {
   path: string;
-  type?: 'file' | 'dir' | 'symlink' | 'link' | 'chr' | 'blk' | 'fifo';
+  /** `global`: a pax global header carrying `pax` for every later entry (its `path` is its own name). */
+  type?: 'file' | 'dir' | 'symlink' | 'link' | 'chr' | 'blk' | 'fifo' | 'global';
   body?: Uint8Array | string;
   mode?: number;
   uid?: number;
@@ -85,6 +86,13 @@ function paxRecord(key: string, value: Uint8Array): Uint8Array {
 export function makeTar(specs: TarSpec[], opts: { end?: boolean } = {}): Uint8Array {
   const parts: Uint8Array[] = [];
   for (const s of specs) {
+    if (s.type === 'global') {
+      const records = Buffer.concat(
+        Object.entries(s.pax ?? {}).map(([k, v]) => paxRecord(k, typeof v === 'string' ? enc.encode(v) : v)),
+      );
+      parts.push(header(enc.encode(s.path), 'g', records.length, { path: '' }), ...padded(records));
+      continue;
+    }
     const type = TYPE[s.type ?? 'file'];
     const body = typeof s.body === 'string' ? enc.encode(s.body) : (s.body ?? new Uint8Array());
     const pax: [string, Uint8Array][] = Object.entries(s.pax ?? {}).map(([k, v]) => [

@@ -7,7 +7,7 @@ import { HostFs } from '../fs/host-fs.ts';
 import { UnionFs } from '../fs/union-fs.ts';
 import type { BackendName } from '../options.ts';
 import { HostVm, hostBackendAvailable, hostRunDir, unmountDetached, unmountStale } from './host.ts';
-import { syncMountsOf } from './host-tools.ts';
+import { loopAttached, syncMountsOf } from './host-tools.ts';
 import { InprocVm } from './inproc.ts';
 
 export interface Backend {
@@ -22,22 +22,29 @@ export interface Backend {
   containerFs(vm: UtilityVm, target: string, readOnly: boolean): ContainerFs;
   /** Makes what a writable mount of a disk holds visible in its file (before the reader opens it). */
   flush(hostPath: string): Promise<void>;
+  /** Whether any process of this machine has the disk file attached (the host's own view). */
+  inUse(hostPath: string): Promise<boolean>;
   /** At init and cleanup: what a killed process left mounted. */
   recover(): Promise<string[]>;
   /** Unmounts a union that another process mounted and left (`lcow mount`); false if there is none. */
   unmountDetached(target: string): Promise<boolean>;
 }
 
-export function hostBackend(dataRoot: string): Backend {
+/**
+ * `suid`: the unions are containers' roots handed to a runtime (the Docker plugin), where setuid programs
+ * must work; otherwise (the `lcow` command, tools) every mount is `nosuid`. Always `nodev`.
+ */
+export function hostBackend(dataRoot: string, opts: { suid?: boolean } = {}): Backend {
   const runDir = hostRunDir(dataRoot);
   return {
     name: 'host',
     writable: true,
     singleVm: true,
     attachConcurrency: 8,
-    start: (vmId) => HostVm.start(vmId, runDir),
+    start: (vmId) => HostVm.start(vmId, runDir, opts),
     containerFs: (vm, target) => new HostFs((vm as HostVm).hostPath(target)),
     flush: (hostPath) => syncMountsOf(hostPath),
+    inUse: (hostPath) => loopAttached(hostPath),
     recover: () => unmountStale(runDir),
     unmountDetached: (target) => unmountDetached(runDir, target),
   };
@@ -52,6 +59,7 @@ export function inprocBackend(): Backend {
     start: async (vmId) => new InprocVm(vmId),
     containerFs: (vm, target) => new UnionFs((vm as InprocVm).union(target)),
     flush: async () => {},
+    inUse: async () => false,
     recover: async () => [],
     unmountDetached: async () => false,
   };

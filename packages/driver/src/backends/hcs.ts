@@ -231,6 +231,9 @@ export function hcsBackend(_dataRoot: string, opts: DriverOptions, library?: str
     // A disk attached to a Hyper-V VM is locked by it: the reader cannot open it then (the driver's diff of a
     // running container's sandbox would have to go through the guest's exportSandbox).
     flush: async () => {},
+    // Hyper-V holds an attached disk open exclusively: another process's attach shows as a sharing
+    // violation when the file is replaced or removed, which the caller reports.
+    inUse: async () => false,
     recover: async () => [],
     unmountDetached: async () => false,
   };

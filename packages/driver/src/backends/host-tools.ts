@@ -62,6 +62,16 @@ export async function syncMountsOf(file: string): Promise<void> {
   }
 }
 
+/** Whether a loop device (of any process) is backed by `file`; false when the file does not exist. */
+export async function loopAttached(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+  } catch {
+    return false;
+  }
+  return (await runTool('losetup', ['-j', file])).trim() !== '';
+}
+
 /** Where the ext4 payload of a layer or sandbox disk lies in its file, for a loop device. */
 export interface DiskPayload {
   offset: number;

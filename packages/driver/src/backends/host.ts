@@ -4,7 +4,7 @@
 // an overlayfs mount with `upper/` and `work/` in the sandbox. The filesystem `get()` returns is the real
 // host directory of the union.
 import { createHash } from 'node:crypto';
-import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { Ext4Fs, exportTar } from '@lcow/ext4';
@@ -12,9 +12,37 @@ import type { MappedDisk, UtilityVm } from '@lcow/svm-pool';
 import { DriverError } from '../errors.ts';
 import { diskPayload, mountsUnder, runTool } from './host-tools.ts';
 
+/** Where every data root's mounts live: only root may enter it (0700), so no user reaches a layer's files. */
+export const HOST_RUN_BASE = '/run/lcow';
+
 /** The run directory of one data root: short, so 50 overlay lower paths fit in one page of mount options. */
 export function hostRunDir(dataRoot: string): string {
-  return join('/run/lcow', createHash('sha256').update(dataRoot).digest('hex').slice(0, 8));
+  return join(HOST_RUN_BASE, createHash('sha256').update(dataRoot).digest('hex').slice(0, 8));
+}
+
+/**
+ * Creates (or repairs) the run directories as 0700, owned by root, and refuses them when they are not
+ * plain directories (a link planted there would put our mounts where its author chose).
+ */
+export async function ensureRunDir(runDir: string): Promise<void> {
+  for (const d of [HOST_RUN_BASE, runDir]) {
+    await mkdir(d, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+    const st = await lstat(d);
+    if (!st.isDirectory() || st.uid !== 0)
+      throw new DriverError('ERR_UNSUPPORTED', `${d}: not a directory owned by root; remove it and try again`);
+    if ((st.mode & 0o777) !== 0o700) await chmod(d, 0o700);
+  }
+}
+
+/**
+ * Mount flags. `nodev` everywhere: a device node in a layer never opens a host device. `nosuid` everywhere
+ * too, except on the mounts of a container's root that the driver hands to a runtime (`suid`), where an
+ * image's setuid programs must work as they do on overlay2; those stay reachable by root only (0700).
+ */
+function mountFlags(suid: boolean): string[] {
+  return suid ? ['nodev'] : ['nodev', 'nosuid'];
 }
 
 /** Whether this process can use the host backend: Linux, root, and the mount tools. */
@@ -31,12 +59,27 @@ export function hostBackendAvailable(): { ok: boolean; reason: string } {
 export async function unmountStale(runDir: string): Promise<string[]> {
   const gone: string[] = [];
   for (const m of await mountsUnder(runDir)) {
+    // A VM folder is `<pid base 36>.<n>`: a live process's VMs (another daemon, a command at work) stay.
+    const vm = m.slice(runDir.length + 1).split('/')[0] ?? '';
+    const pid = parseInt(vm.split('.')[0] ?? '', 36);
+    if (pid !== process.pid && processAlive(pid)) continue;
     await runTool('umount', [m]).catch(() => runTool('umount', ['-l', m]));
     gone.push(m);
   }
   // Never delete through a mount that is still there.
   if ((await mountsUnder(runDir)).length === 0) await rm(runDir, { recursive: true, force: true });
   return gone;
+}
+
+/** Whether process `pid` exists (a pid that is not a number never does). */
+function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 let vmCounter = 0;
@@ -47,25 +90,28 @@ export class HostVm implements UtilityVm {
   readonly root: string;
   readonly #disks = new Map<string, MappedDisk>();
   readonly #mounts = new Set<string>();
+  readonly #suid: boolean;
 
-  private constructor(id: string, root: string) {
+  private constructor(id: string, root: string, suid: boolean) {
     this.id = id;
     this.root = root;
+    this.#suid = suid;
   }
 
   /**
    * "Boots" a VM: a fresh folder under `runDir`, named by process and counter (short, and never one that
    * another process's mounts live in).
    */
-  static async start(id: string, runDir: string): Promise<HostVm> {
+  static async start(id: string, runDir: string, opts: { suid?: boolean } = {}): Promise<HostVm> {
     const ok = hostBackendAvailable();
     if (!ok.ok) throw new DriverError('ERR_UNSUPPORTED', ok.reason);
+    await ensureRunDir(runDir);
     const root = join(runDir, `${process.pid.toString(36)}.${(++vmCounter).toString(36)}`);
     if ((await mountsUnder(root)).length > 0)
       throw new DriverError('ERR_LAYER_BUSY', `${root}: still has mounts of an earlier process; run cleanup`);
     await rm(root, { recursive: true, force: true });
     await mkdir(join(root, 'tmp'), { recursive: true });
-    return new HostVm(id, root);
+    return new HostVm(id, root, opts.suid ?? false);
   }
 
   /** The host path of a guest path. */
@@ -85,7 +131,13 @@ export class HostVm implements UtilityVm {
       );
     const { offset, size } = await diskPayload(disk.hostPath);
     await mkdir(dir, { recursive: true });
-    const opts = [`loop`, `offset=${offset}`, `sizelimit=${size}`, disk.readOnly ? 'ro' : 'rw'];
+    const opts = [
+      `loop`,
+      `offset=${offset}`,
+      `sizelimit=${size}`,
+      disk.readOnly ? 'ro' : 'rw',
+      ...mountFlags(this.#suid),
+    ];
     try {
       await runTool('mount', ['-t', 'ext4', '-o', opts.join(','), disk.hostPath, dir], signal);
     } catch (e) {
@@ -112,13 +164,14 @@ export class HostVm implements UtilityVm {
     await mkdir(t, { recursive: true });
     const host = lowers.map((l) => this.hostPath(l));
     let args: string[];
+    const flags = mountFlags(this.#suid).join(',');
     if (upper) {
       const u = this.hostPath(upper);
       await mkdir(join(u, 'upper'), { recursive: true, mode: 0o755 });
       await mkdir(join(u, 'work'), { recursive: true, mode: 0o700 });
       args =
         host.length === 0
-          ? ['--bind', join(u, 'upper'), t]
+          ? ['-o', `bind,${flags}`, join(u, 'upper'), t]
           : [
               '-t',
               'overlay',
@@ -130,12 +183,13 @@ export class HostVm implements UtilityVm {
                 `workdir=${escapeOption(join(u, 'work'))}`,
                 'redirect_dir=off',
                 'metacopy=off',
+                flags,
               ].join(','),
               t,
             ];
-    } else if (host.length === 1) args = ['-o', 'bind,ro', host[0]!, t];
+    } else if (host.length === 1) args = ['-o', `bind,ro,${flags}`, host[0]!, t];
     else if (host.length > 1)
-      args = ['-t', 'overlay', 'overlay', '-o', `lowerdir=${host.map(escapeOption).join(':')}`, t];
+      args = ['-t', 'overlay', 'overlay', '-o', `lowerdir=${host.map(escapeOption).join(':')},${flags}`, t];
     else throw new DriverError('ERR_INVALID_ARGUMENT', `mount ${target}: needs at least one layer`);
     try {
       await runTool('mount', args, signal);

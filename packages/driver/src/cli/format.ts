@@ -36,3 +36,14 @@ export function table(rows: [string, string][]): string {
   const w = Math.max(...rows.map(([k]) => k.length)) + 2;
   return rows.map(([k, v]) => `${`${k}:`.padEnd(w)}${v}`).join('\n');
 }
+
+const C_ESCAPES: Record<string, string> = { '\n': '\\n', '\t': '\\t', '\r': '\\r', '\\': '\\\\' };
+
+/**
+ * A file name for a line of text output: a backslash and every control character escaped (`\n`, `\t`,
+ * `\r`, `\ooo`), as `ls -b` does, so a name cannot forge another line. `--json` output needs none of it.
+ */
+export function escapeName(name: string): string {
+  // eslint-disable-next-line no-control-regex
+  return name.replace(/[\x00-\x1f\x7f\\]/g, (c) => C_ESCAPES[c] ?? `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+}

@@ -21,6 +21,8 @@ export interface Io {
   /** `--root DIR` (default ./lcow-data) and `--backend host|inproc|hcs`, given before the command. */
   root?: string;
   backend?: string;
+  /** `--storage-opt KEY=VALUE`, given before the command: driver options (`lcow.maxlayersize=8`…). */
+  storageOpts?: string[];
 }
 
 /** One `lcow` subcommand. */
@@ -45,13 +47,53 @@ function help(): string {
   return [
     'lcow — LCOW container layers as ext4 in VHD/VHDX, on Linux and Windows',
     '',
-    'usage: lcow [--root DIR] [--backend host|inproc|hcs] <command> …   (--help after any command)',
+    'usage: lcow [--root DIR] [--backend host|inproc|hcs] [--storage-opt lcow.KEY=VALUE]… <command> …',
+    '       (--help after any command; storage options as dockerd passes them, e.g. lcow.maxlayersize=GiB)',
     '',
     'commands:',
     ...COMMANDS.flatMap((c) => [`  ${c.name.padEnd(10)}${c.summary}`, ...c.usage.map((u) => `              ${u}`)]),
     '',
     'Errors print "lcow: CODE: message" on stderr and exit with status 1 (2 for usage errors).',
   ].join('\n');
+}
+
+/** What an operating-system error means to a user, as one of our codes. */
+const ERRNO_CODES: Record<string, string> = {
+  ENOENT: 'ERR_NOT_FOUND',
+  EEXIST: 'ERR_EXISTS',
+  EISDIR: 'ERR_IS_A_DIRECTORY',
+  ENOTDIR: 'ERR_NOT_A_DIRECTORY',
+  ENOTEMPTY: 'ERR_NOT_EMPTY',
+  EACCES: 'ERR_PERMISSION',
+  EPERM: 'ERR_PERMISSION',
+  EROFS: 'ERR_READ_ONLY',
+  ENOSPC: 'ERR_DISK_FULL',
+  EDQUOT: 'ERR_DISK_FULL',
+  EFBIG: 'ERR_DISK_FULL',
+  ELOOP: 'ERR_SYMLINK_LOOP',
+  ENAMETOOLONG: 'ERR_INVALID_ARGUMENT',
+  E2BIG: 'ERR_INVALID_ARGUMENT',
+  EBUSY: 'ERR_LAYER_BUSY',
+  ETXTBSY: 'ERR_LAYER_BUSY',
+  EMFILE: 'ERR_RESOURCES',
+  ENFILE: 'ERR_RESOURCES',
+  ENOMEM: 'ERR_RESOURCES',
+};
+
+/**
+ * The code and message the command prints for an error: ours as they are; an operating-system error
+ * (`ENOENT`…) as one of our codes with the errno kept once at the end; anything else `ERR_INTERNAL`.
+ */
+export function describeError(e: unknown): { code: string; message: string } {
+  const err = e as Error & { code?: unknown; errno?: unknown; syscall?: unknown };
+  const raw = typeof err?.code === 'string' ? err.code : null;
+  const text = err instanceof Error ? err.message : String(e);
+  if (raw && /^E[A-Z0-9]+$/.test(raw) && (typeof err.errno === 'number' || typeof err.syscall === 'string')) {
+    const message = text.startsWith(`${raw}: `) ? text.slice(raw.length + 2) : text;
+    return { code: ERRNO_CODES[raw] ?? 'ERR_IO', message: `${message} (${raw})` };
+  }
+  if (raw?.startsWith('ERR_')) return { code: raw, message: text };
+  return { code: 'ERR_INTERNAL', message: text };
 }
 
 /** Runs the `lcow` command line; returns the exit status. */
@@ -72,17 +114,21 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
     // Global options, before the command.
     for (;;) {
       const g = args[0];
-      if (g === '--root' || g === '--backend') {
+      if (g === '--root' || g === '--backend' || g === '--storage-opt') {
         const v = args[1];
         if (v === undefined) throw new DriverError('ERR_USAGE', `${g} needs a value`);
         if (g === '--root') full.root = v;
-        else {
+        else if (g === '--storage-opt') {
+          if (!/^lcow\.[a-z]+=/i.test(v))
+            throw new DriverError('ERR_USAGE', `--storage-opt ${JSON.stringify(v)}: expected lcow.KEY=VALUE`);
+          full.storageOpts = [...(full.storageOpts ?? []), v];
+        } else {
           if (!['host', 'inproc', 'hcs'].includes(v))
             throw new DriverError('ERR_USAGE', `--backend ${JSON.stringify(v)}: host, inproc or hcs`);
           full.backend = v;
         }
         args.splice(0, 2);
-      } else if (g?.startsWith('--root=') || g?.startsWith('--backend=')) {
+      } else if (g?.startsWith('--root=') || g?.startsWith('--backend=') || g?.startsWith('--storage-opt=')) {
         const eq = g.indexOf('=');
         args.splice(0, 1, g.slice(0, eq), g.slice(eq + 1));
       } else break;
@@ -103,10 +149,9 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
     }
     return await cmd.run(rest, full);
   } catch (e) {
-    const err = e as Error & { code?: unknown };
-    const code = typeof err.code === 'string' ? err.code : 'ERR_INTERNAL';
-    full.err(`lcow: ${code}: ${err.message}`);
-    if (code === 'ERR_INTERNAL' && process.env.LCOW_DEBUG) full.err(String(err.stack));
+    const { code, message } = describeError(e);
+    full.err(`lcow: ${code}: ${message}`);
+    if (code === 'ERR_INTERNAL' && process.env.LCOW_DEBUG) full.err(String((e as Error).stack));
     return code === 'ERR_USAGE' ? 2 : 1;
   } finally {
     process.off('SIGINT', onSigint);

@@ -5,7 +5,6 @@ import { constants } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 
 /** `.NAME.<random>.tmp` beside `out`. */
 export function outputTempName(out: string): string {
@@ -24,7 +23,10 @@ export async function writeFileWhole(
   const tmp = outputTempName(out);
   const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
   try {
-    await pipeline(data, fh.createWriteStream({ autoClose: false }), ...(signal ? [{ signal }] : []));
+    for await (const chunk of data as AsyncIterable<Uint8Array>) {
+      signal?.throwIfAborted();
+      await fh.write(chunk);
+    }
     await fh.sync();
     await fh.close();
     await rename(tmp, out);

@@ -1,6 +1,6 @@
 // The container filesystem of the `host` backend: a real folder (the union mount), every path resolved
 // inside it before the host is touched — the job of moby's FollowSymlinkInScope.
-import type { BigIntStats, Stats } from 'node:fs';
+import { constants, type BigIntStats, type Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -66,6 +66,32 @@ function infoOf(name: string, st: BigIntStats | Stats): FileInfo {
         ? { major: ((rdev >> 8) & 0xfff) | ((rdev >>> 32) & ~0xfff), minor: (rdev & 0xff) | ((rdev >> 12) & 0xfff00) }
         : null,
   };
+}
+
+const KIND_NAMES: Record<EntryKind, string> = {
+  file: 'a file',
+  dir: 'a directory',
+  symlink: 'a symbolic link',
+  chr: 'a character device',
+  blk: 'a block device',
+  fifo: 'a FIFO',
+  socket: 'a socket',
+};
+
+/**
+ * Opens `host` for reading only if it is a regular file: a device node in a layer must never reach the
+ * host's device (the mounts are `nodev` as well), and a FIFO must not block the reader (O_NONBLOCK).
+ */
+async function openRegular(host: string, p: string): Promise<fsp.FileHandle> {
+  const st = await fsp.lstat(host);
+  if (!st.isFile())
+    throw new DriverError('ERR_INVALID_ARGUMENT', `read ${p}: ${KIND_NAMES[kindOf(st)]}, not a regular file`);
+  const fh = await fsp.open(host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  if (!(await fh.stat()).isFile()) {
+    await fh.close();
+    throw new DriverError('ERR_INVALID_ARGUMENT', `read ${p}: replaced by something that is not a regular file`);
+  }
+  return fh;
 }
 
 export class HostFs implements ContainerFs {
@@ -153,12 +179,19 @@ export class HostFs implements ContainerFs {
   }
 
   readFile(p: string): Promise<Buffer> {
-    return this.#do('readFile', p, true, (h) => fsp.readFile(h));
+    return this.#do('readFile', p, true, async (h) => {
+      const fh = await openRegular(h, p);
+      try {
+        return await fh.readFile();
+      } finally {
+        await fh.close();
+      }
+    });
   }
 
   createReadStream(p: string): Promise<Readable> {
     return this.#do('open', p, true, async (h) => {
-      const fh = await fsp.open(h, 'r');
+      const fh = await openRegular(h, p);
       return fh.createReadStream(); // closes the file when it ends or is destroyed
     });
   }

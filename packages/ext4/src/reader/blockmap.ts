@@ -38,8 +38,15 @@ export async function* blockRuns(
 ): AsyncGenerator<BlockRun> {
   const source =
     inode.flags & InodeFlags.EXTENTS ? extentRuns(vol, inode, from, end, what) : mapRuns(vol, inode, from, end, what);
+  // No file can own more blocks than the image holds: a corrupt tree whose pointers all name the same
+  // blocks would otherwise map (and a reader read) terabytes out of a small image.
+  const limit = Math.min(vol.blocksCount, Math.ceil(vol.source.size / vol.blockSize));
+  let mapped = 0;
   let pending: BlockRun | null = null;
   for await (const r of source) {
+    mapped += r.len;
+    if (mapped > limit)
+      throw vol.corrupt(`inode ${inode.ino} (${what}): maps more than the ${limit} blocks of the image`);
     const s = Math.max(r.logical, from);
     const e = Math.min(r.logical + r.len, end);
     if (e <= s) continue;
@@ -144,6 +151,8 @@ async function* mapRuns(
   const where = `inode ${inode.ino} (${what}) block map`;
   const per = vol.blockSize / 4;
   const check = (ptr: number, label: string): void => vol.checkRange(ptr, 1, `${where}: ${label}`);
+  // Each indirect block is read once: a map whose pointers loop back costs one read per block it names.
+  const visited = new Set<number>();
   for (let i = Math.max(0, from); i < DIRECT_BLOCKS && i < end; i++) {
     const ptr = le32(inode.iblock, i * 4);
     if (ptr === 0) continue;
@@ -153,6 +162,8 @@ async function* mapRuns(
   // Indirect tree of `level` (1 single, 2 double, 3 triple) rooted at `ptr`, covering logical blocks from `base`.
   async function* tree(ptr: number, level: number, base: number): AsyncGenerator<BlockRun> {
     const span = per ** (level - 1); // logical blocks per pointer in this block
+    if (visited.has(ptr)) throw vol.corrupt(`${where}: indirect block ${ptr} appears twice in the map`);
+    visited.add(ptr);
     const blk = await vol.block(ptr, `${where} indirect block`);
     const first = Math.max(0, Math.floor((from - base) / span));
     for (let i = first; i < per; i++) {

@@ -304,8 +304,7 @@ export class Ext4Fs {
       chain.push({ ino, name, path: there });
       cur = next;
     }
-    if (literal && typeOf(vol, cur, display(chain[chain.length - 1]!.path)) === 'dir')
-      this.#dirs.remember(chain);
+    if (literal && typeOf(vol, cur, display(chain[chain.length - 1]!.path)) === 'dir') this.#dirs.remember(chain);
     const parent = chain.length > 1 ? chain[chain.length - 2]!.ino : Ino.ROOT;
     return { inode: cur, path: chain[chain.length - 1]!.path, parent };
   }

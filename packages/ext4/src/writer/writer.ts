@@ -134,7 +134,9 @@ export class Ext4Writer {
       );
     const limited = opts.sizeLimit !== undefined && opts.sizeLimit < opts.maximumDiskSize;
     this.#limitBlocks = limited ? Math.floor(opts.sizeLimit! / BLOCK_SIZE) : this.#maxBlocks;
-    this.#limitName = limited ? `the size limit (${opts.sizeLimit} bytes)` : `maximumDiskSize (${opts.maximumDiskSize} bytes)`;
+    this.#limitName = limited
+      ? `the size limit (${opts.sizeLimit} bytes)`
+      : `maximumDiskSize (${opts.maximumDiskSize} bytes)`;
     const maxGroups = Math.ceil(this.#maxBlocks / BLOCKS_PER_GROUP);
     this.#gdtBlocks = Math.ceil((maxGroups * GroupDesc.size) / BLOCK_SIZE);
     this.#out = new ImageWriter(fh, (1 + this.#gdtBlocks) * BLOCK_SIZE);

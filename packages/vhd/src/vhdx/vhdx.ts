@@ -309,24 +309,35 @@ async function readMetadata(file: RandomAccessFile, region: FileRange): Promise<
   };
 }
 
+/** Largest log entry whose checksum is computed; Hyper-V writes entries of a few MiB at most. */
+const MAX_LOG_ENTRY = 32 * MiB;
+
 /**
- * Whether the log holds an entry that a reader would have to replay: any 4 KiB-aligned entry with the
- * header's LogGuid, a sane length and a valid CRC-32C (2.3.1.1). Reading it without replay would show
- * stale metadata, so such a file is refused rather than misread.
+ * Why the log must be replayed before the file can be read, or null: an entry at a 4 KiB boundary with
+ * the header's LogGuid, a sane length and a valid CRC-32C (2.3.1.1) — reading it without replay would show
+ * stale metadata, so such a file is refused rather than misread. Checking is linear in the log's size:
+ * a log of overlapping would-be entries that costs more than twice its length to check, or an entry
+ * larger than {@link MAX_LOG_ENTRY}, cannot be shown clean and is refused the same way.
  */
-async function logNeedsReplay(file: RandomAccessFile, h: Header): Promise<boolean> {
+async function logReplayReason(file: RandomAccessFile, h: Header): Promise<string | null> {
   const chunk = MiB;
+  let budget = 2 * h.logLength + MiB;
   for (let base = 0; base < h.logLength; base += chunk) {
     const buf = await readExact(file, h.logOffset + base, Math.min(chunk, h.logLength - base), 'log');
     for (let at = 0; at + LogEntryHeader.size <= buf.length; at += 4096) {
       const e = LogEntryHeader.decode(buf, at);
       if (e.signature !== Signature.LOG_ENTRY || e.logGuid !== h.logGuid) continue;
       if (e.entryLength === 0 || e.entryLength % 4096 !== 0 || base + at + e.entryLength > h.logLength) continue;
+      if (e.entryLength > MAX_LOG_ENTRY)
+        return `a log entry at ${base + at} of ${e.entryLength} bytes (more than a writer makes) cannot be checked`;
+      budget -= e.entryLength;
+      if (budget < 0) return 'its log entries overlap beyond what a writer makes and cannot be checked';
       const entry = await readExact(file, h.logOffset + base + at, e.entryLength, 'log entry');
-      if (checksumWithZeroField(entry, LogEntryHeader.offsetOf('checksum')) === e.checksum) return true;
+      if (checksumWithZeroField(entry, LogEntryHeader.offsetOf('checksum')) === e.checksum)
+        return 'the log holds entries that need replay';
     }
   }
-  return false;
+  return null;
 }
 
 /** Validates the whole structure; a field that cannot even be decoded (a 64-bit size above 2^53) is ERR_VHD_FORMAT. */
@@ -357,12 +368,12 @@ async function parseStructure(file: RandomAccessFile): Promise<Parsed> {
   if (!isNil(header.logGuid)) {
     if (header.logVersion !== 0)
       throw new VhdError('ERR_VHD_UNSUPPORTED', `${file.name}: log version ${header.logVersion}`);
-    if (await logNeedsReplay(file, header)) {
+    const replay = await logReplayReason(file, header);
+    if (replay)
       throw new VhdError(
         'ERR_VHD_UNSUPPORTED',
-        `${file.name}: the log holds entries that need replay (open it once with Hyper-V or qemu-img check -r all)`,
+        `${file.name}: ${replay} (open it once with Hyper-V or qemu-img check -r all)`,
       );
-    }
   }
   const regions = await readRegions(file, fileSize);
   const log: FileRange = { name: 'log', offset: header.logOffset, length: header.logLength };

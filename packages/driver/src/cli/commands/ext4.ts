@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { Ext4Fs, exportTar, type Ext4Stat } from '@lcow/ext4';
 import { DriverError } from '../../errors.ts';
 import { flag, option, positional } from '../args.ts';
-import { formatBytes, toJson } from '../format.ts';
+import { escapeName, formatBytes, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
 import type { Command, Io } from '../main.ts';
 
@@ -78,7 +78,7 @@ async function ls(args: string[], io: Io): Promise<number> {
         `${s.gid}`,
         size,
         isoTime(s.mtime),
-        e.name + (e.target ? ` -> ${e.target}` : ''),
+        escapeName(e.name) + (e.target ? ` -> ${escapeName(e.target)}` : ''),
       ];
     });
     const widths = rows.reduce((w, r) => r.map((c, i) => Math.max(w[i] ?? 0, c.length)), [] as number[]);

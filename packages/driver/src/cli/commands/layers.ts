@@ -10,7 +10,7 @@ import { LcowDriver } from '../../driver.ts';
 import { importImage } from '../../import.ts';
 import { flag, option, positional } from '../args.ts';
 import { writeFileWhole } from '../output.ts';
-import { formatBytes, toJson } from '../format.ts';
+import { escapeName, formatBytes, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
 import { EXAMPLE_OS_RELEASE, EXAMPLE_SHARE, EXAMPLE_TAG, writeExampleImage } from '../example-image.ts';
 import type { Command, Io } from '../main.ts';
@@ -23,7 +23,7 @@ export async function withDriver<T>(
   fn: (d: LcowDriver) => Promise<T>,
   opts: { keepMounts?: boolean } = {},
 ): Promise<T> {
-  const options = io.backend ? [`lcow.backend=${io.backend}`] : [];
+  const options = [...(io.storageOpts ?? []), ...(io.backend ? [`lcow.backend=${io.backend}`] : [])];
   const d = await LcowDriver.init(resolve(io.root ?? DEFAULT_ROOT), options, { recover: false });
   let ok = false;
   try {
@@ -235,7 +235,7 @@ export const changesCommand = command(
       d.changes(id!, parent ?? (await d.store.info(id!)).parentIds[0] ?? null, { signal: io.signal }),
     );
     if (json) io.out(toJson(changes));
-    else for (const c of changes) io.out(`${{ modify: 'C', add: 'A', delete: 'D' }[c.kind]} ${c.path}`);
+    else for (const c of changes) io.out(`${{ modify: 'C', add: 'A', delete: 'D' }[c.kind]} ${escapeName(c.path)}`);
     return 0;
   },
 );
@@ -321,7 +321,25 @@ export const lsCommand = command('ls', 'list the layers of the data root', LS, a
   const rows = await withDriver(io, async (d) => {
     const out = [];
     for (const id of await d.store.list()) {
-      const i = await d.store.info(id);
+      let i: Awaited<ReturnType<typeof d.store.info>>;
+      try {
+        i = await d.store.info(id);
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if (code === 'ERR_LAYER_NOT_FOUND') continue; // removed meanwhile
+        if (!code?.startsWith('ERR_')) throw e;
+        // One damaged layer is reported, not a reason to hide the others; `lcow rm` removes it.
+        out.push({
+          id,
+          kind: 'broken' as const,
+          size: 0,
+          parent: null,
+          depth: 0,
+          rootDigest: null,
+          error: { code, message: (e as Error).message },
+        });
+        continue;
+      }
       const digest = i.file
         ? await readFile(`${i.dir}/layer.vhd.rootdigest`, 'utf8').then(
             (t) => t.trim(),
@@ -343,7 +361,9 @@ export const lsCommand = command('ls', 'list the layers of the data root', LS, a
   else
     for (const r of rows)
       io.out(
-        `${r.id}  ${r.kind.padEnd(7)} ${formatBytes(r.size).padStart(10)}  ${r.parent ? `on ${r.parent}` : '(base)'}${r.rootDigest ? `  verity ${r.rootDigest}` : ''}`,
+        'error' in r && r.error
+          ? `${r.id}  broken  ${r.error.code}: ${escapeName(r.error.message)}`
+          : `${r.id}  ${r.kind.padEnd(7)} ${formatBytes(r.size).padStart(10)}  ${r.parent ? `on ${r.parent}` : '(base)'}${r.rootDigest ? `  verity ${r.rootDigest}` : ''}`,
       );
   return 0;
 });
