@@ -48,7 +48,7 @@ interface Run extends LimitedRun {
 /** `lcow --root ROOT --backend B args…` in a child: 60 s and 1 GiB for the whole tree unless said. */
 async function lcow(
   args: string[],
-  opts: { input?: Uint8Array; timeoutMs?: number; maxRssMiB?: number } = {},
+  opts: { input?: Uint8Array | AsyncIterable<Uint8Array>; timeoutMs?: number; maxRssMiB?: number } = {},
 ): Promise<Run> {
   const r = await runLimited(
     process.execPath,
@@ -234,6 +234,43 @@ describe('hangs and blow-ups: every bad input ends, quickly, in bounded memory',
     expect(r.out.split('\n').filter(Boolean)).toHaveLength(1002); // 1000 folders, the leaf, lost+found
     expect(r.seconds).toBeLessThan(20);
   }, 180_000);
+
+  it('3 million empty files stream through tar2ext4 in under 1 GiB of memory (the tar is never stored)', async () => {
+    const FILES = 3_000_000;
+    const PER_DIR = 1000;
+    // ustar headers made from one template: name, then the checksum, patched per entry.
+    const template = makeTar([{ path: 'd0000/f000000', body: '' }], { end: false });
+    const dirTemplate = makeTar([{ path: 'd0000/', type: 'dir' }], { end: false });
+    const withName = (t: Uint8Array, name: string): Uint8Array => {
+      const h = Buffer.from(t);
+      h.fill(0, 0, 100);
+      h.write(name, 0, 'latin1');
+      h.fill(0x20, 148, 156);
+      let sum = 0;
+      for (const b of h) sum += b;
+      h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+      return h;
+    };
+    async function* tar(): AsyncGenerator<Uint8Array> {
+      for (let d = 0; d < FILES / PER_DIR; d++) {
+        const dir = `d${String(d).padStart(4, '0')}`;
+        const batch = [withName(dirTemplate, `${dir}/`)];
+        for (let f = 0; f < PER_DIR; f++) batch.push(withName(template, `${dir}/f${String(f).padStart(6, '0')}`));
+        yield Buffer.concat(batch);
+      }
+      yield new Uint8Array(1024);
+    }
+    const img = join(dir.path, `${n}-many.img`);
+    const r = await lcow(['tar2ext4', '-i', '-', '-o', img, '--no-fsync', '--json'], {
+      input: tar(),
+      timeoutMs: 240_000,
+      maxRssMiB: 1024,
+    });
+    ok(r);
+    expect(JSON.parse(r.out)).toMatchObject({ files: FILES, directories: FILES / PER_DIR });
+    console.log(`[hostile] ${FILES} empty files: ${r.seconds.toFixed(1)} s, peak RSS ${r.peakRssMiB} MiB`);
+    await rm(img);
+  }, 300_000);
 
   it('a gzip bomb stops at lcow.maxlayersize: ERR_DISK_FULL naming the entry, nothing committed', async () => {
     // 1.25 GiB of zeros in one file, about 1.3 MB compressed.

@@ -1,10 +1,10 @@
-import { open, readdir, rm, stat } from 'node:fs/promises';
+import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, oracle, pseudoRandomBytes, run, tempDir, type TarSpec } from '@lcow/testkit';
-import { Ext4Error, convert, type ConvertOptions } from '../src/index.ts';
+import { Ext4Error, Ext4Fs, convert, type ConvertOptions } from '../src/index.ts';
 
 const hasE2fsck = oracle('e2fsck');
 let dir: { path: string; cleanup: () => Promise<void> };
@@ -132,6 +132,72 @@ describe('bad tars give a typed error naming the entry and leave no output', () 
     await expect(
       convert(Readable.from([makeTar(ok)]), join(dir.path, 'x.img'), { maximumDiskSize: 1000 }),
     ).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+  });
+
+  it('sizeLimit: ERR_DISK_FULL naming the entry, and the layout of what fits is unchanged', async () => {
+    await rejects(
+      makeTar([...ok, { path: 'a/big', body: new Uint8Array(2 << 20) }]),
+      'ERR_DISK_FULL',
+      /"a\/big": needs 512 more blocks; the filesystem would exceed the size limit \(1048576 bytes\)/,
+      { sizeLimit: 1 << 20 },
+    );
+    const tar = makeTar(ok);
+    const plain = join(dir.path, `limit${n++}.img`);
+    const limited = join(dir.path, `limit${n++}.img`);
+    await convert(Readable.from([tar]), plain);
+    await convert(Readable.from([tar]), limited, { sizeLimit: 2 << 20 });
+    expect(Buffer.compare(await readFile(plain), await readFile(limited))).toBe(0);
+  });
+
+  it('whiteouts of "." and "..": refused, naming the entry', async () => {
+    for (const name of ['.wh..', '.wh...'])
+      await rejects(
+        makeTar([...ok, { path: `a/${name}`, body: '' }]),
+        'ERR_TAR_FORMAT',
+        new RegExp(`"a/${name.replace(/\./g, '\\.')}": whiteout of`),
+        { convertWhiteouts: true },
+      );
+  });
+
+  it('global pax headers: at most 64 KiB of keys an entry reads; unknown keys ignored; an empty value deletes', async () => {
+    const specs: TarSpec[] = [];
+    for (let g = 0; g < 20; g++) {
+      const pax: Record<string, string> = {};
+      for (let k = 0; k < 200; k++) pax[`SCHILY.xattr.user.g${g}k${k}`] = 'v'.repeat(16);
+      specs.push({ path: `g${g}`, type: 'global', pax }, { path: `f${g}`, body: 'x' });
+    }
+    await rejects(makeTar(specs), 'ERR_TAR_FORMAT', /global pax headers hold \d+ bytes .*limit 65536/);
+    // Unknown keys (megabytes of them) cost nothing; a global uid applies until an empty value removes it.
+    const big: Record<string, string> = {};
+    for (let k = 0; k < 15_000; k++) big[`vendor.k${k}`] = 'v'.repeat(30); // 0.8 MiB, under the per-header limit
+    const out = join(dir.path, `global${n++}.img`);
+    await convert(
+      Readable.from([
+        makeTar([
+          { path: 'g', type: 'global', pax: { ...big, uid: '4242' } },
+          { path: 'owned', body: 'x' },
+          { path: 'g2', type: 'global', pax: { uid: '' } },
+          { path: 'plain', body: 'y', uid: 7 },
+        ]),
+      ]),
+      out,
+    );
+    const fs = await Ext4Fs.open(out);
+    expect((await fs.stat('/owned')).uid).toBe(4242);
+    expect((await fs.stat('/plain')).uid).toBe(7);
+    await fs.close();
+  });
+
+  it.runIf(hasE2fsck)('a tar that replaces lost+found gives an image e2fsck -fn passes', async () => {
+    for (const specs of [
+      [{ path: 'lost+found', body: 'file' }],
+      [{ path: 'lost+found', type: 'symlink', linkname: 'x' }],
+      [{ path: '.wh.lost+found', body: '' }],
+    ] as TarSpec[][]) {
+      const out = join(dir.path, `lf${n++}.img`);
+      await convert(Readable.from([makeTar(specs)]), out, { convertWhiteouts: true });
+      await run('e2fsck', ['-fn', out]);
+    }
   });
 
   it('a gzip stream that is not gzip after all', async () => {

@@ -71,3 +71,45 @@ it('the exported tar encoder writes what a reader of tars reads back', async () 
     await fs.close();
   }
 });
+
+it('lookups that start from a remembered directory agree with a fresh reader, through links and ".." too', async () => {
+  // A tree 600 directories deep, a link into its middle, and names that differ only past the shared prefix.
+  const specs: Parameters<typeof makeTar>[0] = [];
+  let p = '';
+  for (let i = 0; i < 600; i++) {
+    p += `d${i % 7}/`;
+    specs.push({ path: p, type: 'dir' }, { path: `${p}f`, body: String(i) });
+  }
+  specs.push({ path: 'mid', type: 'symlink', linkname: p.split('/').slice(0, 300).join('/') });
+  specs.push({ path: 'up', type: 'symlink', linkname: '../../..' });
+  const deep = join(dir.path, 'deep.img');
+  await convert(Readable.from([makeTar(specs)]), deep);
+  const warm = await Ext4Fs.open(deep);
+  const paths: string[] = [];
+  let q = '';
+  for (let i = 0; i < 600; i++) {
+    q += `/d${i % 7}`;
+    paths.push(q, `${q}/f`, `${q}/../f`, `${q}/./f`, `${q}/nope`);
+  }
+  paths.push('/mid/f', '/mid/d6/f', '/mid/../f', '/up/d0/f', '/mid/d6/../../f');
+  try {
+    // Walk order first (what fills the cache), then every path once more against a reader that cached nothing.
+    const seen = [];
+    for (const x of paths) seen.push(await warm.tryLstat(x));
+    const cold = await Ext4Fs.open(deep);
+    for (const [i, x] of paths.entries()) {
+      // The first paths, the links, and every 50th: each against a reader that has cached nothing.
+      if (i > 60 && i < paths.length - 10 && i % 50 !== 0) continue;
+      const fresh = await Ext4Fs.open(deep);
+      expect(seen[i], x).toEqual(await fresh.tryLstat(x));
+      await fresh.close();
+    }
+    // And all of them, in reverse order, against one cold reader: a different fill of its cache.
+    for (let i = paths.length - 1; i >= 0; i--) expect(await cold.tryLstat(paths[i]!), paths[i]).toEqual(seen[i]);
+    await cold.close();
+    expect((await warm.readFile(`${q}/f`).toArray()).join('')).toBe('599');
+    expect((await warm.stat('/mid/f')).size).toBe(3);
+  } finally {
+    await warm.close();
+  }
+});

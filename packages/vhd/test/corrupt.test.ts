@@ -155,6 +155,25 @@ describe('corrupted VHDX files', () => {
         },
         'ERR_VHD_UNSUPPORTED',
       ],
+      [
+        // Every 4 KiB a would-be entry reaching to the end of the log, each checksum wrong: checking them
+        // all would read the log quadratically; the reader stops once the work passes twice its length.
+        'log of overlapping entries with bad checksums',
+        (b) => {
+          const guid = randomUUID();
+          header(b, 1).patch({ logGuid: guid });
+          header(b, 2).patch({ logGuid: guid });
+          for (let at = 0; at < MiB; at += 4096) {
+            const e = b.subarray(MiB + at, MiB + at + 4096);
+            e.set(new TextEncoder().encode('loge'));
+            const v = new DataView(e.buffer, e.byteOffset);
+            v.setUint32(4, 0xdeadbeef, true);
+            v.setUint32(8, MiB - at, true);
+            b.set(b.subarray(64 * KiB + 48, 64 * KiB + 64), MiB + at + 32);
+          }
+        },
+        'ERR_VHD_UNSUPPORTED',
+      ],
     ];
     const region =
       (patch: (e: { guid: string; fileOffset: number; length: number; required: number }, i: number) => void) =>

@@ -38,7 +38,14 @@ function treeRssKiB(pid: number, depth = 0): number {
 export function runLimited(
   cmd: string,
   args: readonly string[],
-  opts: { timeoutMs: number; maxRssMiB: number; input?: Uint8Array; env?: NodeJS.ProcessEnv; cwd?: string },
+  opts: {
+    timeoutMs: number;
+    maxRssMiB: number;
+    /** Bytes for stdin, or a generator streamed with backpressure (a tar far larger than memory). */
+    input?: Uint8Array | AsyncIterable<Uint8Array>;
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+  },
 ): Promise<LimitedRun> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
@@ -63,7 +70,16 @@ export function runLimited(
     child.stdout.on('data', (d: Buffer) => out.push(d));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.stdin.on('error', () => {}); // it may stop reading: its own error says why
-    child.stdin.end(opts.input ?? Buffer.alloc(0));
+    const input = opts.input ?? Buffer.alloc(0);
+    if (input instanceof Uint8Array) child.stdin.end(input);
+    else
+      void (async () => {
+        for await (const c of input) {
+          if (child.stdin.destroyed) return;
+          if (!child.stdin.write(c)) await new Promise((r) => child.stdin.once('drain', r).once('close', r));
+        }
+        child.stdin.end();
+      })().catch(() => child.stdin.destroy());
     const sampler = setInterval(() => {
       const kib = treeRssKiB(child.pid!);
       peak = Math.max(peak, kib);

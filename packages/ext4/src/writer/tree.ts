@@ -10,69 +10,170 @@ export interface Run {
   len: number;
 }
 
-/** One inode of the filesystem being built. Hard links share the node. */
-export interface FsNode {
+/** What few nodes have: kept apart so that a plain file costs only the common fields. */
+interface Rare {
+  atime: Time | null;
+  ctime: Time | null;
+  runs: Run[] | null;
+  target: string | null;
+  major: number;
+  minor: number;
+  xattrs: Map<string, Uint8Array> | null;
+  inline: Uint8Array | null;
+  children: Map<string, FsNode> | null;
+  parent: FsNode | null;
+  source: string;
+}
+
+const NO_RARE: Readonly<Rare> = {
+  atime: null,
+  ctime: null,
+  runs: null,
+  target: null,
+  major: 0,
+  minor: 0,
+  xattrs: null,
+  inline: null,
+  children: null,
+  parent: null,
+  source: '',
+};
+
+/**
+ * One inode of the filesystem being built. Hard links share the node. Memory per node is what bounds a
+ * tar of millions of entries, so the common fields are plain properties and the rest (times that differ
+ * from mtime, sparse runs, link targets, devices, xattrs, inline data, directory links, the source entry)
+ * live in one side object that most nodes never get.
+ */
+export class FsNode {
   /** S_IFMT bits ({@link FileMode}). */
   type: number;
   /** Permission bits, with setuid, setgid and sticky. */
   perm: number;
-  uid: number;
-  gid: number;
-  mtime: Time;
-  atime: Time;
-  ctime: Time;
-  size: number;
+  uid = 0;
+  gid = 0;
+  /** mtime as two small integers rather than an object per node. */
+  #mtimeSec: number;
+  #mtimeNsec: number;
+  size = 0;
   /** First block and block count of contiguous data (most files); see {@link runsOf}. */
-  start: number;
-  blocks: number;
-  /** Explicit runs, for sparse files only. */
-  runs: Run[] | null;
-  /** Symlink target, latin1 bytes. */
-  target: string | null;
-  /** Device numbers for character and block devices. */
-  major: number;
-  minor: number;
-  xattrs: Map<string, Uint8Array> | null;
-  /** Regular file contents stored in the inode (inline_data). */
-  inline: Uint8Array | null;
-  /** Children by name (latin1 bytes), in first-seen order; null for non-directories. */
-  children: Map<string, FsNode> | null;
+  start = 0;
+  blocks = 0;
   /** Inode number, assigned when the filesystem is laid out. */
-  ino: number;
+  ino = 0;
   /** Link count, counted when the filesystem is laid out. */
-  links: number;
+  links = 0;
+  #rare: Rare | null = null;
+
+  constructor(type: number, perm: number, source: string, time: Time) {
+    this.type = type;
+    this.perm = perm;
+    this.#mtimeSec = time.sec;
+    this.#mtimeNsec = time.nsec;
+    if (source) this.#set().source = source;
+    if (type === FileMode.DIR) this.#set().children = new Map();
+  }
+
+  #set(): Rare {
+    return (this.#rare ??= { ...NO_RARE });
+  }
+
+  #get(): Readonly<Rare> {
+    return this.#rare ?? NO_RARE;
+  }
+
+  get mtime(): Time {
+    return { sec: this.#mtimeSec, nsec: this.#mtimeNsec };
+  }
+  set mtime(t: Time) {
+    this.#mtimeSec = t.sec;
+    this.#mtimeNsec = t.nsec;
+  }
+  #isMtime(t: Time): boolean {
+    return t.sec === this.#mtimeSec && t.nsec === this.#mtimeNsec;
+  }
+  /** atime and ctime are kept only where they differ from mtime. */
+  get atime(): Time {
+    return this.#get().atime ?? this.mtime;
+  }
+  set atime(t: Time) {
+    const same = this.#isMtime(t);
+    if (!same || this.#rare) this.#set().atime = same ? null : t;
+  }
+  get ctime(): Time {
+    return this.#get().ctime ?? this.mtime;
+  }
+  set ctime(t: Time) {
+    const same = this.#isMtime(t);
+    if (!same || this.#rare) this.#set().ctime = same ? null : t;
+  }
+  /** Explicit runs, for sparse files only. */
+  get runs(): Run[] | null {
+    return this.#get().runs;
+  }
+  set runs(v: Run[] | null) {
+    if (v || this.#rare) this.#set().runs = v;
+  }
+  /** Symlink target, latin1 bytes. */
+  get target(): string | null {
+    return this.#get().target;
+  }
+  set target(v: string | null) {
+    if (v !== null || this.#rare) this.#set().target = v;
+  }
+  /** Device numbers for character and block devices. */
+  get major(): number {
+    return this.#get().major;
+  }
+  set major(v: number) {
+    if (v !== 0 || this.#rare) this.#set().major = v;
+  }
+  get minor(): number {
+    return this.#get().minor;
+  }
+  set minor(v: number) {
+    if (v !== 0 || this.#rare) this.#set().minor = v;
+  }
+  get xattrs(): Map<string, Uint8Array> | null {
+    return this.#get().xattrs;
+  }
+  set xattrs(v: Map<string, Uint8Array> | null) {
+    if (v || this.#rare) this.#set().xattrs = v;
+  }
+  /** Regular file contents stored in the inode (inline_data). */
+  get inline(): Uint8Array | null {
+    return this.#get().inline;
+  }
+  set inline(v: Uint8Array | null) {
+    if (v || this.#rare) this.#set().inline = v;
+  }
+  /** Children by name (latin1 bytes), in first-seen order; null for non-directories. */
+  get children(): Map<string, FsNode> | null {
+    return this.#get().children;
+  }
+  set children(v: Map<string, FsNode> | null) {
+    if (v || this.#rare) this.#set().children = v;
+  }
   /** For directories: the directory holding it (for ".."), set when laid out. */
-  parent: FsNode | null;
-  /** Source entry, for messages. */
-  source: string;
+  get parent(): FsNode | null {
+    return this.#get().parent;
+  }
+  set parent(v: FsNode | null) {
+    if (v || this.#rare) this.#set().parent = v;
+  }
+  /** Source entry, for messages (kept only where a later error could need it). */
+  get source(): string {
+    return this.#get().source;
+  }
+  set source(v: string) {
+    if (v || this.#rare) this.#set().source = v;
+  }
 }
 
 const EPOCH: Time = { sec: 0, nsec: 0 };
 
 export function newNode(type: number, perm: number, source: string, time: Time = EPOCH): FsNode {
-  return {
-    type,
-    perm,
-    uid: 0,
-    gid: 0,
-    mtime: time,
-    atime: time,
-    ctime: time,
-    size: 0,
-    start: 0,
-    blocks: 0,
-    runs: null,
-    target: null,
-    major: 0,
-    minor: 0,
-    xattrs: null,
-    inline: null,
-    children: type === FileMode.DIR ? new Map() : null,
-    ino: 0,
-    links: 0,
-    parent: null,
-    source,
-  };
+  return new FsNode(type, perm, source, time);
 }
 
 export const MAX_NAME = 255;
