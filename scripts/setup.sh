@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in qemu-img:qemu-utils qemu-io:qemu-utils mkfs.ext4:e2fsprogs e2fsck:e2fsprogs debugfs:e2fsprogs dumpe2fs:e2fsprogs \
-  getfattr:attr veritysetup:cryptsetup-bin losetup:mount tar:tar cc:gcc; do
+  getfattr:attr veritysetup:cryptsetup-bin losetup:mount tar:tar cc:gcc dockerd:docker.io findmnt:mount setpriv:util-linux; do
   tool=${pair%%:*} pkg=${pair#*:}
   PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -15,9 +15,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing apt packages: $pkgs"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
+  # docker.io is installed for the plugin tests, which start their own private dockerd: the package's own
+  # services must not start (policy-rc.d says no while apt runs, unless the machine already has one).
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null && $SUDO chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   # shellcheck disable=SC2086
   $SUDO apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 \
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends $pkgs >/dev/null; }
+  if [ -n "$own_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm --version | cut -d. -f1)" != "10" ]; then

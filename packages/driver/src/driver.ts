@@ -23,7 +23,7 @@ import {
   type CleanupReport,
   type LayerInfo,
 } from '@lcow/layerstore';
-import { SvmPool, type DiskRequest, type Lease, type PoolSnapshot } from '@lcow/svm-pool';
+import { SvmPool, type DiskRequest, type PoolSnapshot } from '@lcow/svm-pool';
 import { convertLayer, type ApplyResult, type LayerSource } from './apply.ts';
 import { defaultBackend, hostBackend, inprocBackend, unsupportedBackend, type Backend } from './backends/backend.ts';
 import { hostBackendAvailable } from './backends/host.ts';
@@ -55,7 +55,10 @@ export interface DriverStatus {
 }
 
 interface Mounted {
-  lease: Lease;
+  /** Unmounts the union (and what only it used). */
+  release: () => Promise<void>;
+  /** A union a process that is gone left mounted, taken over: `close` leaves it for the next process. */
+  adopted: boolean;
   refs: number;
   fs: ContainerFs;
   target: string;
@@ -235,6 +238,16 @@ export class LcowDriver {
 
   async #mount(id: string, opts: { signal?: AbortSignal }): Promise<ContainerFs> {
     {
+      const target = `/tmp/${id}-mount`;
+      // A union an earlier process left (a restarted daemon whose containers kept running, `lcow mount`):
+      // the same folder again, never a second union at another path. Its earlier get counts as one.
+      const left = await this.backend.adopt(target);
+      if (left) {
+        const fs = this.backend.containerFsAt(left);
+        const release = async (): Promise<void> => void (await this.backend.unmountDetached(target));
+        this.#mounted.set(id, { release, adopted: true, refs: 2, fs, target });
+        return fs;
+      }
       let info = await this.store.info(id);
       if (info.kind === 'empty' && this.backend.writable) {
         await this.store.commitFile(id, 'sandbox.vhdx', (tmp) => this.#formatSandbox(tmp, this.options.sandboxSizeGb));
@@ -253,12 +266,11 @@ export class LcowDriver {
         upper = info.file!;
       }
       const lease = await this.#pool.acquire(id, disks, opts);
-      const target = `/tmp/${id}-mount`;
       try {
         if (lowers.length > 0 || upper) await lease.mountUnion(target, lowers, upper, opts);
         else await lease.vm.mountUnion(target, []); // the empty union: only the inproc backend gets here
         const fs = this.backend.containerFs(lease.vm, target, !this.backend.writable);
-        this.#mounted.set(id, { lease, refs: 1, fs, target });
+        this.#mounted.set(id, { release: () => lease.release(), adopted: false, refs: 1, fs, target });
         return fs;
       } catch (e) {
         await lease.release().catch(() => {});
@@ -274,7 +286,7 @@ export class LcowDriver {
       if (!m) throw new DriverError('ERR_NOT_MOUNTED', `put ${id}: not mounted (a put without its get)`);
       if (--m.refs > 0) return;
       this.#mounted.delete(id);
-      await m.lease.release();
+      await m.release();
     });
   }
 
@@ -287,7 +299,7 @@ export class LcowDriver {
       const m = this.#mounted.get(id);
       if (m) {
         this.#mounted.delete(id);
-        await m.lease.release();
+        await m.release();
         return true;
       }
       return this.backend.unmountDetached(`/tmp/${id}-mount`);
@@ -309,7 +321,7 @@ export class LcowDriver {
         const m = this.#mounted.get(id);
         if (m) {
           this.#mounted.delete(id);
-          await m.lease.release();
+          await m.release();
         }
         // A layer whose folder is damaged (a corrupt chain, a link) can still be removed: it is the way out.
         const present = await this.store.exists(id).catch((e: { code?: string }) => {
@@ -616,15 +628,17 @@ export class LcowDriver {
   }
 
   /**
-   * Ends this process's use of the driver: puts every union it holds and stops its VMs (a daemon's shutdown).
-   * Nothing of the data root changes.
+   * Ends this process's use of the driver: puts every union it holds and stops its VMs (a daemon's shutdown);
+   * unions it adopted from an earlier process stay for the next one. With `detach`, nothing is unmounted at
+   * all: a process that stops while its containers run (a plugin restart) leaves every union for its
+   * successor to adopt. Nothing of the data root changes.
    */
-  async close(): Promise<void> {
+  async close(opts: { detach?: boolean } = {}): Promise<void> {
     for (const [id, m] of [...this.#mounted]) {
       this.#mounted.delete(id);
-      await m.lease.release().catch(() => {});
+      if (!m.adopted && !opts.detach) await m.release().catch(() => {});
     }
-    await this.#pool.cleanup();
+    if (!opts.detach) await this.#pool.cleanup();
   }
 
   /**
@@ -634,7 +648,7 @@ export class LcowDriver {
   async cleanup(): Promise<CleanupReport & { unmounted: string[] }> {
     for (const [id, m] of [...this.#mounted]) {
       this.#mounted.delete(id);
-      await m.lease.release().catch(() => {});
+      await m.release().catch(() => {});
     }
     await this.#pool.cleanup();
     const unmounted = await this.backend.recover();

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { makeTar, oracle, rootWithLoop, run, runLimited, tempDir, type LimitedRun, type TarSpec } from '@lcow/testkit';
@@ -370,12 +370,13 @@ describe('escapes from the data root, the output and the host', () => {
       const target = m.out.trim();
       try {
         const mounts = (await run('findmnt', ['-rn', '-o', 'TARGET,OPTIONS'])).split('\n');
-        const vm = target.slice(0, target.indexOf('/tmp/'));
-        const ours = mounts.filter((l) => l.startsWith(`${vm}/`));
+        // The union at <run dir>/u/box; its disks in the VM's folder beside it.
+        const runDir = dirname(dirname(target));
+        expect(target).toBe(join(runDir, 'u', 'box'));
+        const ours = mounts.filter((l) => l.startsWith(`${runDir}/`));
         expect(ours.length).toBe(3); // the layer, the sandbox, the union
         for (const l of ours) expect(l.split(' ')[1]!.split(',')).toEqual(expect.arrayContaining(['nodev', 'nosuid']));
-        for (const d of ['/run/lcow', vm.slice(0, vm.lastIndexOf('/'))])
-          expect((await stat(d)).mode & 0o777, d).toBe(0o700);
+        for (const d of ['/run/lcow', runDir]) expect((await stat(d)).mode & 0o777, d).toBe(0o700);
         // Another user cannot reach the union at all.
         const nobody = await runLimited(
           'setpriv',
@@ -530,7 +531,7 @@ describe('the data root under concurrent and careless use', () => {
         // Opening the root (every command does) leaves the other process's mount alone.
         expect((await layers()).map((l) => l.id)).toEqual(['P', 'S']);
         expect(
-          (await run('findmnt', ['-rn', '-o', 'TARGET'])).split('\n').filter((l) => l.endsWith('/S-mount')),
+          (await run('findmnt', ['-rn', '-o', 'TARGET'])).split('\n').filter((l) => l.endsWith('/u/S')),
         ).toHaveLength(1);
       } finally {
         ok(await lcow(['unmount', 'S']));

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inCI, rootWithLoop, run, tempDir } from '@lcow/testkit';
 import { Ext4Fs } from '@lcow/ext4';
 import { LcowDriver } from '../src/index.ts';
+import { hostRunDir } from '../src/backends/host.ts';
 import { layerTar } from './kill-child.ts';
 
 let dir: { path: string; cleanup: () => Promise<void> };
@@ -127,7 +128,7 @@ for (const backend of ['inproc', 'host'] as const) {
         if (backend === 'host') {
           expect(
             await run('findmnt', ['-rn', '-o', 'TARGET']).then((t) =>
-              t.split('\n').filter((m) => m.startsWith('/run/lcow/')),
+              t.split('\n').filter((m) => m.startsWith(`${hostRunDir(root)}/`)),
             ),
           ).toEqual([]);
           expect((await run('losetup', ['-a'])).split('\n').filter((l) => l.includes(root))).toEqual([]);

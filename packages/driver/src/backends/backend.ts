@@ -6,7 +6,7 @@ import type { ContainerFs } from '../fs/types.ts';
 import { HostFs } from '../fs/host-fs.ts';
 import { UnionFs } from '../fs/union-fs.ts';
 import type { BackendName } from '../options.ts';
-import { HostVm, hostBackendAvailable, hostRunDir, unmountDetached, unmountStale } from './host.ts';
+import { HostVm, findDetached, hostBackendAvailable, hostRunDir, unmountDetached, unmountStale } from './host.ts';
 import { loopAttached, syncMountsOf } from './host-tools.ts';
 import { InprocVm } from './inproc.ts';
 
@@ -20,6 +20,10 @@ export interface Backend {
   readonly attachConcurrency: number;
   start(vmId: string, signal: AbortSignal): Promise<UtilityVm>;
   containerFs(vm: UtilityVm, target: string, readOnly: boolean): ContainerFs;
+  /** The filesystem of a union found mounted at host folder `path` (see {@link Backend.adopt}). */
+  containerFsAt(path: string): ContainerFs;
+  /** The host folder of a union at guest path `target` that a process now gone left mounted, or null. */
+  adopt(target: string): Promise<string | null>;
   /** Makes what a writable mount of a disk holds visible in its file (before the reader opens it). */
   flush(hostPath: string): Promise<void>;
   /** Whether any process of this machine has the disk file attached (the host's own view). */
@@ -43,6 +47,8 @@ export function hostBackend(dataRoot: string, opts: { suid?: boolean } = {}): Ba
     attachConcurrency: 8,
     start: (vmId) => HostVm.start(vmId, runDir, opts),
     containerFs: (vm, target) => new HostFs((vm as HostVm).hostPath(target)),
+    containerFsAt: (path) => new HostFs(path),
+    adopt: (target) => findDetached(runDir, target),
     flush: (hostPath) => syncMountsOf(hostPath),
     inUse: (hostPath) => loopAttached(hostPath),
     recover: () => unmountStale(runDir),
@@ -58,6 +64,8 @@ export function inprocBackend(): Backend {
     attachConcurrency: 8,
     start: async (vmId) => new InprocVm(vmId),
     containerFs: (vm, target) => new UnionFs((vm as InprocVm).union(target)),
+    containerFsAt: () => unsupportedBackend('inproc', 'has no host folders'),
+    adopt: async () => null,
     flush: async () => {},
     inUse: async () => false,
     recover: async () => [],

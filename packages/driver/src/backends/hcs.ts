@@ -228,6 +228,11 @@ export function hcsBackend(_dataRoot: string, opts: DriverOptions, library?: str
         signal,
       }) as Promise<UtilityVm>,
     containerFs: (vm, target) => new RemoteContainerFs((vm as LcowUtilityVm).fs(target)),
+    containerFsAt: () => {
+      throw new DriverError('ERR_UNSUPPORTED', 'backend hcs: unions live in utility VMs, not host folders');
+    },
+    // A utility VM does not outlive the process that started it.
+    adopt: async () => null,
     // A disk attached to a Hyper-V VM is locked by it: the reader cannot open it then (the driver's diff of a
     // running container's sandbox would have to go through the guest's exportSandbox).
     flush: async () => {},

@@ -4,8 +4,8 @@
 // an overlayfs mount with `upper/` and `work/` in the sandbox. The filesystem `get()` returns is the real
 // host directory of the union.
 import { createHash } from 'node:crypto';
-import { chmod, lstat, mkdir, rm, rmdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, lstat, mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { Ext4Fs, exportTar } from '@lcow/ext4';
 import type { MappedDisk, UtilityVm } from '@lcow/svm-pool';
@@ -52,17 +52,45 @@ export function hostBackendAvailable(): { ok: boolean; reason: string } {
   return { ok: true, reason: '' };
 }
 
+/** Where the unions live: one folder per layer id, the same for every process (dockerd needs that). */
+const UNIONS = 'u';
+/** `o/<id>`: the VM folder whose disks the union at `u/<id>` reads. */
+const OWNERS = 'o';
+
+/** The VM folder name (`<pid base 36>.<n>`) that owns the union of `id`, or null. */
+async function unionOwner(runDir: string, id: string): Promise<string | null> {
+  return readFile(join(runDir, OWNERS, id), 'utf8').then(
+    (t) => t.trim() || null,
+    () => null,
+  );
+}
+
+/** Whether the process that named VM folder `vm` is gone (or is this one, when `mine` counts). */
+function vmGone(vm: string): boolean {
+  const pid = parseInt(vm.split('.')[0] ?? '', 36);
+  return pid !== process.pid && !processAlive(pid);
+}
+
 /**
- * Unmounts everything a previous process left under `runDir` (it was killed with its layers mounted),
- * deepest first; loop devices made by `mount -o loop` are freed with their mounts. Returns what it unmounted.
+ * Unmounts what processes that are gone left under `runDir` (they were killed with layers mounted): their
+ * unions first, then their disks; loop devices made by `mount -o loop` are freed with their mounts. A
+ * live process's mounts (another daemon, a command at work) stay. Returns what it unmounted.
  */
 export async function unmountStale(runDir: string): Promise<string[]> {
   const gone: string[] = [];
+  const unions = join(runDir, UNIONS);
+  for (const m of await mountsUnder(unions)) {
+    const id = m.slice(unions.length + 1);
+    const owner = await unionOwner(runDir, id);
+    if (owner !== null && !vmGone(owner) && !owner.startsWith(`${process.pid.toString(36)}.`)) continue;
+    await runTool('umount', [m]).catch(() => runTool('umount', ['-l', m]));
+    await rm(join(runDir, OWNERS, id), { force: true });
+    await rmdir(m).catch(() => {});
+    gone.push(m);
+  }
   for (const m of await mountsUnder(runDir)) {
-    // A VM folder is `<pid base 36>.<n>`: a live process's VMs (another daemon, a command at work) stay.
     const vm = m.slice(runDir.length + 1).split('/')[0] ?? '';
-    const pid = parseInt(vm.split('.')[0] ?? '', 36);
-    if (pid !== process.pid && processAlive(pid)) continue;
+    if (vm === UNIONS || !vmGone(vm)) continue;
     await runTool('umount', [m]).catch(() => runTool('umount', ['-l', m]));
     gone.push(m);
   }
@@ -91,10 +119,14 @@ export class HostVm implements UtilityVm {
   readonly #disks = new Map<string, MappedDisk>();
   readonly #mounts = new Set<string>();
   readonly #suid: boolean;
+  readonly #runDir: string;
+  /** Unions mounted in this VM's own folder because another live process holds the shared one. */
+  readonly #unionPaths = new Map<string, string>();
 
-  private constructor(id: string, root: string, suid: boolean) {
+  private constructor(id: string, root: string, runDir: string, suid: boolean) {
     this.id = id;
     this.root = root;
+    this.#runDir = runDir;
     this.#suid = suid;
   }
 
@@ -111,14 +143,23 @@ export class HostVm implements UtilityVm {
       throw new DriverError('ERR_LAYER_BUSY', `${root}: still has mounts of an earlier process; run cleanup`);
     await rm(root, { recursive: true, force: true });
     await mkdir(join(root, 'tmp'), { recursive: true });
-    return new HostVm(id, root, opts.suid ?? false);
+    await mkdir(join(runDir, UNIONS), { recursive: true, mode: 0o700 });
+    await mkdir(join(runDir, OWNERS), { recursive: true, mode: 0o700 });
+    return new HostVm(id, root, runDir, opts.suid ?? false);
   }
 
-  /** The host path of a guest path. */
+  /**
+   * The host path of a guest path. A union (`/tmp/<id>-mount`) lives at `<runDir>/u/<id>`, the same folder
+   * whichever process or VM mounts it (dockerd refuses a container whose root moves); disks live in the
+   * VM's own folder.
+   */
   hostPath(guestPath: string): string {
     if (!guestPath.startsWith('/') || guestPath.split('/').includes('..'))
       throw new DriverError('ERR_INVALID_ARGUMENT', `${guestPath}: not an absolute guest path`);
-    return join(this.root, guestPath);
+    const chosen = this.#unionPaths.get(guestPath);
+    if (chosen) return chosen;
+    const union = unionId(guestPath);
+    return union === null ? join(this.root, guestPath) : join(this.#runDir, UNIONS, union);
   }
 
   async hotAdd(disk: MappedDisk, signal?: AbortSignal): Promise<void> {
@@ -160,7 +201,15 @@ export class HostVm implements UtilityVm {
    * single read-only layer or a sandbox without parents.
    */
   async mountUnion(target: string, lowers: readonly string[], upper?: string, signal?: AbortSignal): Promise<void> {
-    const t = this.hostPath(target);
+    let union = unionId(target);
+    let t = this.hostPath(target);
+    if (union !== null && (await mountsUnder(t)).length > 0) {
+      // Another live process has this layer's union (two commands reading one layer): this one gets its
+      // own, in the VM's folder. Only a daemon needs the shared, stable folder, and it is alone.
+      t = join(this.root, target);
+      this.#unionPaths.set(target, t);
+      union = null;
+    }
     await mkdir(t, { recursive: true });
     const host = lowers.map((l) => this.hostPath(l));
     let args: string[];
@@ -191,10 +240,13 @@ export class HostVm implements UtilityVm {
     else if (host.length > 1)
       args = ['-t', 'overlay', 'overlay', '-o', `lowerdir=${host.map(escapeOption).join(':')},${flags}`, t];
     else throw new DriverError('ERR_INVALID_ARGUMENT', `mount ${target}: needs at least one layer`);
+    if (union !== null) await writeFile(join(this.#runDir, OWNERS, union), basename(this.root));
     try {
       await runTool('mount', args, signal);
     } catch (e) {
       await rmdir(t).catch(() => {});
+      if (union !== null) await rm(join(this.#runDir, OWNERS, union), { force: true });
+      this.#unionPaths.delete(target);
       throw e;
     }
     this.#mounts.add(target);
@@ -205,6 +257,9 @@ export class HostVm implements UtilityVm {
     await runTool('umount', [t]);
     this.#mounts.delete(target);
     await rmdir(t).catch(() => {});
+    const shared = !this.#unionPaths.delete(target);
+    const union = unionId(target);
+    if (union !== null && shared) await rm(join(this.#runDir, OWNERS, union), { force: true });
   }
 
   /**
@@ -233,6 +288,7 @@ export class HostVm implements UtilityVm {
   /** Unmounts every union, then every disk, then removes the VM's folder. */
   async terminate(): Promise<void> {
     let first: unknown = null;
+    for (const target of [...this.#mounts]) await this.unmount(target).catch((e: unknown) => void (first ??= e));
     for (const m of await mountsUnder(this.root))
       await runTool('umount', [m]).catch((e: unknown) => void (first ??= e));
     this.#mounts.clear();
@@ -249,15 +305,85 @@ function escapeOption(p: string): string {
   return p.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
 }
 
+/** The layer id of a union's guest path `/tmp/<id>-mount`, or null for any other path. */
+function unionId(guestPath: string): string | null {
+  const m = /^\/tmp\/(.+)-mount$/.exec(guestPath);
+  return m && !m[1]!.includes('/') ? m[1]! : null;
+}
+
 /**
- * Unmounts a union another process left mounted on purpose (`lcow mount`): the folder of the VM whose
- * `target` it is, every mount in it deepest first. Returns false when no such union is mounted.
+ * The host folder of a union at `target` that a process which is gone left mounted, or null. A live
+ * process's unions are its own.
+ */
+export async function findDetached(runDir: string, target: string): Promise<string | null> {
+  const id = unionId(target);
+  if (id === null) return null;
+  const path = join(runDir, UNIONS, id);
+  if (!(await mountsUnder(path)).includes(path)) return null;
+  const owner = await unionOwner(runDir, id);
+  return owner === null || vmGone(owner) ? path : null;
+}
+
+/**
+ * Unmounts a union another process left mounted (`lcow mount`, or a plugin process that was restarted
+ * while its containers ran): that union, then the disks of its VM folder that no other union still reads
+ * — the other unions of a process that is gone stay, for their own `put`. Returns false when no such union
+ * is mounted.
  */
 export async function unmountDetached(runDir: string, target: string): Promise<boolean> {
-  const hit = (await mountsUnder(runDir)).find((m) => m.endsWith(target));
-  if (!hit) return false;
-  const vmRoot = hit.slice(0, hit.length - target.length);
-  for (const m of await mountsUnder(vmRoot)) await runTool('umount', [m]);
+  const id = unionId(target);
+  if (id === null) return false;
+  const path = join(runDir, UNIONS, id);
+  if (!(await mountsUnder(path)).includes(path)) return false;
+  const owner = await unionOwner(runDir, id);
+  await runTool('umount', [path]);
+  await rmdir(path).catch(() => {});
+  await rm(join(runDir, OWNERS, id), { force: true });
+  if (owner === null) return true;
+  const vmRoot = join(runDir, owner);
+  const inVm = await mountTable(vmRoot);
+  const disks = inVm.filter((m) => /\/tmp\/d[0-9]+$/.test(m.target));
+  const unions = [...inVm.filter((m) => !disks.includes(m))];
+  for (const u of await mountTable(join(runDir, UNIONS)))
+    if ((await unionOwner(runDir, u.target.slice(join(runDir, UNIONS).length + 1))) === owner) unions.push(u);
+  const used = new Set<string>();
+  for (const u of unions)
+    for (const d of disks)
+      if (u.device === d.device || u.options.some((p) => p === d.target || p.startsWith(`${d.target}/`)))
+        used.add(d.target);
+  for (const d of disks) {
+    if (used.has(d.target)) continue;
+    await runTool('umount', [d.target]);
+    await rmdir(d.target).catch(() => {});
+  }
   if ((await mountsUnder(vmRoot)).length === 0) await rm(vmRoot, { recursive: true, force: true });
   return true;
+}
+
+/** A mount under some folder: where, from which device, and the folders its options name (overlay layers). */
+interface MountRow {
+  target: string;
+  device: string;
+  options: string[];
+}
+
+async function mountTable(prefix: string): Promise<MountRow[]> {
+  const decode = (x: string): string =>
+    x.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const rows: MountRow[] = [];
+  for (const line of (await readFile('/proc/self/mountinfo', 'utf8')).split('\n')) {
+    const f = line.split(' ');
+    const target = f[4] === undefined ? '' : decode(f[4]);
+    if (!target.startsWith(`${prefix}/`)) continue;
+    const dash = f.indexOf('-');
+    const superOpts = decode(f[dash + 3] ?? '');
+    // lowerdir=a:b,upperdir=c,workdir=d — our paths escape ":" as "\\:" and never hold ",".
+    const folders = superOpts
+      .split(',')
+      .filter((o) => /^(lowerdir|upperdir|workdir)=/.test(o))
+      .flatMap((o) => o.slice(o.indexOf('=') + 1).split(/(?<!\\):/))
+      .map((p) => p.replace(/\\(.)/g, '$1'));
+    rows.push({ target, device: f[2] ?? '', options: folders });
+  }
+  return rows;
 }

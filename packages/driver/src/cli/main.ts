@@ -1,3 +1,7 @@
+import { spawn } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { delimiter, join } from 'node:path';
 import { DriverError } from '../errors.ts';
 import { demoCommand } from './commands/demo.ts';
 import { ext4Command } from './commands/ext4.ts';
@@ -55,6 +59,40 @@ function help(): string {
     '',
     'Errors print "lcow: CODE: message" on stderr and exit with status 1 (2 for usage errors).',
   ].join('\n');
+}
+
+/** `lcow-NAME` on PATH, for a NAME that could be a command, or null. */
+function findExternal(name: string): string | null {
+  if (!/^[a-z][a-z0-9-]{0,40}$/.test(name)) return null;
+  for (const d of (process.env.PATH ?? '').split(delimiter)) {
+    if (!d) continue;
+    const p = join(d, `lcow-${name}`);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+/** Runs an external command with our stdio; signals reach it; resolves with its exit status. */
+function runExternal(path: string, args: string[], signal: AbortSignal): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(path, args, { stdio: 'inherit' });
+    const forward = (s: NodeJS.Signals) => (): void => void child.kill(s);
+    const handlers = (['SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
+    for (const [s, h] of handlers) process.on(s, h);
+    const onAbort = (): void => void child.kill('SIGINT');
+    signal.addEventListener('abort', onAbort, { once: true });
+    child.on('error', (e) => reject(new DriverError('ERR_USAGE', `${path}: ${e.message}`)));
+    child.on('exit', (code, sig) => {
+      for (const [s, h] of handlers) process.off(s, h);
+      signal.removeEventListener('abort', onAbort);
+      resolve(code ?? 128 + (osConstants.signals[sig as NodeJS.Signals] ?? 0));
+    });
+  });
 }
 
 /** What an operating-system error means to a user, as one of our codes. */
@@ -139,6 +177,10 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
       return name ? 0 : 2;
     }
     const cmd = COMMANDS.find((c) => c.name === name);
+    // `lcow NAME …` runs a separately installed `lcow-NAME` (as git does): `lcow docker-plugin` is
+    // @lcow/docker-plugin's command, which depends on this package and so cannot be part of it.
+    const external = cmd ? null : findExternal(name);
+    if (external) return await runExternal(external, rest, full.signal);
     if (!cmd) {
       full.err(`lcow: ERR_USAGE: unknown command ${JSON.stringify(name)}\n\n${help()}`);
       return 2;

@@ -1,0 +1,54 @@
+// A minimal client of the plugin protocol, speaking as dockerd's plugin client does: POST, JSON in and
+// out, raw tar for Diff and ApplyDiff.
+import { request } from 'node:http';
+import type { Readable } from 'node:stream';
+
+export interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+export function call(socket: string, method: string, body: unknown = {}): Promise<Answer> {
+  return send(socket, `/${method}`, JSON.stringify(body)).then(({ status, bytes }) => ({
+    status,
+    body: JSON.parse(bytes.toString() || '{}') as Record<string, unknown>,
+  }));
+}
+
+/** `GraphDriver.ApplyDiff?id=&parent=` with the tar as the body. */
+export async function applyDiff(
+  socket: string,
+  id: string,
+  parent: string,
+  tar: Uint8Array | Readable,
+): Promise<Answer> {
+  const { status, bytes } = await send(socket, `/GraphDriver.ApplyDiff?id=${id}&parent=${parent}`, tar);
+  return { status, body: JSON.parse(bytes.toString() || '{}') as Record<string, unknown> };
+}
+
+/** `GraphDriver.Diff`: the raw answer (a tar on 200). */
+export function diff(socket: string, id: string, parent = ''): Promise<{ status: number; bytes: Buffer }> {
+  return send(socket, '/GraphDriver.Diff', JSON.stringify({ ID: id, Parent: parent }));
+}
+
+export function send(
+  socket: string,
+  path: string,
+  body: string | Uint8Array | Readable,
+  method = 'POST',
+): Promise<{ status: number; bytes: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { socketPath: socket, path, method, headers: { Accept: 'application/vnd.docker.plugins.v1.2+json' } },
+      (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (c: Buffer) => parts.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes: Buffer.concat(parts) }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    if (typeof body === 'string' || body instanceof Uint8Array) req.end(body);
+    else body.pipe(req);
+  });
+}
