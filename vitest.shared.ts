@@ -13,8 +13,8 @@ export function packageConfig(dir: string, overrides: { testTimeout?: number } =
       name: basename(dir),
       root: dir,
       include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
-      testTimeout: overrides.testTimeout ?? 30_000,
-      hookTimeout: 60_000,
+      testTimeout: overrides.testTimeout ?? 120_000,
+      hookTimeout: 300_000,
     },
   });
 }

@@ -1,6 +1,8 @@
 // A minimal client of the plugin protocol, speaking as dockerd's plugin client does: POST, JSON in and
 // out, raw tar for Diff and ApplyDiff.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 
 export interface Answer {
@@ -50,5 +52,22 @@ export function send(
     req.on('error', reject);
     if (typeof body === 'string' || body instanceof Uint8Array) req.end(body);
     else body.pipe(req);
+  });
+}
+
+/** The plugin command (from the sources, under tsx) in a child process; resolves once it serves. */
+export function startPlugin(args: string[]): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    ['--conditions=@lcow/source', '--import', 'tsx', join(import.meta.dirname, 'plugin-bin.ts'), ...args],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  return new Promise((resolve, reject) => {
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('serving')) resolve(child);
+    });
+    child.on('exit', (code) => reject(new Error(`plugin exited ${code}: ${err}`)));
   });
 }

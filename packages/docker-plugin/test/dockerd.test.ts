@@ -5,6 +5,7 @@
 // parallel runs, `docker rm`/`rmi` (Put, Remove), and a plugin restart while dockerd runs. Everything is
 // stopped whatever happens.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { startPlugin } from './client.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,29 +23,8 @@ let dockerd: ChildProcess | null = null;
 let dockerdLog = '';
 let host = '';
 
-function startPlugin(): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--conditions=@lcow/source',
-      '--import',
-      'tsx',
-      join(import.meta.dirname, 'plugin-bin.ts'),
-      '--socket',
-      SOCKET,
-      '--state',
-      join(dir.path, 'plugin.init'),
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  return new Promise((resolve, reject) => {
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (err.includes('serving')) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`plugin exited ${code}: ${err}`)));
-  });
+function startOurPlugin(): Promise<ChildProcess> {
+  return startPlugin(['--socket', SOCKET, '--state', join(dir.path, 'plugin.init')]);
 }
 
 function stop(child: ChildProcess | null, ms = 30_000): Promise<void> {
@@ -118,7 +98,7 @@ describe.runIf(ready)('dockerd 20.10 with lcow as its storage driver', () => {
     const exec = join(dir.path, 'exec');
     await mkdir(exec, { recursive: true });
     host = `unix://${join(dir.path, 'docker.sock')}`;
-    plugin = await startPlugin();
+    plugin = await startOurPlugin();
     dockerd = spawn(
       'dockerd',
       [
@@ -151,7 +131,7 @@ describe.runIf(ready)('dockerd 20.10 with lcow as its storage driver', () => {
         await new Promise((r) => setTimeout(r, 500));
       }
     }
-  }, 120_000);
+  }, 600_000);
 
   afterAll(async () => {
     // Whatever happened: containers gone, dockerd stopped, then the plugin, then anything left mounted.
@@ -177,7 +157,7 @@ describe.runIf(ready)('dockerd 20.10 with lcow as its storage driver', () => {
     ]).catch(() => {});
     if (process.env.LCOW_KEEP_DOCKERD_LOG) console.log(dockerdLog);
     await dir?.cleanup();
-  }, 120_000);
+  }, 600_000);
 
   it('reports lcow as its storage driver', async () => {
     expect((await docker('info', '--format', '{{.Driver}}')).trim()).toBe(NAME);
@@ -218,7 +198,7 @@ describe.runIf(ready)('dockerd 20.10 with lcow as its storage driver', () => {
     );
     expect(outs.sort()).toEqual([0, 1, 2, 3].map((i) => `hello from lcow: p${i}\n`));
     await docker('rmi', 'lcow-test/committed:1');
-  }, 300_000);
+  }, 600_000);
 
   it('the plugin restarts while dockerd runs: a running container keeps its root, and is removed after', async () => {
     const tag = 'lcow-test/hello:1';
@@ -226,13 +206,13 @@ describe.runIf(ready)('dockerd 20.10 with lcow as its storage driver', () => {
     await docker('start', ctr);
     await docker('wait', ctr);
     await stop(plugin);
-    plugin = await startPlugin();
+    plugin = await startOurPlugin();
     // dockerd reconnects to the plugin by name; the old process's mounts are put by the new one.
     expect(await docker('start', '-a', ctr)).toBe('hello from lcow: late\n');
     await docker('rm', ctr);
     await docker('rmi', tag);
     expect((await docker('images', '-q')).trim()).toBe('');
-  }, 300_000);
+  }, 600_000);
 });
 
 it.runIf(!ready && !inCI)(

@@ -1,7 +1,7 @@
 // The plugin protocol call by call, as dockerd makes the calls: the answers' shapes, the errors' form,
 // streamed tars both ways, concurrency, shutdown with an ApplyDiff in flight, and a restart while the
 // unions the previous process mounted are still there.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, rootWithLoop, tempDir } from '@lcow/testkit';
 import { PluginServer } from '../src/index.ts';
-import { applyDiff, call, diff, send } from './client.ts';
+import { applyDiff, call, diff, send, startPlugin } from './client.ts';
 
 const host = process.platform === 'linux' && rootWithLoop();
 const backend = host ? 'host' : 'inproc';
@@ -191,32 +191,9 @@ describe(`the plugin protocol (${backend} backend)`, () => {
   });
 });
 
-/** The plugin command in a child process on `socket`, resolving once it serves. */
-function startPlugin(socket: string): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--conditions=@lcow/source',
-      '--import',
-      'tsx',
-      join(import.meta.dirname, 'plugin-bin.ts'),
-      '--socket',
-      socket,
-      '--storage-opt',
-      `lcow.backend=${backend}`,
-      '--state',
-      `${socket}.init`,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  return new Promise((resolve, reject) => {
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (err.includes('serving')) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`plugin exited ${code}: ${err}`)));
-  });
+/** The plugin command in a child process on `socket`, with its state file beside it. */
+function startPluginOn(socket: string): Promise<ChildProcess> {
+  return startPlugin(['--socket', socket, '--storage-opt', `lcow.backend=${backend}`, '--state', `${socket}.init`]);
 }
 
 function exited(child: ChildProcess): Promise<number | null> {
@@ -227,7 +204,7 @@ describe('the plugin process', () => {
   it('SIGTERM with an ApplyDiff in flight: the call fails, nothing is committed, the socket is gone, exit 0', async () => {
     const socket = join(dir.path, 'term.sock');
     const home = join(dir.path, 'term-home');
-    const child = await startPlugin(socket);
+    const child = await startPluginOn(socket);
     expect((await call(socket, 'GraphDriver.Init', { Home: home, Opts: [] })).status).toBe(200);
     await call(socket, 'GraphDriver.Create', { ID: 'slow' });
     const body = new PassThrough();
@@ -240,14 +217,14 @@ describe('the plugin process', () => {
     expect((await pending).status).not.toBe(200);
     await expect(stat(socket)).rejects.toMatchObject({ code: 'ENOENT' });
     expect(await readdir(join(home, 'slow'))).toEqual(['layerchain.json']);
-  }, 120_000);
+  }, 600_000);
 
   it.runIf(host)(
     'a restart while dockerd keeps running: the new process puts and removes what the old one mounted',
     async () => {
       const socket = join(dir.path, 'restart.sock');
       const home = join(dir.path, 'restart-home');
-      const first = await startPlugin(socket);
+      const first = await startPluginOn(socket);
       await call(socket, 'GraphDriver.Init', { Home: home, Opts: [] });
       await call(socket, 'GraphDriver.Create', { ID: 'img' });
       await applyDiff(socket, 'img', '', BASE);
@@ -256,7 +233,7 @@ describe('the plugin process', () => {
       first.kill('SIGKILL'); // no chance to release anything
       await exited(first);
       expect(await readFile(join(root, 'etc', 'os-release'), 'utf8')).toBe('ID=lcow-plugin\n'); // the container keeps its root
-      const second = await startPlugin(socket); // the stale socket file is replaced
+      const second = await startPluginOn(socket); // the stale socket file is replaced
       try {
         // dockerd sends no new Init: the saved one is in force.
         expect((await call(socket, 'GraphDriver.Exists', { ID: 'box' })).body).toEqual({ Exists: true });

@@ -51,7 +51,7 @@ function failingAt(inner: Backend, k: number): { backend: Backend; calls: () => 
 for (const name of ['inproc', 'host'] as const) {
   const ready = name === 'inproc' || rootWithLoop();
   describe.skipIf(!ready)(`concurrency and faults (${name})`, () => {
-    it('parallel get/put/diff/applyDiff/changes/remove over one shared base', { timeout: 180_000 }, async () => {
+    it('parallel get/put/diff/applyDiff/changes/remove over one shared base', { timeout: 600_000 }, async () => {
       const root = `${dir.path}/${name}`;
       const d = await LcowDriver.init(root, [`lcow.backend=${name}`]);
       await d.create('base', null);

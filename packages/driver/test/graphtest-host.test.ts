@@ -67,7 +67,7 @@ describe.skipIf(!ready)('graphtest on the host backend', () => {
     await d.remove('Base');
   });
 
-  it('DeepLayerRead with 50 layers', { timeout: 300_000 }, async () => {
+  it('DeepLayerRead with 50 layers', { timeout: 600_000 }, async () => {
     const base = randomId();
     await d.create(base, null);
     const content = Buffer.from('test content');
@@ -77,7 +77,7 @@ describe.skipIf(!ready)('graphtest on the host backend', () => {
     await checkFile(d, top, 'testfile.txt', content);
   });
 
-  it('DiffApply with 10 files', { timeout: 120_000 }, async () => {
+  it('DiffApply with 10 files', { timeout: 600_000 }, async () => {
     const base = randomId();
     const upper = randomId();
     const deleteFile = 'file-remove.txt';
@@ -109,7 +109,7 @@ describe.skipIf(!ready)('graphtest on the host backend', () => {
     await checkFileRemoved(d, diff, deleteDir);
   });
 
-  it('Changes', { timeout: 60_000 }, async () => {
+  it('Changes', { timeout: 600_000 }, async () => {
     const base = randomId();
     const upper = randomId();
     await d.create(base, null);
@@ -120,7 +120,7 @@ describe.skipIf(!ready)('graphtest on the host backend', () => {
     checkChanges(expected, await d.changes(upper, base));
   });
 
-  it('SetQuota, as lcow.sandboxsize', { timeout: 60_000 }, async () => {
+  it('SetQuota, as lcow.sandboxsize', { timeout: 600_000 }, async () => {
     await createBase(d, 'QuotaBase');
     await expect(d.createReadWrite('q19', 'QuotaBase', { storageOpt: { 'lcow.sandboxsize': '19' } })).rejects.toThrow(
       "lcowdriver: createreadwrite: id q19 'lcow.sandboxsize' option cannot be less than 20",

@@ -77,7 +77,7 @@ describe('graphtest on the inproc backend', () => {
     await d.remove('Base');
   });
 
-  it('DeepLayerRead with 50 layers', { timeout: 120_000 }, async () => {
+  it('DeepLayerRead with 50 layers', { timeout: 600_000 }, async () => {
     // 51 conversions: inline here (the child process is exercised by every other test).
     process.env.LCOW_NOREEXEC = '1';
     onTestFinished(() => void delete process.env.LCOW_NOREEXEC);

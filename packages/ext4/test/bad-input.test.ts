@@ -309,5 +309,5 @@ describe('fuzz', () => {
     console.log(`[fuzz] tar mutations: ${converted} converted, ${rejected} rejected with Ext4Error`);
     expect(rejected).toBeGreaterThan(50);
     expect(converted).toBeGreaterThan(50);
-  }, 120_000);
+  }, 600_000);
 });

@@ -258,5 +258,5 @@ describe.skipIf(!tools)('convert: every entry type', () => {
     expect(await run('debugfs', ['-R', 'stat /huge', image])).toMatch(/\(ETB0\):\d+, \(0-32767\)/);
     expect(result.bytes).toBeGreaterThan(size);
     expect((await stat(image)).size).toBe(result.size);
-  }, 120_000);
+  }, 600_000);
 });

@@ -123,7 +123,7 @@ beforeAll(async () => {
   const empty = join(dir.path, 'mkfs.img');
   await mkfs(empty, { size: 16 << 20, uuid: '0f0e0d0c-0b0a-4908-8706-050403020100', timestamp: new Date(0) });
   await addBase('our mkfs', empty);
-}, 120_000);
+}, 600_000);
 
 afterAll(async () => {
   if (cases > 0)
@@ -175,7 +175,7 @@ describe.skipIf(!ready)('corrupted real images', () => {
       }
     }
     expect(cases - start).toBeGreaterThan(1000);
-  }, 300_000);
+  }, 600_000);
 
   it('random flips anywhere and truncations', async () => {
     for (const b of bases) {
@@ -192,7 +192,7 @@ describe.skipIf(!ready)('corrupted real images', () => {
         record(await exercise(b.bytes.slice(0, len), 'strict', `${b.name} truncated to ${len}`));
       }
     }
-  }, 120_000);
+  }, 600_000);
 
   it('fuzz: mutated images read or fail with Ext4Error (fast-check)', async () => {
     const base = bases[0]!;
@@ -215,7 +215,7 @@ describe.skipIf(!ready)('corrupted real images', () => {
       ),
       { numRuns: 300 },
     );
-  }, 300_000);
+  }, 600_000);
 
   it('corrupt size fields do not turn into allocations', async () => {
     const b = bases[0]!;

@@ -41,7 +41,7 @@ describe('e2fsprogs test images', () => {
       }
     }
     console.log(`[e2fsprogs images] ${files.length} images × 2 checksum policies: ${JSON.stringify(tally)}`);
-  }, 300_000);
+  }, 600_000);
 
   it.skipIf(!hasDebugfs)(
     'images e2fsck calls clean: every directory as debugfs lists it',

@@ -232,7 +232,7 @@ describe('round trip: tar → our writer → our export (property)', () => {
       }),
       { numRuns: 100 },
     );
-  }, 300_000);
+  }, 600_000);
 
   it.skipIf(!hasTar)('GNU tar lists and extracts the export (long names, big ids, pax times and xattrs)', async () => {
     const long = `${'d'.repeat(120)}/${'e'.repeat(120)}/${'f'.repeat(200)}`;

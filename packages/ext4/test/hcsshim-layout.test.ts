@@ -44,7 +44,7 @@ async function ours(tarPath: string, out: string, opts: object): Promise<string>
 }
 
 describe('the hcsshim layout', () => {
-  it('matches the golden image hashes and root digests of every case and flag set', { timeout: 300_000 }, async () => {
+  it('matches the golden image hashes and root digests of every case and flag set', { timeout: 600_000 }, async () => {
     expect(Object.keys(golden).sort()).toEqual(Object.keys(CASES).sort());
     for (const name of Object.keys(CASES)) {
       const tarPath = join(dir.path, `${name}.tar`);
@@ -72,7 +72,7 @@ describe('the hcsshim layout', () => {
 
   it.skipIf(!hasAnchor)(
     'equals hcsshim-tar2ext4 live on a large real tree (GNU tar of /usr/share), image and -digest',
-    { timeout: 300_000 },
+    { timeout: 600_000 },
     async () => {
       const tarPath = join(dir.path, 'share.tar');
       execFileSync('tar', ['--format=posix', '-C', '/', '-cf', tarPath, 'usr/share'], { stdio: 'ignore' });

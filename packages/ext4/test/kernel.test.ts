@@ -109,7 +109,7 @@ describe.skipIf(!ready)('big directories and GNU long names', () => {
       expect(names.length).toBe(120_000);
       expect(names).toContain('entry-119999');
     });
-  }, 120_000);
+  }, 600_000);
 
   it('GNU tar --format=gnu long names and link targets (L and K records)', async () => {
     const src = join(dir.path, 'gnu-src');
@@ -220,5 +220,5 @@ describe.skipIf(!ready)('random trees (property)', () => {
       }),
       { numRuns: 20 },
     );
-  }, 180_000);
+  }, 600_000);
 });

@@ -107,7 +107,7 @@ describe.skipIf(!hasE2fs)('e2fsck and dumpe2fs', () => {
         expect((await fs.readdir('/')).map((e) => e.name)).toEqual(['lost+found']);
         expect((await fs.stat('lost+found')).size).toBe(16384);
         await fs.close();
-      }, 60_000);
+      }, 600_000);
     }
   }
 
@@ -124,7 +124,7 @@ describe.skipIf(!hasE2fs)('e2fsck and dumpe2fs', () => {
     } finally {
       await run('rm', ['-f', image]);
     }
-  }, 120_000);
+  }, 600_000);
 
   it('same uuid and timestamp: the same bytes', async () => {
     const opts = {
@@ -186,7 +186,7 @@ describe.skipIf(!hasE2fs || !hasQemu)('inside a VHDX', () => {
       expect(fs.info.container).toBe('vhdx');
       expect((await fs.readdir('/')).map((e) => e.name)).toEqual(['lost+found']);
       await fs.close();
-    }, 60_000);
+    }, 600_000);
   }
 });
 
@@ -241,7 +241,7 @@ describe.skipIf(!asRoot)('the kernel uses it', () => {
       } finally {
         await fs.close();
       }
-    }, 180_000);
+    }, 600_000);
   }
 
   it('fixed VHDX: the kernel mounts the contiguous payload through a loop offset; qemu-img check stays clean', async () => {
@@ -273,5 +273,5 @@ describe.skipIf(!asRoot)('the kernel uses it', () => {
     expect((await fs.stat('app/large.bin')).size).toBe(96 << 20);
     expect(Buffer.concat(await fs.readFile('app/many/f7').toArray()).toString()).toBe('content 7\n');
     await fs.close();
-  }, 180_000);
+  }, 600_000);
 });

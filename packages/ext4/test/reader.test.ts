@@ -111,7 +111,7 @@ beforeAll(async () => {
   src = join(dir.path, 'src');
   await mkdir(src);
   if (hasTools) await buildSource(src, asRoot);
-}, 60_000);
+}, 600_000);
 afterAll(() => dir?.cleanup());
 
 describe.skipIf(!hasTools)('images populated by e2fsprogs (mkfs.ext4 -d)', () => {

@@ -181,4 +181,4 @@ it('random interleavings keep refcounts, attached disks, mounts and running VMs 
     { numRuns: Number(process.env.LCOW_MODEL_RUNS ?? 300) },
   );
   expect(runs).toBeGreaterThanOrEqual(Number(process.env.LCOW_MODEL_RUNS ?? 300));
-}, 120_000);
+}, 600_000);
