@@ -237,45 +237,43 @@ export class LcowDriver {
   }
 
   async #mount(id: string, opts: { signal?: AbortSignal }): Promise<ContainerFs> {
-    {
-      const target = `/tmp/${id}-mount`;
-      // A union an earlier process left (a restarted daemon whose containers kept running, `lcow mount`):
-      // the same folder again, never a second union at another path. Its earlier get counts as one.
-      const left = await this.backend.adopt(target);
-      if (left) {
-        const fs = this.backend.containerFsAt(left);
-        const release = async (): Promise<void> => void (await this.backend.unmountDetached(target));
-        this.#mounted.set(id, { release, adopted: true, refs: 2, fs, target });
-        return fs;
-      }
-      let info = await this.store.info(id);
-      if (info.kind === 'empty' && this.backend.writable) {
-        await this.store.commitFile(id, 'sandbox.vhdx', (tmp) => this.#formatSandbox(tmp, this.options.sandboxSizeGb));
-        info = await this.store.info(id);
-      }
-      const { disks, lowers } = await this.#chainDisks(info);
-      let upper: string | undefined;
-      if (info.kind === 'layer') {
-        disks.unshift({ hostPath: info.file!, readOnly: true });
-        lowers.unshift(info.file!);
-      } else if (info.kind === 'sandbox') {
-        const writable = this.backend.writable;
-        if (writable && this.#attached(info.file!, true))
-          throw new DriverError('ERR_LAYER_BUSY', `layer ${id}: in use read-only as a parent; put its children first`);
-        disks.unshift({ hostPath: info.file!, readOnly: !writable });
-        upper = info.file!;
-      }
-      const lease = await this.#pool.acquire(id, disks, opts);
-      try {
-        if (lowers.length > 0 || upper) await lease.mountUnion(target, lowers, upper, opts);
-        else await lease.vm.mountUnion(target, []); // the empty union: only the inproc backend gets here
-        const fs = this.backend.containerFs(lease.vm, target, !this.backend.writable);
-        this.#mounted.set(id, { release: () => lease.release(), adopted: false, refs: 1, fs, target });
-        return fs;
-      } catch (e) {
-        await lease.release().catch(() => {});
-        throw e;
-      }
+    const target = `/tmp/${id}-mount`;
+    // A union an earlier process left (a restarted daemon whose containers kept running, `lcow mount`):
+    // the same folder again, never a second union at another path. Its earlier get counts as one.
+    const left = await this.backend.adopt(target);
+    if (left) {
+      const fs = this.backend.containerFsAt(left);
+      const release = async (): Promise<void> => void (await this.backend.unmountDetached(target));
+      this.#mounted.set(id, { release, adopted: true, refs: 2, fs, target });
+      return fs;
+    }
+    let info = await this.store.info(id);
+    if (info.kind === 'empty' && this.backend.writable) {
+      await this.store.commitFile(id, 'sandbox.vhdx', (tmp) => this.#formatSandbox(tmp, this.options.sandboxSizeGb));
+      info = await this.store.info(id);
+    }
+    const { disks, lowers } = await this.#chainDisks(info);
+    let upper: string | undefined;
+    if (info.kind === 'layer') {
+      disks.unshift({ hostPath: info.file!, readOnly: true });
+      lowers.unshift(info.file!);
+    } else if (info.kind === 'sandbox') {
+      const writable = this.backend.writable;
+      if (writable && this.#attached(info.file!, true))
+        throw new DriverError('ERR_LAYER_BUSY', `layer ${id}: in use read-only as a parent; put its children first`);
+      disks.unshift({ hostPath: info.file!, readOnly: !writable });
+      upper = info.file!;
+    }
+    const lease = await this.#pool.acquire(id, disks, opts);
+    try {
+      if (lowers.length > 0 || upper) await lease.mountUnion(target, lowers, upper, opts);
+      else await lease.vm.mountUnion(target, []); // the empty union: only the inproc backend gets here
+      const fs = this.backend.containerFs(lease.vm, target, !this.backend.writable);
+      this.#mounted.set(id, { release: () => lease.release(), adopted: false, refs: 1, fs, target });
+      return fs;
+    } catch (e) {
+      await lease.release().catch(() => {});
+      throw e;
     }
   }
 
@@ -436,34 +434,32 @@ export class LcowDriver {
     tar: LayerSource,
     opts: { signal?: AbortSignal; verity?: boolean; diffId?: string },
   ): Promise<number> {
-    {
-      const info = await this.store.info(id);
-      const direct = info.parentIds[0] ?? null;
-      if (parent && parent !== direct)
-        throw new DriverError(
-          'ERR_INVALID_ARGUMENT',
-          `applyDiff ${id}: its parent is ${direct ?? 'none'}, not ${parent}`,
-        );
-      if (this.#mounted.has(id))
-        throw new DriverError('ERR_LAYER_BUSY', `applyDiff ${id}: the layer is mounted; put it first`);
-      await this.#refuseIfInUse(id, 'applyDiff');
-      let fileBytes = 0;
-      let digest: string | undefined;
-      const sizeLimit = await this.#layerSizeLimit(id);
-      const file = await this.store.commitFile(id, 'layer.vhd', async (tmp) => {
-        const r = await this.#convert(id, tar, tmp, sizeLimit, opts);
-        fileBytes = r.fileBytes;
-        digest = r.rootDigest;
-      });
-      if (digest) await this.store.commitFile(id, 'layer.vhd.rootdigest', (tmp) => writeFile(tmp, `${digest}\n`));
-      // A sandbox made by a get before anything was applied: the layer is now its layer.vhd.
-      if (info.kind === 'sandbox') await rm(join(info.dir, 'sandbox.vhdx'), { force: true });
-      if (process.platform === 'win32') {
-        const { grantVmGroupAccess } = await import('@lcow/hcs');
-        await grantVmGroupAccess(file);
-      }
-      return fileBytes;
+    const info = await this.store.info(id);
+    const direct = info.parentIds[0] ?? null;
+    if (parent && parent !== direct)
+      throw new DriverError(
+        'ERR_INVALID_ARGUMENT',
+        `applyDiff ${id}: its parent is ${direct ?? 'none'}, not ${parent}`,
+      );
+    if (this.#mounted.has(id))
+      throw new DriverError('ERR_LAYER_BUSY', `applyDiff ${id}: the layer is mounted; put it first`);
+    await this.#refuseIfInUse(id, 'applyDiff');
+    let fileBytes = 0;
+    let digest: string | undefined;
+    const sizeLimit = await this.#layerSizeLimit(id);
+    const file = await this.store.commitFile(id, 'layer.vhd', async (tmp) => {
+      const r = await this.#convert(id, tar, tmp, sizeLimit, opts);
+      fileBytes = r.fileBytes;
+      digest = r.rootDigest;
+    });
+    if (digest) await this.store.commitFile(id, 'layer.vhd.rootdigest', (tmp) => writeFile(tmp, `${digest}\n`));
+    // A sandbox made by a get before anything was applied: the layer is now its layer.vhd.
+    if (info.kind === 'sandbox') await rm(join(info.dir, 'sandbox.vhdx'), { force: true });
+    if (process.platform === 'win32') {
+      const { grantVmGroupAccess } = await import('@lcow/hcs');
+      await grantVmGroupAccess(file);
     }
+    return fileBytes;
   }
 
   /**

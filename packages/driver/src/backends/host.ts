@@ -65,7 +65,7 @@ async function unionOwner(runDir: string, id: string): Promise<string | null> {
   );
 }
 
-/** Whether the process that named VM folder `vm` is gone (or is this one, when `mine` counts). */
+/** Whether the process that named VM folder `vm` (`<pid base 36>.<n>`) is gone; never true for this process. */
 function vmGone(vm: string): boolean {
   const pid = parseInt(vm.split('.')[0] ?? '', 36);
   return pid !== process.pid && !processAlive(pid);
@@ -82,7 +82,9 @@ export async function unmountStale(runDir: string): Promise<string[]> {
   for (const m of await mountsUnder(unions)) {
     const id = m.slice(unions.length + 1);
     const owner = await unionOwner(runDir, id);
-    if (owner !== null && !vmGone(owner) && !owner.startsWith(`${process.pid.toString(36)}.`)) continue;
+    // This process's own unions count as left over too: cleanup has already released what it holds.
+    const mine = owner?.startsWith(`${process.pid.toString(36)}.`) ?? false;
+    if (owner !== null && !mine && !vmGone(owner)) continue;
     await runTool('umount', [m]).catch(() => runTool('umount', ['-l', m]));
     await rm(join(runDir, OWNERS, id), { force: true });
     await rmdir(m).catch(() => {});
