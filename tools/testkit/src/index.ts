@@ -119,3 +119,12 @@ export async function withLoopMount<T>(
 export { printTable, runMeasured, type Measured } from './measure.ts';
 export { runLimited, type LimitedRun } from './limits.ts';
 export { runReadmeExample } from './readme.ts';
+
+/**
+ * Milliseconds of CPU this process has used (user + system, every thread). Per-case bounds in fuzz tests
+ * use it rather than the wall clock: a busy machine slows the clock, not the work a quadratic loop does.
+ */
+export function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
