@@ -95,6 +95,7 @@ export class PluginServer {
   readonly #stateFile: string | null;
   #driver: LcowDriver | null = null;
   #home: string | null = null;
+  #opts: string[] = [];
   /** In-flight ApplyDiffs, aborted by close(). */
   readonly #applies = new Set<AbortController>();
   #closing: Promise<void> | null = null;
@@ -297,7 +298,12 @@ export class PluginServer {
     if (b.Opts !== undefined && b.Opts !== null && !Array.isArray(b.Opts))
       throw new PluginError('ERR_INVALID_ARGUMENT', 'Opts is not a list');
     const opts = (b.Opts ?? []).map((o) => str(o, 'an option'));
-    // A dockerd that restarted while we kept running: start from a clean slate on the same data root.
+    // A dockerd that restarted while we kept running (after a crash: no Cleanup came) and asks for the same
+    // root: the open driver stays, with its unions at the paths dockerd already knows.
+    if (this.#driver && this.#home === home && JSON.stringify(opts) === JSON.stringify(this.#opts)) {
+      this.#log(`lcow docker plugin: Init ${home} again: kept`);
+      return;
+    }
     const old = this.#driver;
     this.#driver = null;
     await old?.close({ detach: true });
@@ -305,6 +311,7 @@ export class PluginServer {
     // them one by one (Put unmounts what an earlier process left); `lcow cleanup` removes true leftovers.
     this.#driver = await LcowDriver.init(home, [...this.#defaults, ...opts], { containerRoots: true, recover: false });
     this.#home = home;
+    this.#opts = opts;
     if (this.#stateFile) {
       await mkdir(dirname(this.#stateFile), { recursive: true, mode: 0o700 });
       const tmp = `${this.#stateFile}.${process.pid}.tmp`;

@@ -109,6 +109,9 @@ describe(`the plugin protocol (${backend} backend)`, () => {
     );
     const status = (await call(socket, 'GraphDriver.Status')).body.Status as [string, string][];
     expect(Object.fromEntries(status)).toMatchObject({ Backend: backend, 'Data root': home, Layers: '3' });
+    // dockerd restarted after a crash (no Cleanup) sends the same Init: the open driver is kept.
+    expect((await call(socket, 'GraphDriver.Init', { Home: home, Opts: ['lcow.sandboxsize=20'] })).status).toBe(200);
+    expect((await call(socket, 'GraphDriver.Exists', { ID: upper })).body).toEqual({ Exists: true });
   });
 
   it.runIf(host)(
