@@ -21,7 +21,11 @@ beforeAll(async () => {
 });
 afterAll(() => dir?.cleanup());
 
-function runAndKill(root: string, backend: string, n: number, ms: number): Promise<string[]> {
+/**
+ * Starts the child, waits until its loop runs (or, with `afterFirst`, until it has committed something, so
+ * that kills land among finished work however loaded the machine is), lets it work `ms` more, then kills it.
+ */
+function runAndKill(root: string, backend: string, n: number, ms: number, afterFirst: boolean): Promise<string[]> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
@@ -41,7 +45,8 @@ function runAndKill(root: string, backend: string, n: number, ms: number): Promi
     let armed = false;
     child.stdout.on('data', (c: Buffer) => {
       out += c.toString();
-      if (!armed && out.includes('ready\n')) {
+      const started = afterFirst ? /^(applied|rw) /m.test(out) : out.includes('ready\n');
+      if (!armed && started) {
         armed = true;
         setTimeout(() => child.kill('SIGKILL'), ms);
       }
@@ -69,8 +74,11 @@ async function waitForOrphans(root: string): Promise<void> {
   throw new Error(`converter processes of ${root} still alive 10 s after their parent was killed`);
 }
 
-async function lcowMounts(): Promise<string[]> {
-  return (await run('findmnt', ['-rn', '-o', 'TARGET'])).split('\n').filter((m) => m.startsWith('/run/lcow/'));
+/** Mounts of this data root's run folder (other drivers on the machine may have their own). */
+async function lcowMounts(root: string): Promise<string[]> {
+  return (await run('findmnt', ['-rn', '-o', 'TARGET']))
+    .split('\n')
+    .filter((m) => m.startsWith(`${hostRunDir(root)}/`));
 }
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -84,8 +92,12 @@ for (const backend of ['inproc', 'host'] as const) {
       const removing = new Set<string>();
       const kills = inCI ? 8 : 12;
       const seen = { partial: 0, removing: 0, temp: 0, unmounted: 0 };
+      const seed = Number(process.env.LCOW_TEST_SEED ?? Date.now() % 100_000);
+      console.log(`[kill] ${backend}: seed ${seed} (LCOW_TEST_SEED to replay)`);
+      let s = seed;
+      const rand = (): number => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
       for (let k = 0; k < kills; k++) {
-        const lines = await runAndKill(root, backend, k, 300 + Math.floor(Math.random() * 2500));
+        const lines = await runAndKill(root, backend, k, 300 + Math.floor(rand() * 2500), k % 2 === 1);
         for (const l of lines) {
           const [what, id] = l.split(' ');
           if (what === 'applied' || what === 'rw') committed.add(id!);
@@ -101,7 +113,7 @@ for (const backend of ['inproc', 'host'] as const) {
         for (const n of top)
           if (/^[LST]/.test(n) && !n.endsWith('-removing'))
             seen.temp += (await readdir(join(root, n))).filter((f) => f.startsWith('.')).length;
-        if (backend === 'host') seen.unmounted += (await lcowMounts()).length;
+        if (backend === 'host') seen.unmounted += (await lcowMounts(root)).length;
         const d = await LcowDriver.init(root, [`lcow.backend=${backend}`]);
         await d.cleanup();
         // Nothing half-made remains.
