@@ -11,6 +11,7 @@ import { extract, type Header } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   makeTar,
+  mountLoop,
   oracle,
   pseudoRandomBytes,
   rootWithLoop,
@@ -285,7 +286,7 @@ describe.skipIf(!asRoot || !hasTar)('what the kernel wrote comes back', () => {
     await mkfs(image, { size: 1 << 30 });
     const mnt = join(dir.path, 'kern-mnt');
     await mkdir(mnt);
-    await run('mount', ['-o', 'loop', image, mnt]);
+    let unmount = await mountLoop(image, mnt);
     try {
       const u = join(mnt, 'upper');
       await mkdir(join(u, 'etc/opaque'), { recursive: true });
@@ -311,15 +312,15 @@ describe.skipIf(!asRoot || !hasTar)('what the kernel wrote comes back', () => {
       await execFileP('chown', ['-h', '1000:1000', join(u, 'pw')]);
       await execFileP('touch', ['-h', '-d', '2023-04-05 06:07:08.123456789', join(u, 'etc/passwd')]);
     } finally {
-      await run('umount', [mnt]);
+      await unmount();
     }
     await run('e2fsck', ['-fn', image]);
-    await run('mount', ['-o', 'loop,ro', image, mnt]);
+    unmount = await mountLoop(image, mnt, { readOnly: true });
     let kernel: Map<string, FsEntry>;
     try {
       kernel = await snapshotTree(join(mnt, 'upper'));
     } finally {
-      await run('umount', [mnt]);
+      await unmount();
     }
     // What the OCI form of that tree is: whiteout devices become .wh. files, the opaque xattr a marker file.
     const want = new Map<string, FsEntry>();

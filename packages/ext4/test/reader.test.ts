@@ -6,7 +6,16 @@ import { chmod, mkdir, symlink, truncate, utimes, writeFile, link, open } from '
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { oracle, pseudoRandomBytes, rootWithLoop, run, snapshotTree, tempDir, type FsEntry } from '@lcow/testkit';
+import {
+  mountLoop,
+  oracle,
+  pseudoRandomBytes,
+  rootWithLoop,
+  run,
+  snapshotTree,
+  tempDir,
+  type FsEntry,
+} from '@lcow/testkit';
 import { Ext4Error, Ext4Fs } from '../src/index.ts';
 import { compareTrees, debugfsListing, debugfsSafe, readerListing, readerTree } from './helpers.ts';
 
@@ -155,7 +164,7 @@ describe.skipIf(!asRoot)('images populated by the kernel', () => {
         const mnt = join(dir.path, `mnt-${COMBOS.indexOf(c)}`);
         await mkdir(mnt, { recursive: true });
         await run('mkfs.ext4', ['-q', '-F', ...c.args, image, '200M']);
-        await run('mount', ['-o', 'loop', image, mnt]);
+        let unmount = await mountLoop(image, mnt);
         try {
           await run('cp', ['-a', '--sparse=always', `${src}/.`, mnt]);
           // Attribute values larger than a block go to an EA inode where the feature exists; many small
@@ -179,15 +188,15 @@ describe.skipIf(!asRoot)('images populated by the kernel', () => {
           for (let i = 0; i < 400; i++) await frag.write(pseudoRandomBytes(1024, i), 0, 1024, i * 8192);
           await frag.close();
         } finally {
-          await run('umount', [mnt]);
+          await unmount();
         }
         await run('e2fsck', ['-fn', image]);
-        await run('mount', ['-o', 'loop,ro', image, mnt]);
+        unmount = await mountLoop(image, mnt, { readOnly: true });
         let kernel: Map<string, FsEntry>;
         try {
           kernel = await snapshotTree(mnt, { skip: (p) => p === 'lost+found' });
         } finally {
-          await run('umount', [mnt]);
+          await unmount();
         }
         const fs = await Ext4Fs.open(image);
         try {

@@ -95,6 +95,40 @@ export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what =
 export { makeTar, type TarSpec } from './tar.ts';
 export { snapshotTree, splitDev, type FsEntry } from './fstree.ts';
 
+/**
+ * Mounts `file` through a loop device of its own (`losetup --find`, never `mount -o loop`) and returns the
+ * function that unmounts it and frees the device. util-linux's `mount -o loop` reuses a loop device that
+ * is still bound to the same file, and one is for a moment after an unmount while another process
+ * (any `losetup -a`/`-j` of a test beside) holds it open: the mount then fails with "already mounted or
+ * mount point busy". A device of its own cannot be half-gone.
+ */
+export async function mountLoop(
+  file: string,
+  mnt: string,
+  opts: { readOnly?: boolean; offset?: number; size?: number; fstype?: string } = {},
+): Promise<() => Promise<void>> {
+  const attach = ['--find', '--show'];
+  if (opts.readOnly) attach.push('--read-only');
+  if (opts.offset !== undefined) attach.push('--offset', String(opts.offset));
+  if (opts.size !== undefined) attach.push('--sizelimit', String(opts.size));
+  const dev = (await run('losetup', [...attach, file])).trim();
+  try {
+    await run('mkdir', ['-p', mnt]);
+    await run('mount', ['-t', opts.fstype ?? 'ext4', '-o', opts.readOnly ? 'ro' : 'rw', dev, mnt]);
+  } catch (e) {
+    await run('losetup', ['--detach', dev]).catch(() => {});
+    throw e;
+  }
+  return async () => {
+    try {
+      await run('umount', [mnt]);
+    } finally {
+      // Detaching a device another process still has open marks it to go when that one closes it.
+      await run('losetup', ['--detach', dev]);
+    }
+  };
+}
+
 /** Attaches `file` read-only through a loop device limited to `size` bytes, mounts it, runs `fn`, cleans up. */
 export async function withLoopMount<T>(
   file: string,
@@ -103,17 +137,11 @@ export async function withLoopMount<T>(
   fn: (mnt: string) => Promise<T>,
   fstype = 'ext4',
 ): Promise<T> {
-  const dev = (await run('losetup', ['--find', '--show', '--read-only', '--sizelimit', String(size), file])).trim();
+  const unmount = await mountLoop(file, mnt, { readOnly: true, size, fstype });
   try {
-    await run('mkdir', ['-p', mnt]);
-    await run('mount', ['-t', fstype, '-o', 'ro', dev, mnt]);
-    try {
-      return await fn(mnt);
-    } finally {
-      await run('umount', [mnt]);
-    }
+    return await fn(mnt);
   } finally {
-    await run('losetup', ['--detach', dev]);
+    await unmount();
   }
 }
 export { printTable, runMeasured, type Measured } from './measure.ts';

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Ext4Fs, exportTar } from '@lcow/ext4';
 import type { MappedDisk, UtilityVm } from '@lcow/svm-pool';
 import { DriverError } from '../errors.ts';
@@ -167,7 +168,7 @@ export class HostVm implements UtilityVm {
   async hotAdd(disk: MappedDisk, signal?: AbortSignal): Promise<void> {
     const dir = this.hostPath(disk.guestPath);
     // A writable ext4 mounted twice (through two loop devices) would be corrupted: another process holds it.
-    if (!disk.readOnly && (await runTool('losetup', ['-j', disk.hostPath], signal)).trim() !== '')
+    if (!disk.readOnly && (await stillAttached(disk.hostPath, signal)))
       throw new DriverError(
         'ERR_LAYER_BUSY',
         `${disk.hostPath}: already attached to a loop device (mounted by another lcow process? \`lcow unmount\` or cleanup)`,
@@ -182,7 +183,7 @@ export class HostVm implements UtilityVm {
       ...mountFlags(this.#suid),
     ];
     try {
-      await runTool('mount', ['-t', 'ext4', '-o', opts.join(','), disk.hostPath, dir], signal);
+      await mountLoopRetrying(['-t', 'ext4', '-o', opts.join(','), disk.hostPath, dir], signal);
     } catch (e) {
       await rmdir(dir).catch(() => {});
       throw e;
@@ -388,4 +389,30 @@ async function mountTable(prefix: string): Promise<MountRow[]> {
     rows.push({ target, device: f[2] ?? '', options: folders });
   }
   return rows;
+}
+
+/**
+ * After an unmount, the loop device `mount -o loop` made stays bound to its file until the last process
+ * that has it open closes it (any `losetup -a` or `-j` on the machine opens every device), a few
+ * milliseconds. Within that moment the file looks attached, and a new `mount -o loop` of it may pick that
+ * device and fail "busy". So: attached means still attached after a short wait, and a busy mount is tried
+ * again.
+ */
+async function stillAttached(file: string, signal?: AbortSignal): Promise<boolean> {
+  for (let wait = 20; ; wait *= 2) {
+    if ((await runTool('losetup', ['-j', file], signal)).trim() === '') return false;
+    if (wait > 640) return true;
+    await sleep(wait, undefined, { signal });
+  }
+}
+
+async function mountLoopRetrying(args: string[], signal?: AbortSignal): Promise<void> {
+  for (let wait = 20; ; wait *= 2) {
+    try {
+      return await runTool('mount', args, signal).then(() => {});
+    } catch (e) {
+      if (wait > 640 || !/busy|overlapping/i.test((e as Error).message)) throw e;
+    }
+    await sleep(wait, undefined, { signal });
+  }
 }
