@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in qemu-img:qemu-utils qemu-io:qemu-utils mkfs.ext4:e2fsprogs e2fsck:e2fsprogs debugfs:e2fsprogs dumpe2fs:e2fsprogs \
-  getfattr:attr veritysetup:cryptsetup-bin losetup:mount tar:tar cc:gcc dockerd:docker.io findmnt:mount setpriv:util-linux; do
+  getfattr:attr veritysetup:cryptsetup-bin losetup:mount tar:tar cc:gcc dockerd:docker.io findmnt:mount setpriv:util-linux \
+  skopeo:skopeo docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl zstd:zstd; do
   tool=${pair%%:*} pkg=${pair#*:}
   PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -15,8 +16,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing apt packages: $pkgs"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  # docker.io is installed for the plugin tests, which start their own private dockerd: the package's own
-  # services must not start (policy-rc.d says no while apt runs, unless the machine already has one).
+  # docker.io and docker-registry are installed for tests that start their own private daemons: the
+  # packages' own services must not start (policy-rc.d says no while apt runs, unless the machine already has one).
   own_policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null && $SUDO chmod +x /usr/sbin/policy-rc.d

@@ -13,8 +13,10 @@ try {
     digest: boolean;
     file: string | FileRange | null;
     sizeLimit?: number;
+    hcsshim?: boolean;
+    digestOnly?: boolean;
   } | null;
-  if (!job?.out || (job.file !== null && typeof job.file !== 'string' && !isFileRange(job.file)))
+  if ((!job?.out && !job?.digestOnly) || (job.file !== null && typeof job.file !== 'string' && !isFileRange(job.file)))
     throw new DriverError('ERR_USAGE', 'usage: apply-child JOB (JSON {out, verity, digest, file})');
   // Reading a file, the child keeps its stdin open only as a line to its parent: when the parent dies
   // (even by SIGKILL) the pipe closes, and the conversion stops and removes its temporary file, instead of
@@ -35,6 +37,8 @@ try {
     verity: job.verity,
     digest: job.digest,
     ...(typeof job.sizeLimit === 'number' ? { sizeLimit: job.sizeLimit } : {}),
+    hcsshim: job.hcsshim === true,
+    digestOnly: job.digestOnly === true,
     signal: ac.signal,
   });
   process.stdout.write(`${JSON.stringify({ ok })}\n`);

@@ -7,9 +7,9 @@ import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createHash } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
-import { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
-import { Ext4Error, convert, type ConvertOptions, type Ext4ErrorCode } from '@lcow/ext4';
+import type { Readable } from 'node:stream';
+import { Ext4Error, convert, rootDigest, type ConvertOptions, type Ext4ErrorCode } from '@lcow/ext4';
+import { decompress } from '@lcow/image';
 import { DriverError } from './errors.ts';
 
 /** A byte range of a file that holds a layer (plain or gzip): a layer inside an image tarball. */
@@ -31,6 +31,8 @@ export interface ApplyResult {
   rootDigest?: string;
   /** `sha256:…` of the uncompressed tar (its OCI diff id), when asked for. */
   diffId?: string;
+  /** With `hcsshim`: bytes of the filesystem alone (where a verity tree starts). */
+  dataBytes?: number;
 }
 
 const CHUNK = 4 << 20;
@@ -70,23 +72,10 @@ async function* rangeChunks(r: FileRange): AsyncGenerator<Uint8Array> {
 function hashed(source: Exclude<LayerSource, string>): { tar: AsyncIterable<Uint8Array>; digest: () => string } {
   const hash = createHash('sha256');
   const raw: AsyncIterable<Uint8Array> = isFileRange(source) ? rangeChunks(source) : source;
-  async function* plain(): AsyncGenerator<Uint8Array> {
-    const it = raw[Symbol.asyncIterator]();
-    const first = await it.next();
-    if (first.done) return;
-    const head = first.value;
-    const rest = async function* (): AsyncGenerator<Uint8Array> {
-      yield head;
-      for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
-    };
-    if (head[0] === 0x1f && head[1] === 0x8b) {
-      const gz = createGunzip({ chunkSize: 1 << 20 });
-      yield* Readable.from(rest()).pipe(gz) as AsyncIterable<Uint8Array>;
-    } else yield* rest();
-  }
   return {
     tar: (async function* () {
-      for await (const c of plain()) {
+      // gzip and zstd found by their magic; xz and bzip2 refused by name.
+      for await (const c of decompress(raw, null)) {
         hash.update(c);
         yield c;
       }
@@ -115,7 +104,19 @@ export interface LayerConvertOptions {
   /** Largest image allowed (the layer size limit, the free space): `ERR_DISK_FULL` past it. */
   sizeLimit?: number;
   signal?: AbortSignal;
+  /**
+   * Convert as hcsshim's dmverity-vhd does for a confidential-container layer (hcsshim's layout and
+   * 128 GiB maximum, whiteouts, footer with a zero time stamp), so root digests equal a Windows host's.
+   */
+  hcsshim?: boolean;
+  /** Compute only the dm-verity root digest; `out` is not written (`size` is then the filesystem's). */
+  digestOnly?: boolean;
 }
+
+/** hcsshim's ConvertAndComputeRootDigest and dmverity-vhd settings. */
+const HCSSHIM = { layout: 'hcsshim', convertWhiteouts: true, maximumDiskSize: 128 * 2 ** 30 } as const;
+/** A VHD footer time stamp of 0 (2000-01-01), as hcsshim writes. */
+const VHD_EPOCH = new Date(Date.UTC(2000, 0, 1));
 
 /**
  * Converts in this process. With `digest`, the uncompressed tar's sha256 is reported as `diffId` (a file
@@ -133,8 +134,34 @@ export async function convertInline(source: LayerSource, out: string, opts: Laye
     input = h.tar;
     digest = h.digest;
   }
-  const r = await convert(input, out, layerOptions(opts.verity, opts.sizeLimit, opts.signal));
+  if (opts.digestOnly) {
+    const d = await rootDigest(input, {
+      ...(opts.hcsshim ? HCSSHIM : { convertWhiteouts: true }),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    return {
+      size: d.dataBytes,
+      fileBytes: d.fileBytes,
+      rootDigest: d.rootDigest,
+      ...(digest ? { diffId: digest() } : {}),
+    };
+  }
+  const r = await convert(
+    input,
+    out,
+    opts.hcsshim
+      ? {
+          ...HCSSHIM,
+          appendVhdFooter: true,
+          verity: opts.verity,
+          timestamp: VHD_EPOCH,
+          fsync: true,
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        }
+      : layerOptions(opts.verity, opts.sizeLimit, opts.signal),
+  );
   return {
+    ...(opts.hcsshim ? { dataBytes: r.bytes } : {}),
     size: r.size,
     fileBytes: r.fileBytes,
     ...(r.rootDigest ? { rootDigest: r.rootDigest } : {}),
@@ -179,6 +206,8 @@ export function convertInChild(
     digest: opts.digest ?? false,
     file,
     ...(opts.sizeLimit !== undefined ? { sizeLimit: opts.sizeLimit } : {}),
+    ...(opts.hcsshim ? { hcsshim: true } : {}),
+    ...(opts.digestOnly ? { digestOnly: true } : {}),
   });
   return new Promise((resolve, reject) => {
     const child = spawn(execPath, [...args, job], {

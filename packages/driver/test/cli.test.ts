@@ -175,7 +175,15 @@ for (const backend of ['inproc', 'host'] as const) {
       const r = await g('import', image, '--sandbox', 'box', '--json');
       expect(r.err).toBe('');
       expect(r.status).toBe(0);
-      expect(JSON.parse(r.out)).toEqual({ layers: chain, sandbox: 'box', reused: [], repoTags: ['test/image:1'] });
+      expect(JSON.parse(r.out)).toEqual({
+        layers: chain,
+        sandbox: 'box',
+        reused: [],
+        repoTags: ['test/image:1'],
+        image,
+        format: 'oci-layout',
+        manifestDigest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
+      });
 
       if (backend === 'host') {
         const m = await g('mount', 'box');
@@ -272,7 +280,7 @@ for (const backend of ['inproc', 'host'] as const) {
       const r = await lcow('--root', fresh, '--backend', backend, 'import', bad, '--json');
       expect(r.status).toBe(1);
       expect(r.err).toMatch(
-        /ERR_VERIFICATION: image .*layer 1 .*the tar.s diff id is sha256:[0-9a-f]{64}, expected sha256:/,
+        /ERR_VERIFICATION: image .*: layer 1: .*the tar.s diff id is sha256:[0-9a-f]{64}, expected sha256:/,
       );
       // Layer 0 was fine and stays; layer 1 is gone, and no sandbox was made.
       const left = JSON.parse((await lcow('--root', fresh, '--backend', backend, 'ls', '--json')).out);

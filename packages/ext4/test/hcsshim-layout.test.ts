@@ -11,7 +11,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { oracle, run, tempDir } from '@lcow/testkit';
-import { Ext4Fs, convert } from '../src/index.ts';
+import { Ext4Fs, convert, rootDigest } from '../src/index.ts';
 import { CASES, FLAG_SETS, caseTar } from './hcsshim/cases.ts';
 import { readerTree } from './helpers.ts';
 
@@ -43,6 +43,9 @@ async function ours(tarPath: string, out: string, opts: object): Promise<string>
   }
 }
 
+/** hcsshim's ConvertAndComputeRootDigest: what a Windows host computes for a layer. */
+const HOST_DIGEST = { layout: 'hcsshim', convertWhiteouts: true, maximumDiskSize: 128 * 2 ** 30 } as const;
+
 describe('the hcsshim layout', () => {
   it('matches the golden image hashes and root digests of every case and flag set', { timeout: 600_000 }, async () => {
     expect(Object.keys(golden).sort()).toEqual(Object.keys(CASES).sort());
@@ -67,6 +70,12 @@ describe('the hcsshim layout', () => {
         expect((e as { code?: string }).code).toMatch(/^ERR_/);
       }
       expect(digest, `${name} digest`).toBe(golden[name]!.digest);
+      // The digest-only path (no image written) gives the same answer, or the same kind of refusal.
+      const only = await rootDigest(tarPath, HOST_DIGEST).then(
+        (r) => r.rootDigest,
+        (e: { code?: string }) => (expect(e.code).toMatch(/^ERR_/), 'error'),
+      );
+      expect(only, `${name} digest without an image`).toBe(golden[name]!.digest);
     }
   });
 
@@ -88,6 +97,7 @@ describe('the hcsshim layout', () => {
         fsync: false,
       });
       expect(r.rootDigest).toBe(want);
+      expect((await rootDigest(tarPath, HOST_DIGEST)).rootDigest).toBe(want);
     },
   );
 

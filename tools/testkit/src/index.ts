@@ -111,22 +111,39 @@ export async function mountLoop(
   if (opts.readOnly) attach.push('--read-only');
   if (opts.offset !== undefined) attach.push('--offset', String(opts.offset));
   if (opts.size !== undefined) attach.push('--sizelimit', String(opts.size));
-  const dev = (await run('losetup', [...attach, file])).trim();
-  try {
-    await run('mkdir', ['-p', mnt]);
-    await run('mount', ['-t', opts.fstype ?? 'ext4', '-o', opts.readOnly ? 'ro' : 'rw', dev, mnt]);
-  } catch (e) {
-    await run('losetup', ['--detach', dev]).catch(() => {});
-    throw e;
-  }
-  return async () => {
+  await run('mkdir', ['-p', mnt]);
+  // A device of this file that an earlier unmount released is let go first.
+  await loopsGone(file);
+  // With loop devices coming and going in other tests beside, a mount has been seen to fail once
+  // ("cannot mount read-only", "busy") and work on the next try: a few tries, each on a fresh device.
+  for (let attempt = 1; ; attempt++) {
+    const dev = (await run('losetup', [...attach, file])).trim();
     try {
-      await run('umount', [mnt]);
-    } finally {
-      // Detaching a device another process still has open marks it to go when that one closes it.
-      await run('losetup', ['--detach', dev]);
+      await run('mount', ['-t', opts.fstype ?? 'ext4', '-o', opts.readOnly ? 'ro' : 'rw', dev, mnt]);
+    } catch (e) {
+      await run('losetup', ['--detach', dev]).catch(() => {});
+      if (attempt >= 4) throw e;
+      console.warn(`[testkit] mount of ${file} failed (attempt ${attempt}), trying again: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 250 * attempt));
+      continue;
     }
-  };
+    return async () => {
+      try {
+        await run('umount', [mnt]);
+      } finally {
+        // Detaching a device another process still has open marks it to go when that one closes it.
+        await run('losetup', ['--detach', dev]);
+      }
+    };
+  }
+}
+
+/** Waits (up to 2 s) until no loop device is bound to `file`. */
+async function loopsGone(file: string): Promise<void> {
+  for (let i = 0; i < 40; i++) {
+    if ((await run('losetup', ['-j', file]).catch(() => '')).trim() === '') return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Attaches `file` read-only through a loop device limited to `size` bytes, mounts it, runs `fn`, cleans up. */

@@ -5,6 +5,7 @@ import { delimiter, join } from 'node:path';
 import { DriverError } from '../errors.ts';
 import { demoCommand } from './commands/demo.ts';
 import { ext4Command } from './commands/ext4.ts';
+import { imageCommand } from './commands/image.ts';
 import { mkfsCommand } from './commands/mkfs.ts';
 import { tar2ext4Command } from './commands/tar2ext4.ts';
 import { verityCommand } from './commands/verity.ts';
@@ -39,6 +40,7 @@ export interface Command {
 
 const COMMANDS: Command[] = [
   ...LAYER_COMMANDS,
+  imageCommand,
   tar2ext4Command,
   ext4Command,
   mkfsCommand,

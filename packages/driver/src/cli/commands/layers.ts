@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { DriverError } from '../../errors.ts';
 import { LcowDriver } from '../../driver.ts';
 import { importImage } from '../../import.ts';
+import { sourceOptions } from './image.ts';
 import { flag, option, positional } from '../args.ts';
 import { writeFileWhole } from '../output.ts';
 import { escapeName, formatBytes, toJson } from '../format.ts';
@@ -53,16 +54,18 @@ function command(
   return { name, summary, usage: [usage], run: (argv, io) => run([...argv], io) };
 }
 
-const IMPORT = 'lcow import [IMAGE.tar] [--sandbox ID] [--no-sandbox] [--verity] [--json]';
+const IMPORT =
+  'lcow import [REF] [--sandbox ID] [--no-sandbox] [--verity] [--platform OS/ARCH] [--creds U:P] [--authfile F] [--cert-dir D] [--tls-verify=false] [--json]';
 export const importCommand = command(
   'import',
-  'apply a `docker save` or OCI-layout image tarball as a layer chain, with a sandbox on top (no IMAGE: the embedded example, read back through get)',
+  'apply an image — docker://HOST/REPO:TAG, docker-daemon:NAME:TAG, docker-archive:/oci-archive:/oci:PATH, or a docker-save/OCI tarball — as a layer chain with a sandbox on top (no REF: the embedded example, read back through get)',
   IMPORT,
   async (args, io) => {
     const json = flag(args, '--json');
     const verity = flag(args, '--verity');
     const none = flag(args, '--no-sandbox');
     let sandbox = option(args, '--sandbox');
+    const source = sourceOptions(args);
     const [given] = args.length === 0 ? [] : positional(args, 1, IMPORT);
     let image = given;
     let tmp: string | null = null;
@@ -81,8 +84,9 @@ export const importCommand = command(
         const imported = await importImage(d, image!, {
           sandbox: none ? null : sandbox,
           verity,
+          source,
           signal: io.signal,
-          onProgress: (p) => bar.update(p),
+          onProgress: (p) => bar.update({ ...p, label: `import ${basename(image!)} layer ${p.layer + 1}/${p.layers}` }),
         });
         bar.done();
         const check = example && imported.sandbox ? await readBack(d, imported.sandbox, example) : null;
@@ -95,6 +99,9 @@ export const importCommand = command(
             sandbox: r.sandbox,
             reused: r.reused,
             repoTags: r.repoTags,
+            image: r.image,
+            format: r.format,
+            manifestDigest: r.manifestDigest,
             ...(r.check ? { readBack: r.check } : {}),
           }),
         );

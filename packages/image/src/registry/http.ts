@@ -1,0 +1,254 @@
+// HTTP for the registry client: TLS as skopeo configures it (a certificate folder per registry,
+// `--tls-verify=false`), proxies from the environment as Go programs read them (HTTPS_PROXY, HTTP_PROXY,
+// NO_PROXY; never for loopback), redirects, and retries with backoff for what a retry can fix.
+import { readdirSync, readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as tls from 'node:tls';
+import { ImageError } from '../errors.ts';
+
+/** How to reach registries. */
+export interface TransportOptions {
+  /** Verify registry certificates (default true). Off: any certificate, and plain HTTP if HTTPS fails. */
+  tlsVerify?: boolean;
+  /**
+   * A folder of `*.crt` (CA certificates) and `*.cert`/`*.key` pairs (client certificate), as skopeo's
+   * `--cert-dir`; default `/etc/containers/certs.d/HOST[:PORT]` and `/etc/docker/certs.d/HOST[:PORT]`.
+   */
+  certDir?: string;
+  /** Attempts for a request that failed in a way a retry can fix (default 5). */
+  attempts?: number;
+  /** First wait between attempts, doubled each time up to 8 s (default 250 ms). */
+  backoffMs?: number;
+  /** A connection idle this long is dropped and retried (default 60 s). */
+  idleTimeoutMs?: number;
+  /** The environment for proxy settings (default `process.env`). */
+  env?: NodeJS.ProcessEnv;
+}
+
+interface TlsFiles {
+  ca?: Buffer[];
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+const tlsCache = new Map<string, TlsFiles>();
+
+/** The CA and client certificate files for `host` (`host:port`), read once. */
+export function tlsFilesFor(host: string, certDir?: string): TlsFiles {
+  const key = `${certDir ?? ''}|${host}`;
+  const known = tlsCache.get(key);
+  if (known) return known;
+  const dirs = certDir
+    ? [certDir]
+    : [
+        join('/etc/containers/certs.d', host),
+        join('/etc/docker/certs.d', host),
+        join(homedir(), '.config/containers/certs.d', host),
+      ];
+  const out: TlsFiles = {};
+  for (const dir of dirs) {
+    let names: string[];
+    try {
+      names = readdirSync(dir).sort();
+    } catch {
+      continue;
+    }
+    for (const n of names) {
+      if (n.endsWith('.crt')) (out.ca ??= []).push(readFileSync(join(dir, n)));
+      else if (n.endsWith('.cert')) {
+        const keyName = `${n.slice(0, -'.cert'.length)}.key`;
+        if (!names.includes(keyName))
+          throw new ImageError('ERR_TLS', `${join(dir, n)}: client certificate without its key ${keyName}`);
+        out.cert = readFileSync(join(dir, n));
+        out.key = readFileSync(join(dir, keyName));
+      }
+    }
+    if (certDir || out.ca || out.cert) break;
+  }
+  tlsCache.set(key, out);
+  return out;
+}
+
+/** The proxy for `url`, from HTTPS_PROXY/HTTP_PROXY and NO_PROXY; none for loopback hosts. */
+export function proxyFor(url: URL, env: NodeJS.ProcessEnv = process.env): URL | null {
+  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (host === 'localhost' || /^127\./.test(host) || host === '::1') return null;
+  const raw = url.protocol === 'https:' ? (env.HTTPS_PROXY ?? env.https_proxy) : (env.HTTP_PROXY ?? env.http_proxy);
+  if (!raw) return null;
+  const noProxy = (env.NO_PROXY ?? env.no_proxy ?? '')
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
+  const port = url.port || (url.protocol === 'https:' ? '443' : '80');
+  for (const rule of noProxy) {
+    if (rule === '*') return null;
+    const [h, p] = rule.startsWith('[') ? [rule.slice(0, rule.indexOf(']') + 1), rule.split(']:')[1]] : rule.split(':');
+    if (p && p !== port) continue;
+    const name = h!.replace(/^\*?\./, '');
+    if (host === name || host.endsWith(`.${name}`)) return null;
+  }
+  try {
+    return new URL(raw.includes('://') ? raw : `http://${raw}`);
+  } catch {
+    throw new ImageError('ERR_NETWORK', `proxy ${JSON.stringify(raw)} from the environment is not a URL`);
+  }
+}
+
+/** Opens a tunnel through `proxy` to `host:port` (HTTP CONNECT) and starts TLS in it. */
+function tunnel(
+  proxy: URL,
+  target: URL,
+  tlsOpts: tls.ConnectionOptions,
+  done: (err: Error | null, socket?: Duplex) => void,
+): void {
+  const port = target.port || '443';
+  const auth = proxy.username
+    ? {
+        'proxy-authorization': `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}`,
+      }
+    : {};
+  const req = http.request({
+    host: proxy.hostname,
+    port: proxy.port || 80,
+    method: 'CONNECT',
+    path: `${target.hostname}:${port}`,
+    headers: { host: `${target.hostname}:${port}`, ...auth },
+  });
+  req.once('connect', (res, socket) => {
+    if (res.statusCode !== 200) {
+      socket.destroy();
+      done(new ImageError('ERR_NETWORK', `proxy ${proxy.host}: CONNECT ${target.host} answered ${res.statusCode}`));
+      return;
+    }
+    const t = tls.connect({ ...tlsOpts, socket, servername: target.hostname });
+    t.once('secureConnect', () => done(null, t));
+    t.once('error', (e) => done(e));
+  });
+  req.once('error', (e) => done(e));
+  req.end();
+}
+
+export interface Request {
+  method?: 'GET' | 'HEAD';
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+/** One HTTP exchange (no retry, no redirect): resolves with the response, body unread. */
+export function send(url: URL, req: Request, opts: TransportOptions): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const secure = url.protocol === 'https:';
+    const files = secure ? tlsFilesFor(url.host, opts.certDir) : {};
+    const tlsOpts: tls.ConnectionOptions = {
+      rejectUnauthorized: opts.tlsVerify !== false,
+      ...(files.ca ? { ca: [...tls.rootCertificates, ...files.ca.map((b) => b.toString())] } : {}),
+      ...(files.cert ? { cert: files.cert, key: files.key } : {}),
+    };
+    const proxy = proxyFor(url, opts.env);
+    const base: http.RequestOptions = {
+      method: req.method ?? 'GET',
+      headers: { 'user-agent': 'lcow', ...req.headers },
+      signal: req.signal,
+    };
+    let r: http.ClientRequest;
+    if (proxy && !secure) {
+      // A plain-HTTP request through a proxy names the whole URL.
+      r = http.request({ ...base, host: proxy.hostname, port: proxy.port || 80, path: url.href });
+    } else if (proxy) {
+      r = https.request(url, {
+        ...base,
+        ...tlsOpts,
+        // No agent: Node then opens the connection with createConnection (the tunnel).
+        createConnection: ((_: unknown, cb: (err: Error | null, s?: Duplex) => void) => {
+          tunnel(proxy, url, tlsOpts, cb);
+          return undefined;
+        }) as unknown as https.RequestOptions['createConnection'],
+      });
+    } else r = (secure ? https : http).request(url, { ...base, ...(secure ? tlsOpts : {}) });
+    r.setTimeout(opts.idleTimeoutMs ?? 60_000, () =>
+      r.destroy(new ImageError('ERR_NETWORK', `${url.host}: no answer in ${(opts.idleTimeoutMs ?? 60_000) / 1000} s`)),
+    );
+    r.once('response', (res) => {
+      res.setTimeout?.(opts.idleTimeoutMs ?? 60_000, () =>
+        res.destroy(
+          new ImageError('ERR_NETWORK', `${url.host}: stopped sending for ${(opts.idleTimeoutMs ?? 60_000) / 1000} s`),
+        ),
+      );
+      resolve(res);
+    });
+    r.once('error', reject);
+    r.end();
+  });
+}
+
+const RETRYABLE_ERRNO = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'ECONNABORTED',
+]);
+
+/** Whether an error of a request (not an answer) is worth another attempt. */
+export function retryable(e: unknown): boolean {
+  const err = e as NodeJS.ErrnoException;
+  if (err?.name === 'AbortError') return false;
+  if (err instanceof ImageError) return err.code === 'ERR_NETWORK';
+  return RETRYABLE_ERRNO.has(err?.code ?? '') || /socket hang up|aborted|premature close/i.test(err?.message ?? '');
+}
+
+/** TLS failures get their own code and a hint; everything else that is not an answer is `ERR_NETWORK`. */
+export function networkError(url: URL, e: unknown): ImageError {
+  if (e instanceof ImageError) return e;
+  const err = e as NodeJS.ErrnoException;
+  if (err?.name === 'AbortError') return new ImageError('ERR_ABORTED', `${url.host}: aborted`, { cause: e });
+  const code = err?.code ?? '';
+  if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL|HOSTNAME/.test(code))
+    return new ImageError(
+      'ERR_TLS',
+      `${url.host}: ${err.message} (trust its CA with --cert-dir, or --tls-verify=false)`,
+      { cause: e },
+    );
+  return new ImageError(
+    'ERR_NETWORK',
+    `${url.host}: ${err?.message ?? String(e)}${code && !err.message?.includes(code) ? ` (${code})` : ''}`,
+    {
+      cause: e,
+    },
+  );
+}
+
+/** Waits before attempt `n` (1-based): 250 ms, 500 ms, 1 s… up to 8 s, with a little jitter. */
+export async function backoff(n: number, opts: TransportOptions, signal?: AbortSignal): Promise<void> {
+  const base = opts.backoffMs ?? 250;
+  const ms = Math.min(8000, base * 2 ** (n - 1));
+  await sleep(ms * (0.8 + Math.random() * 0.4), undefined, { signal });
+}
+
+/** Reads a response body of at most `max` bytes. */
+export async function readBody(res: http.IncomingMessage, max: number, what: string): Promise<Buffer> {
+  const declared = Number(res.headers['content-length'] ?? -1);
+  if (declared > max) {
+    res.destroy();
+    throw new ImageError('ERR_REGISTRY', `${what}: ${declared} bytes, more than ${max}`);
+  }
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const c of res as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > max) {
+      res.destroy();
+      throw new ImageError('ERR_REGISTRY', `${what}: more than ${max} bytes`);
+    }
+    parts.push(c);
+  }
+  return Buffer.concat(parts);
+}
