@@ -4,9 +4,8 @@
 import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { oracle, tempDir } from '@lcow/testkit';
+import { dockerSave, layerTars, multiPlatformLayout, oracle, sha, skopeo, tempDir } from '@lcow/testkit';
 import { layerTar, openImage, type Image } from '../src/index.ts';
-import { dockerSave, layerTars, multiPlatformLayout, sha, skopeo } from './build.ts';
 
 const hasSkopeo = oracle('skopeo');
 let dir: { path: string; cleanup: () => Promise<void> };

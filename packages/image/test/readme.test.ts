@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { makeTar, runReadmeExample } from '@lcow/testkit';
-import { dockerSave, sha } from './build.ts';
+import { dockerSave, makeTar, runReadmeExample, sha } from '@lcow/testkit';
 
 it('README example runs as written', async () => {
   const tars = [makeTar([{ path: 'a', body: 'one' }]), makeTar([{ path: 'b', body: 'two' }])];

@@ -9,10 +9,20 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { randomInt } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inCI, oracle, tempDir } from '@lcow/testkit';
+import {
+  dockerSave,
+  imageConfig as config,
+  inCI,
+  layerTars,
+  multiPlatformLayout,
+  oracle,
+  sha,
+  skopeoCopy,
+  startRegistry,
+  tempDir,
+  type Registry,
+} from '@lcow/testkit';
 import { layerTar, openImage, type Image, type OpenImageOptions } from '../src/index.ts';
-import { config, dockerSave, layerTars, multiPlatformLayout, sha } from './build.ts';
-import { skopeoCopy, startRegistry, type Registry } from './registry-server.ts';
 
 const ready = oracle('docker-registry') && oracle('skopeo') && oracle('openssl') && oracle('htpasswd');
 if (!ready && !inCI)

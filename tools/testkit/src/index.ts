@@ -173,3 +173,6 @@ export function cpuMs(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 }
+export { makeCerts, skopeoCopy, startRegistry, type Registry } from './registry.ts';
+export { config as imageConfig, dockerSave, layerTars, multiPlatformLayout, sha, skopeo } from './images.ts';
+export { startDockerd, type Dockerd } from './dockerd.ts';

@@ -7,7 +7,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { createServer as createNetServer, connect } from 'node:net';
 import { join } from 'node:path';
-import { run } from '@lcow/testkit';
+import { run } from './index.ts';
 
 export interface Registry {
   /** `127.0.0.1:PORT` */

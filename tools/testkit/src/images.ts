@@ -1,4 +1,4 @@
-// Test images built in code: layer tars (makeTar), a `docker save` tarball of them, and an OCI layout
+// Container images built in code for the tests: layer tars (makeTar), a `docker save` tarball of them, and an OCI layout
 // with an index of two platforms. skopeo (an independent implementation) turns the docker-save
 // tarball into the other forms the tests read.
 import { createHash } from 'node:crypto';
@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { makeTar, pseudoRandomBytes } from '@lcow/testkit';
+import { makeTar, pseudoRandomBytes } from './index.ts';
 
 export const sha = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
