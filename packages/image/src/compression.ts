@@ -108,12 +108,14 @@ async function* viaFzstd(src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Ar
 }
 
 /**
- * The tar bytes of a layer blob. `compression` null: found from the first bytes. xz, bzip2: refused with
+ * The tar bytes of a layer blob. `compression` null: found from the first bytes. `reusedInput`: the
+ * source overwrites a chunk once the next is asked for (a file read through reused buffers). xz, bzip2: refused with
  * `ERR_UNSUPPORTED` (no registry sends them; OCI knows gzip and zstd).
  */
 export async function* decompress(
   blob: AsyncIterable<Uint8Array>,
   compression: Compression | null,
+  opts: { reusedInput?: boolean } = {},
 ): AsyncGenerator<Uint8Array> {
   const it = blob[Symbol.asyncIterator]();
   let first = await it.next();
@@ -130,13 +132,19 @@ export async function* decompress(
       'ERR_UNSUPPORTED',
       `layer compressed with ${kind}: unsupported compression (gzip, zstd or none)`,
     );
+  // A decoder keeps input it has not used yet: a source that reuses its buffers gets copied to it.
+  const input = opts.reusedInput
+    ? (async function* () {
+        for await (const c of all) yield Buffer.from(c);
+      })()
+    : all;
   try {
     if (kind === 'none') return yield* all;
-    if (kind === 'gzip') return yield* viaZlib(all, () => zlib.createGunzip({ chunkSize: 1 << 20 }));
+    if (kind === 'gzip') return yield* viaZlib(input, () => zlib.createGunzip({ chunkSize: 1 << 20 }));
     const how = zstdDecoder();
-    if (how === 'zlib') return yield* viaZlib(all, (zlib as ZstdZlib).createZstdDecompress!);
-    if (how === 'program') return yield* viaProgram(all, zstdProgram()!);
-    return yield* viaFzstd(all);
+    if (how === 'zlib') return yield* viaZlib(input, (zlib as ZstdZlib).createZstdDecompress!);
+    if (how === 'program') return yield* viaProgram(input, zstdProgram()!);
+    return yield* viaFzstd(input);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code?.startsWith('Z_'))

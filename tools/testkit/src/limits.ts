@@ -17,7 +17,8 @@ export interface LimitedRun {
   overMemory: boolean;
 }
 
-function treeRssKiB(pid: number, depth = 0): number {
+/** Resident memory of a process and all its descendants, now (KiB). */
+export function treeRssKiB(pid: number, depth = 0): number {
   let kib = 0;
   try {
     const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

@@ -1,10 +1,13 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { treeRssKiB } from './limits.ts';
 
 /** Wall time and peak RSS of one child process. */
 export interface Measured {
   seconds: number;
   rssKiB: number;
+  /** With `tree`: the peak of the whole process tree's resident memory, summed (KiB). */
+  treeRssKiB?: number;
   stdout: string;
 }
 
@@ -12,11 +15,18 @@ export interface Measured {
  * Runs a command and samples its VmHWM (peak RSS) from /proc while it runs — Node cannot read a child's
  * rusage. Rejects with the start of stderr when the command fails.
  */
-export function runMeasured(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Measured> {
+export function runMeasured(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  opts: { tree?: boolean } = {},
+): Promise<Measured> {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let rss = 0;
+    let tree = 0;
+    let ticks = 0;
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -25,6 +35,8 @@ export function runMeasured(cmd: string, args: string[], env: NodeJS.ProcessEnv 
       try {
         const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
         if (m) rss = Math.max(rss, Number(m[1]));
+        // The tree is walked every 20 ms: walking it every 2 ms would take CPU from what is measured.
+        if (opts.tree && ++ticks % 10 === 0) tree = Math.max(tree, treeRssKiB(child.pid!));
       } catch {
         // exited between samples
       }
@@ -33,7 +45,7 @@ export function runMeasured(cmd: string, args: string[], env: NodeJS.ProcessEnv 
     child.on('close', (code) => {
       clearInterval(timer);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (code === 0) resolve({ seconds, rssKiB: rss, stdout: out });
+      if (code === 0) resolve({ seconds, rssKiB: rss, ...(opts.tree ? { treeRssKiB: tree } : {}), stdout: out });
       else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.slice(0, 500)}`));
     });
   });
