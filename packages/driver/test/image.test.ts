@@ -67,6 +67,26 @@ describe('lcow image roothash and create: what dmverity-vhd computes and writes'
     expect(j.layers.map((l: { diffId: string }) => l.diffId)).toEqual(layerTars(1).map(sha));
   });
 
+  it('inspect: what the image is, as text and --json; a bad reference is a usage error', async () => {
+    const j = JSON.parse((await lcow('image', 'inspect', archives.seed1!, '--json')).out);
+    expect(j).toMatchObject({
+      format: 'docker-save',
+      repoTags: ['lcow/golden:1'],
+      platform: 'linux/amd64',
+      configDigest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
+    });
+    expect(j.layers.map((l: { diffId: string }) => l.diffId)).toEqual(layerTars(1).map(sha));
+    expect(j.layers.map((l: { chainId: string }) => l.chainId.slice(7))).toEqual(chainIds(layerTars(1).map(sha)));
+    const text = await lcow('image', 'inspect', archives.seed1!);
+    expect(text.out).toMatch(/lcow\/golden:1/);
+    expect(text.out.split('\n').filter((l) => /^ {2}layer \d/.test(l))).toHaveLength(3);
+    const bad = await lcow('image', 'inspect', 'docker://UPPER/x');
+    expect(bad.err).toMatch(/ERR_INVALID_REFERENCE/);
+    expect(bad.status).toBe(2);
+    const none = await lcow('image', 'roothash');
+    expect(none.status).toBe(2);
+  });
+
   it.skipIf(!oracle('veritysetup'))(
     'create: one VHD per layer, named by diff id, that veritysetup verifies; with --hash-dev-vhd too',
     async () => {

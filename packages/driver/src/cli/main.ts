@@ -196,7 +196,8 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
     const { code, message } = describeError(e);
     full.err(`lcow: ${code}: ${message}`);
     if (code === 'ERR_INTERNAL' && process.env.LCOW_DEBUG) full.err(String((e as Error).stack));
-    return code === 'ERR_USAGE' ? 2 : 1;
+    // A reference that does not parse is a command line that cannot run, like a bad option.
+    return code === 'ERR_USAGE' || code === 'ERR_INVALID_REFERENCE' ? 2 : 1;
   } finally {
     process.off('SIGINT', onSigint);
   }
