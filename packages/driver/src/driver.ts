@@ -1,7 +1,7 @@
 // LcowDriver: moby's graph-driver contract over the LCOW on-disk layout (DESIGN.md), composed of
 // `@lcow/layerstore` (folders, chains, crash-safe commits), `@lcow/svm-pool` (VMs, attach and mount
 // refcounts), `@lcow/ext4` (conversion, mkfs, reading) and a backend that plays the service VM.
-import { rm, statfs, writeFile } from 'node:fs/promises';
+import { readdir, rename, rm, statfs, writeFile } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import {
@@ -38,6 +38,16 @@ const GiB = 2 ** 30;
 const MIN_LAYER_BYTES = 2 ** 20;
 
 /** Options of `create` and `createReadWrite`: moby's `CreateOpts.StorageOpt`. */
+/** A converted layer waiting for its parent: see {@link LcowDriver.stageFromDiff}. */
+export interface StagedLayer {
+  /** The staging folder (under the data root's `tmp/`). */
+  dir: string;
+  /** Bytes of regular-file content in the tar. */
+  fileBytes: number;
+  /** Removes the staging folder (after a commit, nothing is left to remove). */
+  discard(): Promise<void>;
+}
+
 export interface CreateOptions {
   storageOpt?: Readonly<Record<string, string>>;
 }
@@ -349,6 +359,54 @@ export class LcowDriver {
           `${op} ${id}: ${file} is mounted by another process (\`lcow unmount\` it, or put its containers first)`,
         );
     }
+  }
+
+  /**
+   * The conversion half of {@link createFromDiff}, for a layer whose parent may not exist yet: the tar
+   * (diff id checked) becomes `layer.vhd` in a staging folder of the data root, nothing visible.
+   * {@link createFromStaged} makes it layer `id`; `discard()` drops it. An image's layers can so be
+   * converted in parallel and committed in order.
+   */
+  async stageFromDiff(
+    id: string,
+    tar: LayerSource,
+    opts: { signal?: AbortSignal; verity?: boolean; diffId?: string } = {},
+  ): Promise<StagedLayer> {
+    const sizeLimit = await this.#layerSizeLimit(id);
+    const dir = await this.store.stagingDir();
+    const discard = (): Promise<void> => rm(dir, { recursive: true, force: true });
+    try {
+      const r = await this.#convert(id, tar, join(dir, 'layer.vhd'), sizeLimit, opts);
+      if (r.rootDigest) await writeFileAtomic(join(dir, 'layer.vhd.rootdigest'), `${r.rootDigest}\n`);
+      return { dir, fileBytes: r.fileBytes, discard };
+    } catch (e) {
+      await discard();
+      throw e;
+    }
+  }
+
+  /** Makes a {@link stageFromDiff} result layer `id` on `parent`, whole or not at all; the staging goes. */
+  createFromStaged(id: string, parent: string | null, staged: StagedLayer, signal?: AbortSignal): Promise<number> {
+    return this.#lock(id, () =>
+      this.store.withLock(
+        id,
+        async () => {
+          try {
+            const info = await this.store.create(id, parent || null, async (dir) => {
+              for (const f of await readdir(staged.dir)) await rename(join(staged.dir, f), join(dir, f));
+            });
+            if (process.platform === 'win32') {
+              const { grantVmGroupAccess } = await import('@lcow/hcs');
+              await grantVmGroupAccess(info.file!);
+            }
+            return staged.fileBytes;
+          } finally {
+            await staged.discard();
+          }
+        },
+        signal,
+      ),
+    );
   }
 
   /**

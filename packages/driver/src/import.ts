@@ -3,8 +3,9 @@
 // reused), each layer's blob checked against its digest on the way and its tar against its diff id
 // before anything is committed, and a sandbox created on top.
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { openImage, type Image, type OpenImageOptions } from '@lcow/image';
-import type { LcowDriver } from './driver.ts';
+import type { LcowDriver, StagedLayer } from './driver.ts';
 import { DriverError } from './errors.ts';
 
 export interface ImportOptions {
@@ -12,6 +13,8 @@ export interface ImportOptions {
   sandbox?: string | null;
   /** Append a dm-verity tree to each new layer and keep its root digest. */
   verity?: boolean;
+  /** Layers converted at once (default: the number of cores). */
+  parallel?: number;
   signal?: AbortSignal;
   /** How to reach the image (registry credentials and TLS, platform, Docker host). */
   source?: Omit<OpenImageOptions, 'signal'>;
@@ -56,47 +59,83 @@ export async function importImage(
     let done = 0;
     const report = (layer: number): void => opts.onProgress?.({ done, total, layer, layers: image.layers.length });
     const reused: string[] = [];
-    let parent: string | null = null;
+    // Which layers are new: a layer already in the data root on the same parent is reused; one made some
+    // other way (created, never applied) is made again.
+    const fresh: boolean[] = [];
+    let parentId: string | null = null;
     for (const layer of image.layers) {
-      opts.signal?.throwIfAborted();
-      const i = layer.index;
-      const id = image.chainIds[i]!;
+      const id = image.chainIds[layer.index]!;
       const have = (await driver.exists(id)) ? await driver.store.info(id) : null;
-      if (have?.kind === 'layer' && (have.parentIds[0] ?? null) === parent) {
-        reused.push(id);
-        done += Math.max(0, layer.size);
-        report(i);
-        parent = id;
-        continue;
-      }
-      if (have) await driver.remove(id); // made some other way (created, never applied): start it again
-      // A layer in a local file is read by the converter child itself; a stream (a registry blob, its
-      // digest checked as it ends) is fed to it. Either way the child decompresses and checks the diff id,
-      // and the layer's folder appears only once its layer.vhd is complete.
-      const before = done;
-      const source = layer.file
-        ? layer.file
-        : counted(layer.open(opts.signal ? { signal: opts.signal } : {}), (n) => {
-            done += n;
-            report(i);
-          });
-      try {
-        await driver.createFromDiff(id, parent, source, {
-          signal: opts.signal,
+      const keep = have?.kind === 'layer' && (have.parentIds[0] ?? null) === parentId;
+      if (have && !keep) await driver.remove(id);
+      fresh.push(!keep);
+      parentId = id;
+    }
+    // New layers are converted `parallel` at a time (each in its converter child, both cores busy) into
+    // staging folders, and committed bottom up as their parents are: a failure commits nothing above it.
+    const parallel = Math.max(1, opts.parallel ?? availableParallelism());
+    const ac = new AbortController();
+    const signal = opts.signal ? AbortSignal.any([opts.signal, ac.signal]) : ac.signal;
+    const started = new Map<number, Promise<StagedLayer>>();
+    let next = 0;
+    const startMore = (): void => {
+      while (started.size - committed < parallel && next < image.layers.length) {
+        const layer = image.layers[next++]!;
+        if (!fresh[layer.index]) continue;
+        const source = layer.file
+          ? layer.file
+          : counted(layer.open({ signal }), (n) => {
+              done += n;
+              report(layer.index);
+            });
+        const p = driver.stageFromDiff(image.chainIds[layer.index]!, source, {
+          signal,
           verity: opts.verity,
           diffId: layer.diffId,
         });
-      } catch (e) {
-        const code = (e as { code?: string }).code;
-        if (code === 'ERR_VERIFICATION')
-          throw new DriverError('ERR_VERIFICATION', `image ${image.name}: layer ${i}: ${(e as Error).message}`, {
-            cause: e,
-          });
-        throw e;
+        p.catch(() => {}); // awaited in order below; a later one's failure is seen there
+        started.set(layer.index, p);
       }
-      done = before + Math.max(0, layer.size);
-      report(i);
-      parent = id;
+    };
+    let committed = 0;
+    let parent: string | null = null;
+    try {
+      startMore();
+      for (const layer of image.layers) {
+        opts.signal?.throwIfAborted();
+        const i = layer.index;
+        const id = image.chainIds[i]!;
+        if (!fresh[i]) {
+          reused.push(id);
+        } else {
+          let staged: StagedLayer;
+          try {
+            staged = await started.get(i)!;
+          } catch (e) {
+            const code = (e as { code?: string }).code;
+            if (code === 'ERR_VERIFICATION')
+              throw new DriverError('ERR_VERIFICATION', `image ${image.name}: layer ${i}: ${(e as Error).message}`, {
+                cause: e,
+              });
+            throw e;
+          }
+          await driver.createFromStaged(id, parent, staged, opts.signal);
+          committed++;
+          startMore();
+        }
+        if (layer.file || !fresh[i]) done += Math.max(0, layer.size);
+        report(i);
+        parent = id;
+      }
+    } catch (e) {
+      // Stop the conversions still running and drop what they staged.
+      ac.abort(e);
+      for (const p of started.values())
+        await p.then(
+          (s) => s.discard(),
+          () => {},
+        );
+      throw e;
     }
     let sandbox: string | null = null;
     if (opts.sandbox !== null) {

@@ -1,5 +1,5 @@
 export { DriverError, type DriverErrorCode } from './errors.ts';
-export { LcowDriver, type CreateOptions, type DriverStatus } from './driver.ts';
+export { LcowDriver, type CreateOptions, type DriverStatus, type StagedLayer } from './driver.ts';
 export { parseDriverOptions, type BackendName, type DriverOptions } from './options.ts';
 export type { Change, ChangeKind } from './changes.ts';
 export type { ContainerFile, ContainerFs, DirEntry, EntryKind, FileInfo } from './fs/types.ts';

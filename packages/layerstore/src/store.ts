@@ -270,6 +270,18 @@ export class LayerStore {
   }
 
   /**
+   * A new empty folder under the data root's `tmp/`, named for this process: work for a layer that does
+   * not exist yet (a conversion running ahead of its parent's) goes there, then into {@link create}'s
+   * `populate` by rename (same filesystem). Removed by {@link cleanup} or the next {@link open} once this
+   * process is gone; the caller removes it when done.
+   */
+  async stagingDir(): Promise<string> {
+    const dir = join(this.paths.root, TMP_DIR, `${NEW_PREFIX}o${ownerToken()}-${randomBytes(8).toString('hex')}`);
+    await mkdir(dir);
+    return dir;
+  }
+
+  /**
    * Creates layer `id` on `parent` (or none): its folder with `layerchain.json` (`null` without a parent,
    * else the parent's folder followed by the parent's chain), plus whatever `populate` writes into the new
    * folder before it appears (a sandbox's `sandbox.vhdx`). The folder appears whole, or not at all.

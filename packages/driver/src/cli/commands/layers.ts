@@ -55,7 +55,7 @@ function command(
 }
 
 const IMPORT =
-  'lcow import [REF] [--sandbox ID] [--no-sandbox] [--verity] [--platform OS/ARCH] [--creds U:P] [--authfile F] [--cert-dir D] [--tls-verify=false] [--json]';
+  'lcow import [REF] [--sandbox ID] [--no-sandbox] [--verity] [--parallel N] [--platform OS/ARCH] [--creds U:P] [--authfile F] [--cert-dir D] [--tls-verify=false] [--json]';
 export const importCommand = command(
   'import',
   'apply an image — docker://HOST/REPO:TAG, docker-daemon:NAME:TAG, docker-archive:/oci-archive:/oci:PATH, or a docker-save/OCI tarball — as a layer chain with a sandbox on top (no REF: the embedded example, read back through get)',
@@ -65,6 +65,10 @@ export const importCommand = command(
     const verity = flag(args, '--verity');
     const none = flag(args, '--no-sandbox');
     let sandbox = option(args, '--sandbox');
+    const par = option(args, '--parallel');
+    const parallel = par === undefined ? undefined : Number(par);
+    if (parallel !== undefined && (!Number.isInteger(parallel) || parallel < 1 || parallel > 64))
+      throw new DriverError('ERR_USAGE', `--parallel ${par}: 1 to 64`);
     const source = sourceOptions(args);
     const [given] = args.length === 0 ? [] : positional(args, 1, IMPORT);
     let image = given;
@@ -85,6 +89,7 @@ export const importCommand = command(
           sandbox: none ? null : sandbox,
           verity,
           source,
+          ...(parallel !== undefined ? { parallel } : {}),
           signal: io.signal,
           onProgress: (p) => bar.update({ ...p, label: `import ${basename(image!)} layer ${p.layer + 1}/${p.layers}` }),
         });
