@@ -263,7 +263,8 @@ describe('hangs and blow-ups: every bad input ends, quickly, in bounded memory',
     const img = join(dir.path, `${n}-many.img`);
     const r = await lcow(['tar2ext4', '-i', '-', '-o', img, '--no-fsync', '--json'], {
       input: tar(),
-      timeoutMs: 240_000,
+      // 40 s on a quiet machine; the bound catches a hang, with room for two other suites beside it.
+      timeoutMs: 480_000,
       maxRssMiB: 1024,
     });
     ok(r);
