@@ -47,7 +47,7 @@ afterAll(() => dir?.cleanup());
 
 const rootHashes = (lines: string[]): string[] => lines.map((l) => l.replace(/^Layer \d+ root hash: /, ''));
 
-describe('lcow image roothash and create: what dmverity-vhd computes and writes', () => {
+describe('lcow image roothash and create: what dmverity-vhd computes and writes', { timeout: 600_000 }, () => {
   it('roothash prints dmverity-vhd’s lines, by our syntax and by its own; --json', async () => {
     for (const [name, archive] of Object.entries(archives)) {
       const want = golden[name]!.lines;
@@ -168,7 +168,7 @@ describe('lcow image roothash and create: what dmverity-vhd computes and writes'
 const registryReady = oracle('docker-registry') && oracle('skopeo') && oracle('htpasswd');
 if (!registryReady && !inCI) console.warn('[image] skipping the registry tests of lcow import');
 
-describe.runIf(registryReady)('lcow import and roothash from a registry', () => {
+describe.runIf(registryReady)('lcow import and roothash from a registry', { timeout: 600_000 }, () => {
   let reg: Registry;
   beforeAll(async () => {
     reg = await startRegistry(join(dir.path, 'registry'), 'token');

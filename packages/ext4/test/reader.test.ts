@@ -150,7 +150,7 @@ describe.skipIf(!hasTools)('images populated by e2fsprogs (mkfs.ext4 -d)', () =>
           await fs.close();
         }
       },
-      60_000,
+      300_000,
     );
   }
 });
@@ -212,7 +212,7 @@ describe.skipIf(!asRoot)('images populated by the kernel', () => {
           await fs.close();
         }
       },
-      120_000,
+      300_000,
     );
   }
 });

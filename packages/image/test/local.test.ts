@@ -40,7 +40,7 @@ async function expectLayers(ref: string, want: Uint8Array[] = tars, opts = {}): 
   }
 }
 
-describe('local images', () => {
+describe('local images', { timeout: 300_000 }, () => {
   it('docker-archive: by path, by transport, by tag and by index; layers plain and gzip', async () => {
     const a = await expectLayers(archive);
     expect(a.format).toBe('docker-save');

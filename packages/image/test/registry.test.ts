@@ -49,7 +49,7 @@ async function tarsOf(image: Image): Promise<string[]> {
 
 const auth = (r: Registry): OpenImageOptions => ({ creds: `${r.user}:${r.password}`, certDir: r.certDir });
 
-describe.runIf(ready)('a real registry (distribution 2.8, TLS, Basic and Bearer auth)', () => {
+describe.runIf(ready)('a real registry (distribution 2.8, TLS, Basic and Bearer auth)', { timeout: 300_000 }, () => {
   let layout: string;
   let multi: { amd64: Uint8Array[]; arm64: Uint8Array[] };
   beforeAll(async () => {
@@ -198,7 +198,7 @@ async function forwarder(
   };
 }
 
-describe.runIf(ready)('dropped connections, retries, proxies', () => {
+describe.runIf(ready)('dropped connections, retries, proxies', { timeout: 300_000 }, () => {
   let reg: Registry;
   let fake: Server;
   let fakePort: number;
