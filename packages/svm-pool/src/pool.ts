@@ -268,8 +268,15 @@ export class SvmPool {
         }
       };
       await Promise.all(Array.from({ length: Math.min(this.#opts.attachConcurrency, fresh.length) }, worker));
+      // A cleanup or terminate may have stopped the VM while the disks were being added (its disk table is
+      // then gone): the request fails as any operation the stop cut short.
+      if (failure === null && e.state !== 'running')
+        failure = new SvmPoolError('ERR_VM_STOPPED', `service VM ${e.vmId}: stopped while attaching disks`);
       // References: one per request entry that named the disk.
-      for (const o of out) if (o && attached.includes(o.key) && !refd.includes(o.key)) e.disks.get(o.key)!.refs++;
+      for (const o of out) {
+        const a = o && attached.includes(o.key) && !refd.includes(o.key) ? e.disks.get(o.key) : undefined;
+        if (a) a.refs++;
+      }
       if (failure !== null) {
         const mine = out.filter(
           (o): o is { key: string; disk: MappedDisk } =>
@@ -361,6 +368,12 @@ export class SvmPool {
     return e.serial(async () => {
       if (e.state !== 'running') throw new SvmPoolError('ERR_VM_STOPPED', `service VM ${e.vmId}: stopped`);
       const n = e.mounts.get(target) ?? 0;
+      // A union whose last unmount failed is still mounted, held by no one: it goes before a new one.
+      if (n === 0 && e.mounts.has(target)) {
+        await this.#deadline(e.vm!.unmount(target), `service VM ${e.vmId}: unmount ${target}`, signal);
+        e.mounts.delete(target);
+        e.mountUses.delete(target);
+      }
       if (n === 0) {
         await this.#deadline(
           e.vm!.mountUnion(target, lowers, upper, signal),
@@ -385,7 +398,14 @@ export class SvmPool {
       e.mounts.set(target, n - 1);
       return;
     }
-    await this.#deadline(e.vm!.unmount(target), `service VM ${e.vmId}: unmount ${target}`);
+    try {
+      await this.#deadline(e.vm!.unmount(target), `service VM ${e.vmId}: unmount ${target}`);
+    } catch (err) {
+      // Still mounted, but no longer held: kept with no reference (its disks stay attached, in use) until a
+      // new mount of the target or the VM's stop removes it; the snapshot shows it with `refs` 0.
+      e.mounts.set(target, 0);
+      throw err;
+    }
     e.mounts.delete(target);
     e.mountUses.delete(target);
   }

@@ -43,6 +43,16 @@ function agree(m: Model, r: Real): void {
 
 const path = (n: number): string => `/data/l${n}/layer.vhd`;
 
+/** A rejection handler that lets through only an injected failure of one of `ops` (or a stopped VM's). */
+const onlyInjected =
+  (...ops: Op[]) =>
+  (e: unknown): void => {
+    if ((e as { code?: string }).code === 'ERR_VM_STOPPED') return;
+    expect(String(e), 'only an injected failure may reject here').toMatch(
+      new RegExp(`injected (${ops.join('|')}) failure`),
+    );
+  };
+
 class Acquire implements fc.AsyncCommand<Model, Real> {
   readonly id: number;
   readonly disks: number[];
@@ -78,7 +88,7 @@ class Release implements fc.AsyncCommand<Model, Real> {
   check = (m: Readonly<Model>): boolean => m.leases.length > 0;
   async run(m: Model, r: Real): Promise<void> {
     const [l] = m.leases.splice(this.i % m.leases.length, 1);
-    await l!.lease.release().catch(() => {});
+    await l!.lease.release().catch(onlyInjected('hotRemove', 'unmount'));
     // A failed hot-remove keeps the disk attached without references; the model counts references only.
     m.armed = r.armed.size ? m.armed : null;
     agree(m, r);
@@ -116,8 +126,8 @@ class Mount implements fc.AsyncCommand<Model, Real> {
 class Cleanup implements fc.AsyncCommand<Model, Real> {
   check = (): boolean => true;
   async run(m: Model, r: Real): Promise<void> {
-    await r.pool.cleanup().catch(() => {});
-    for (const l of m.leases) await l.lease.release().catch(() => {});
+    await r.pool.cleanup().catch(onlyInjected('hotRemove', 'unmount'));
+    for (const l of m.leases) await l.lease.release().catch(onlyInjected('hotRemove', 'unmount'));
     m.leases = [];
     agree(m, r);
   }
