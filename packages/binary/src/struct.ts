@@ -8,6 +8,13 @@ export interface FieldType<T> {
   readonly size: number;
   /** Pad fields are written as zeros and left out of the decoded object. */
   readonly pad?: true;
+  /**
+   * The unsigned integers are tagged, so that a struct's encoder and decoder handle them inline, with no
+   * call per field: encoding one inode table entry per file is on the converter's hot path.
+   */
+  readonly int?: 'u8' | 'u16' | 'u32';
+  /** Raw bytes (and pad), likewise copied inline: a typed-array view per field costs more than the copy. */
+  readonly raw?: true;
   read(view: DataView, offset: number, le: boolean): T;
   write(view: DataView, offset: number, value: T, le: boolean, field: string): void;
 }
@@ -29,18 +36,21 @@ function checkInt(field: string, value: number, max: number): void {
 /** Unsigned 8-bit integer. */
 export const u8: FieldType<number> = {
   size: 1,
+  int: 'u8',
   read: (v, o) => v.getUint8(o),
   write: (v, o, x, _le, f) => (checkInt(f, x, 0xff), v.setUint8(o, x)),
 };
 /** Unsigned 16-bit integer. */
 export const u16: FieldType<number> = {
   size: 2,
+  int: 'u16',
   read: (v, o, le) => v.getUint16(o, le),
   write: (v, o, x, le, f) => (checkInt(f, x, 0xffff), v.setUint16(o, x, le)),
 };
 /** Unsigned 32-bit integer. */
 export const u32: FieldType<number> = {
   size: 4,
+  int: 'u32',
   read: (v, o, le) => v.getUint32(o, le),
   write: (v, o, x, le, f) => (checkInt(f, x, 0xffff_ffff), v.setUint32(o, x, le)),
 };
@@ -77,6 +87,7 @@ function bytesAt(view: DataView, offset: number, length: number): Uint8Array {
 export function bytes(n: number): FieldType<Uint8Array> {
   return {
     size: n,
+    raw: true,
     read: (v, o) => bytesAt(v, o, n).slice(),
     write: (v, o, x, _le, f) => {
       if (x.length !== n) throw new BinaryError('ERR_OUT_OF_RANGE', `${f}: expected ${n} bytes, got ${x.length}`);
@@ -87,7 +98,15 @@ export function bytes(n: number): FieldType<Uint8Array> {
 
 /** `n` reserved bytes: written as zeros, not part of the decoded value. */
 export function pad(n: number): FieldType<undefined> & { readonly pad: true } {
-  return { size: n, pad: true, read: () => undefined, write: (v, o) => bytesAt(v, o, n).fill(0) };
+  return {
+    size: n,
+    pad: true,
+    raw: true,
+    read: () => undefined,
+    write: (v, o) => {
+      for (let i = 0; i < n; i++) v.setUint8(o + i, 0);
+    },
+  };
 }
 
 /**
@@ -181,6 +200,8 @@ export interface Struct<F extends Fields> {
   offsetOf(field: keyof F & string): number;
   /** Decodes the struct at `offset` of `buf`; throws `ERR_SHORT_BUFFER` when `buf` is too short. */
   decode(buf: Uint8Array, offset?: number): Value<F>;
+  /** A new value with every field zero (what an all-zero buffer decodes to): a start for a partial record. */
+  zero(): Value<F>;
   /** Encodes into a new buffer of {@link Struct.size} bytes. */
   encode(value: Value<F>): Uint8Array;
   /** Encodes into `buf` at `offset`. */
@@ -191,15 +212,92 @@ export interface Struct<F extends Fields> {
   set<K extends DataKeys<F> & string>(buf: Uint8Array, field: K, value: ValueOf<F[K]>, offset?: number): void;
 }
 
-// Encoding many structs into one buffer (an inode table, a directory block) reuses its DataView.
-let lastBuf: Uint8Array | null = null;
-let lastView: DataView | null = null;
+// Encoding many structs into one buffer (an inode table, a directory block) reuses its DataView. The view is
+// remembered per ArrayBuffer in a WeakMap, so no buffer is kept alive by this cache.
+const views = new WeakMap<ArrayBufferLike, DataView>();
 
 function viewOf(buf: Uint8Array): DataView {
-  if (buf === lastBuf && lastView !== null) return lastView;
-  lastBuf = buf;
-  lastView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  return lastView;
+  // A view over the whole ArrayBuffer serves every Uint8Array on it; offsets are shifted by byteOffset.
+  let view = views.get(buf.buffer);
+  if (view === undefined) {
+    view = new DataView(buf.buffer);
+    views.set(buf.buffer, view);
+  }
+  return view;
+}
+
+interface Entry {
+  key: string;
+  type: FieldType<unknown>;
+  offset: number;
+  label: string;
+}
+
+type EncodeAt = (b: Uint8Array, at: number, value: Record<string, unknown>) => void;
+type DecodeAt = (b: Uint8Array, at: number) => Record<string, unknown>;
+
+const IDENT = /^[A-Za-z_$][\w$]*$/;
+const INT_BYTES = { u8: 1, u16: 2, u32: 4 } as const;
+const INT_ACCESS = { u8: 'Uint8', u16: 'Uint16', u32: 'Uint32' } as const;
+
+/**
+ * Turns a table into straight-line encode and decode functions: a property access per field by name and a
+ * DataView call at a constant offset, instead of a loop with a call through each field type and a dynamic
+ * key. Converting a tar encodes an inode and a directory entry per file; the loop form took 2–3× as long
+ * (measured in the converter, 55 000 inodes; byte-by-byte stores were slower still). Only the table's own
+ * keys, checked to be identifiers, and numbers enter the generated code.
+ */
+function compile(entries: readonly Entry[], le: boolean): { encodeAt: EncodeAt; decodeAt: DecodeAt } {
+  const enc: string[] = ['let x;'];
+  const dec: string[] = [];
+  entries.forEach((e, i) => {
+    if (!IDENT.test(e.key)) throw new BinaryError('ERR_OUT_OF_RANGE', `${e.label}: field names must be identifiers`);
+    const int = e.type.int;
+    if (int !== undefined) {
+      const n = INT_BYTES[int];
+      const max = 2 ** (8 * n) - 1;
+      const acc = INT_ACCESS[int];
+      const order = n === 1 ? '' : `, ${le}`;
+      enc.push(
+        `x = v.${e.key};`,
+        `if (!(x >= 0 && x <= ${max} && Number.isInteger(x))) checkInt(E[${i}].label, x, ${max});`,
+        `d.set${acc}(o + ${e.offset}, x${order});`,
+      );
+      dec.push(`${e.key}: d.get${acc}(o + ${e.offset}${order}),`);
+      return;
+    }
+    if (e.type.raw && e.type.pad) {
+      enc.push(`b.fill(0, at + ${e.offset}, at + ${e.offset + e.type.size});`);
+      return;
+    }
+    if (e.type.raw) {
+      const n = e.type.size;
+      // Its own variable: a variable that holds numbers elsewhere makes V8 treat every byte load as generic.
+      const r = `r${i}`;
+      enc.push(
+        `const ${r} = v.${e.key};`,
+        `if (!(${r} instanceof Uint8Array) || ${r}.length !== ${n}) E[${i}].type.write(V(b), b.byteOffset + at + ${e.offset}, ${r}, ${le}, E[${i}].label);`,
+        // Copying from a small array V8 keeps on its heap (`new Uint8Array(60)`) takes ~1 µs whatever the
+        // method (Node 20); from a Buffer or an array over an ArrayBuffer, 30 ns. Hot callers pass those.
+        `b.set(${r}, at + ${e.offset});`,
+      );
+      dec.push(`${e.key}: b.slice(at + ${e.offset}, at + ${e.offset + n}),`);
+      return;
+    }
+    enc.push(`E[${i}].type.write(V(b), b.byteOffset + at + ${e.offset}, v.${e.key}, ${le}, E[${i}].label);`);
+    if (!e.type.pad) dec.push(`${e.key}: E[${i}].type.read(V(b), b.byteOffset + at + ${e.offset}, ${le}),`);
+  });
+  const make = new Function(
+    'E',
+    'checkInt',
+    'V',
+    `return [
+    function encodeAt(b, at, v) { const d = V(b); const o = b.byteOffset + at; ${enc.join('\n')} },
+    function decodeAt(b, at) { const d = V(b); const o = b.byteOffset + at; return { ${dec.join('\n')} }; },
+  ];`,
+  ) as (e: readonly Entry[], c: typeof checkInt, v: typeof viewOf) => [EncodeAt, DecodeAt];
+  const [encodeAt, decodeAt] = make(entries, checkInt, viewOf);
+  return { encodeAt, decodeAt };
 }
 
 /**
@@ -218,7 +316,13 @@ export function struct<F extends Fields>(name: string, endian: Endian, fields: F
     offsets.set(key, size);
     size += type.size;
   }
-  const entries = Object.entries(fields).map(([key, type]) => ({ key, type, offset: offsets.get(key)! }));
+  const entries = Object.entries(fields).map(([key, type]) => ({
+    key,
+    type,
+    offset: offsets.get(key)!,
+    label: `${name}.${key}`,
+  }));
+  const { encodeAt, decodeAt } = compile(entries, le);
   const check = (buf: Uint8Array, offset: number, need: number): void => {
     if (offset < 0 || buf.length - offset < need) {
       throw new BinaryError(
@@ -240,11 +344,9 @@ export function struct<F extends Fields>(name: string, endian: Endian, fields: F
     offsetOf: (key) => field(key).offset,
     decode(buf, offset = 0) {
       check(buf, offset, size);
-      const view = viewOf(buf);
-      const out: Record<string, unknown> = {};
-      for (const e of entries) if (!e.type.pad) out[e.key] = e.type.read(view, offset + e.offset, le);
-      return out as Value<F>;
+      return decodeAt(buf, offset) as Value<F>;
     },
+    zero: () => s.decode(new Uint8Array(size)),
     encode(value) {
       const buf = new Uint8Array(size);
       s.encodeInto(value, buf, 0);
@@ -252,19 +354,17 @@ export function struct<F extends Fields>(name: string, endian: Endian, fields: F
     },
     encodeInto(value, buf, offset = 0) {
       check(buf, offset, size);
-      const view = viewOf(buf);
-      const v = value as Record<string, unknown>;
-      for (const e of entries) e.type.write(view, offset + e.offset, v[e.key], le, `${name}.${e.key}`);
+      encodeAt(buf, offset, value as Record<string, unknown>);
     },
     get(buf, key, offset = 0) {
       const e = field(key);
       check(buf, offset + e.offset, e.type.size);
-      return e.type.read(viewOf(buf), offset + e.offset, le) as never;
+      return e.type.read(viewOf(buf), buf.byteOffset + offset + e.offset, le) as never;
     },
     set(buf, key, value, offset = 0) {
       const e = field(key);
       check(buf, offset + e.offset, e.type.size);
-      e.type.write(viewOf(buf), offset + e.offset, value, le, `${name}.${key}`);
+      e.type.write(viewOf(buf), buf.byteOffset + offset + e.offset, value, le, e.label);
     },
   };
   return s;

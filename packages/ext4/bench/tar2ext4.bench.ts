@@ -4,11 +4,11 @@
 // shows the best and median wall time, in rounds,, throughput over the tar size, and the peak RSS of that process.
 // Outputs go to /dev/shm when it exists, so the disk's writeback noise does not decide the ranking.
 import { execFileSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { printTable, runMeasured } from '@lcow/testkit';
+import { printTable, runMeasured, tarOfTrees } from '@lcow/testkit';
 
 const here = import.meta.dirname;
 const anchor = resolve(here, '../../../../shared/anchors/hcsshim-tar2ext4');
@@ -38,10 +38,7 @@ async function main(): Promise<void> {
   const out = await mkdtemp(join(outRoot, 'lcow-bench-out-'));
   try {
     const tar = join(work, 'input.tar');
-    const dirs = trees.filter((t) => existsSync(t)).map((t) => t.replace(/^\//, ''));
-    process.stderr.write(`bench: making the input: tar of ${dirs.map((d) => `/${d}`).join(' ')} …\n`);
-    execFileSync('tar', ['--format=posix', '-C', '/', '-cf', tar, ...dirs], { stdio: ['ignore', 'ignore', 'ignore'] });
-    const tarBytes = statSync(tar).size;
+    const { bytes: tarBytes, dirs } = tarOfTrees(tar, trees);
     const entries = Number(
       execFileSync('sh', ['-c', `tar -tf '${tar}' | wc -l`])
         .toString()

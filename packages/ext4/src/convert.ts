@@ -98,29 +98,48 @@ async function* chunks(input: Readable | AsyncIterable<Uint8Array>): AsyncGenera
   for await (const c of input) yield typeof c === 'string' ? Buffer.from(c) : c;
 }
 
-const READ_CHUNK = 4 << 20;
+const READ_CHUNK = 1 << 20;
+const READ_BUFFERS = 4;
 
 /**
- * Reads a file in 4 MiB chunks through two reused buffers, the next read in flight while the current
- * chunk is parsed. A chunk is valid until the consumer asks for the next one (the parser never keeps one).
+ * Reads a file in 1 MiB chunks through four reused buffers, up to three reads ahead while the current chunk
+ * is parsed. A chunk is valid until the consumer asks for the next one (the parser never keeps one). A short
+ * read ends the file (reads ahead cannot know where a later one would start). A pipe or character device
+ * (`/dev/stdin`) is read one chunk at a time, from where it stands.
  */
 async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
   const fh = await open(path, 'r');
+  const reads: { buf: Uint8Array<ArrayBuffer>; done: Promise<number> }[] = [];
   try {
-    const bufs = [new Uint8Array(READ_CHUNK), new Uint8Array(READ_CHUNK)];
+    const st = await fh.stat();
+    const seekable = st.isFile() || st.isBlockDevice();
+    const free = Array.from({ length: seekable ? READ_BUFFERS : 2 }, () => new Uint8Array(READ_CHUNK));
     let pos = 0;
-    let which = 0;
-    let pending = fh.read(bufs[0]!, 0, READ_CHUNK, pos);
+    const issue = (): void => {
+      // A pipe gets one read at a time: two in flight could complete out of order.
+      while (free.length > 0 && (seekable || reads.length === 0)) {
+        const buf = free.pop()!;
+        const done = fh.read(buf, 0, READ_CHUNK, seekable ? pos : null).then((r) => r.bytesRead);
+        done.catch(() => {}); // awaited in order below
+        reads.push({ buf, done });
+        pos += READ_CHUNK;
+      }
+    };
+    let held: Uint8Array<ArrayBuffer> | null = null;
     for (;;) {
-      const { bytesRead } = await pending;
-      if (bytesRead === 0) return;
-      const cur = bufs[which]!;
-      pos += bytesRead;
-      which ^= 1;
-      pending = fh.read(bufs[which]!, 0, READ_CHUNK, pos);
-      yield cur.subarray(0, bytesRead);
+      issue();
+      const next = reads.shift()!;
+      const n = await next.done;
+      // The chunk handed out last time is free again: the consumer has asked for another.
+      if (held) free.push(held);
+      held = next.buf;
+      if (n === 0) return;
+      yield next.buf.subarray(0, n);
+      if (seekable && n < READ_CHUNK) return;
     }
   } finally {
+    // Reads still in flight finish before the descriptor is closed (it could be reused meanwhile).
+    await Promise.allSettled(reads.map((r) => r.done));
     await fh.close();
   }
 }

@@ -6,7 +6,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { DEFAULT_SALT, VERITY_BLOCK, VerityTree } from '@lcow/vhd';
+import { DEFAULT_SALT, LeafHasher, VERITY_BLOCK, VerityTree } from '@lcow/vhd';
 import { convert, type ConvertOptions } from './convert.ts';
 import { Ext4Error } from './errors.ts';
 
@@ -42,19 +42,28 @@ export async function rootDigest(
 ): Promise<RootDigestResult> {
   const { salt, ...rest } = options;
   const file = new LeafDigestFile(salt ?? DEFAULT_SALT);
-  const r = await convert(input, file as unknown as FileHandle, { ...rest, fsync: false });
-  return {
-    rootDigest: await file.rootDigest(r.bytes),
-    dataBytes: r.bytes,
-    tarBytes: r.tarBytes,
-    fileBytes: r.fileBytes,
-  };
+  try {
+    const r = await convert(input, file as unknown as FileHandle, { ...rest, fsync: false });
+    return {
+      rootDigest: await file.rootDigest(r.bytes),
+      dataBytes: r.bytes,
+      tarBytes: r.tarBytes,
+      fileBytes: r.fileBytes,
+    };
+  } finally {
+    await file.dispose();
+  }
 }
 
-/** The part of a `FileHandle` the writers use, keeping leaf digests instead of bytes. */
+/**
+ * The part of a `FileHandle` the writers use, keeping leaf digests instead of bytes. Whole blocks are hashed
+ * on a worker thread while the converter goes on (one thread, so a block written twice keeps the later
+ * digest); blocks written in part are gathered here and hashed at the end.
+ */
 class LeafDigestFile {
   readonly #salt: Uint8Array;
   readonly #salted: Hash;
+  readonly #hasher: LeafHasher;
   #leaves = new Uint8Array(DIGEST * 1024);
   /** 1 where a block's leaf digest is known. */
   #have = new Uint8Array(1024);
@@ -65,6 +74,12 @@ class LeafDigestFile {
   constructor(salt: Uint8Array) {
     this.#salt = salt;
     this.#salted = createHash('sha256').update(salt);
+    this.#hasher = new LeafHasher(salt, (first, digests) => this.#leaves.set(digests, first * DIGEST));
+  }
+
+  /** Stops the hashing thread. */
+  async dispose(): Promise<void> {
+    await this.#hasher.close();
   }
 
   #grow(blocks: number): void {
@@ -98,20 +113,28 @@ class LeafDigestFile {
     while (from < end) {
       const block = Math.floor(at / VERITY_BLOCK);
       const inBlock = at % VERITY_BLOCK;
-      const n = Math.min(VERITY_BLOCK - inBlock, end - from);
-      if (n === VERITY_BLOCK) {
-        this.#partial.delete(block);
-        this.#leaf(block, buffer.subarray(from, from + n));
-      } else {
-        if (this.#have[block] === 1 && !this.#partial.has(block))
-          throw new Ext4Error('ERR_INTERNAL', `digest-only image: block ${block} is written again in part`);
-        let part = this.#partial.get(block);
-        if (!part) this.#partial.set(block, (part = new Uint8Array(VERITY_BLOCK)));
-        part.set(buffer.subarray(from, from + n), inBlock);
-        this.#grow(block + 1);
-        this.#have[block] = 1;
-        this.#blocks = Math.max(this.#blocks, block + 1);
+      const whole = inBlock === 0 ? Math.floor((end - from) / VERITY_BLOCK) : 0;
+      if (whole > 0) {
+        // A run of whole blocks: to the hashing thread, one job for the run. A block gathered in part
+        // before is now written whole: the whole write is what the image holds.
+        for (let b = block; b < block + whole; b++) this.#partial.delete(b);
+        this.#grow(block + whole);
+        this.#have.fill(1, block, block + whole);
+        this.#blocks = Math.max(this.#blocks, block + whole);
+        await this.#hasher.hash(block, buffer.subarray(from, from + whole * VERITY_BLOCK));
+        from += whole * VERITY_BLOCK;
+        at += whole * VERITY_BLOCK;
+        continue;
       }
+      const n = Math.min(VERITY_BLOCK - inBlock, end - from);
+      if (this.#have[block] === 1 && !this.#partial.has(block))
+        throw new Ext4Error('ERR_INTERNAL', `digest-only image: block ${block} is written again in part`);
+      let part = this.#partial.get(block);
+      if (!part) this.#partial.set(block, (part = new Uint8Array(VERITY_BLOCK)));
+      part.set(buffer.subarray(from, from + n), inBlock);
+      this.#grow(block + 1);
+      this.#have[block] = 1;
+      this.#blocks = Math.max(this.#blocks, block + 1);
       from += n;
       at += n;
     }
@@ -134,6 +157,7 @@ class LeafDigestFile {
     const blocks = Math.ceil(dataBytes / VERITY_BLOCK);
     if (this.#blocks > blocks)
       throw new Ext4Error('ERR_INTERNAL', `digest-only image: block ${this.#blocks - 1} written past the end`);
+    await this.#hasher.drain();
     this.#grow(blocks);
     for (const [block, bytes] of this.#partial) this.#leaf(block, bytes);
     const zero = this.#salted.copy().update(new Uint8Array(VERITY_BLOCK)).digest();

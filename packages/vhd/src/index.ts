@@ -32,6 +32,7 @@ export { inspectDisk, type DiskInfo, type DynamicVhdHeader } from './inspect.ts'
 export { convertRawImage, type ConvertOptions, type ConvertResult, type Progress } from './convert.ts';
 export {
   DEFAULT_SALT,
+  LeafHasher,
   VERITY_BLOCK,
   VerityTree,
   appendVerity,

@@ -161,7 +161,7 @@ export async function withLoopMount<T>(
     await unmount();
   }
 }
-export { printTable, runMeasured, type Measured } from './measure.ts';
+export { printTable, runMeasured, tarOfTrees, type Measured } from './measure.ts';
 export { runLimited, type LimitedRun } from './limits.ts';
 export { runReadmeExample } from './readme.ts';
 

@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { treeRssKiB } from './limits.ts';
 
 /** Wall time and peak RSS of one child process. */
@@ -62,4 +62,15 @@ export function printTable(head: string[], rows: string[][]): void {
   console.log(line(head));
   console.log(line(w.map((n) => '-'.repeat(n))));
   for (const r of rows) console.log(line(r));
+}
+
+/**
+ * The benchmarks' real input: a GNU tar (pax format) of the folders of `trees` that exist on this machine,
+ * written to `path`. Returns its size and the folders it holds.
+ */
+export function tarOfTrees(path: string, trees: string[]): { bytes: number; dirs: string[] } {
+  const dirs = trees.filter((t) => existsSync(t)).map((t) => t.replace(/^\//, ''));
+  process.stderr.write(`bench: making the input: tar of ${dirs.map((d) => `/${d}`).join(' ')} …\n`);
+  execFileSync('tar', ['--format=posix', '-C', '/', '-cf', path, ...dirs], { stdio: 'ignore' });
+  return { bytes: statSync(path).size, dirs };
 }

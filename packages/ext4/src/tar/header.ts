@@ -50,7 +50,10 @@ export function cstring(b: Uint8Array, [at, len]: readonly [number, number]): st
   let end = at;
   const stop = at + len;
   while (end < stop && b[end] !== 0) end++;
-  return Buffer.from(b.buffer, b.byteOffset + at, end - at).toString('latin1');
+  if (end === at) return '';
+  // A Buffer decodes in place; any other array gets a Buffer view first (the parser hands in a Buffer).
+  const buf = Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length);
+  return buf.toString('latin1', at, end);
 }
 
 /** Parses a numeric field: octal text (spaces/NULs around it), or GNU base-256. */
@@ -98,15 +101,16 @@ export function isZeroBlock(b: Uint8Array): boolean {
 
 /** Verifies the header checksum: unsigned byte sum with the field as spaces (signed sums are accepted too). */
 export function checkChecksum(b: Uint8Array, entry: () => string): void {
-  let unsigned = 0;
-  let signed = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const c = i >= 148 && i < 156 ? 0x20 : b[i]!;
-    unsigned += c;
-    signed += c > 127 ? c - 256 : c;
-  }
+  const [field, width] = Field.chksum;
+  let unsigned = 0x20 * width;
+  for (let i = 0; i < field; i++) unsigned += b[i]!;
+  for (let i = field + width; i < BLOCK; i++) unsigned += b[i]!;
   const stored = number(b, Field.chksum, 'checksum', entry);
-  if (stored !== unsigned && stored !== signed) {
+  if (stored === unsigned) return;
+  // Old writers summed signed chars: each byte above 127 counts 256 less (the rare case, computed only here).
+  let signed = unsigned;
+  for (let i = 0; i < BLOCK; i++) if ((i < field || i >= field + width) && b[i]! > 127) signed -= 256;
+  if (stored !== signed) {
     throw tarError(
       entry(),
       `header checksum is ${stored.toString(8)}, computed ${unsigned.toString(8)} (corrupt or not a tar)`,
@@ -117,7 +121,7 @@ export function checkChecksum(b: Uint8Array, entry: () => string): void {
 export function parseHeader(b: Uint8Array, entry: () => string): RawHeader {
   checkChecksum(b, entry);
   const magic = cstring(b, Field.magic);
-  const version = Buffer.from(b.subarray(263, 265)).toString('latin1');
+  const version = String.fromCharCode(b[Field.version[0]]!, b[Field.version[0] + 1]!);
   const ustar = magic === 'ustar' && version === '00';
   const gnu = magic === 'ustar ' || (magic === 'ustar' && version === ' \0');
   const name = cstring(b, Field.name);

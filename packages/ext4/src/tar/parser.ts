@@ -101,7 +101,8 @@ type State = 'header' | 'meta' | 'gnu-sparse-ext' | 'pax-sparse-map' | 'data' | 
 export class TarParser {
   #h: TarHandler;
   #state: State = 'header';
-  #buf = new Uint8Array(BLOCK);
+  /** The header block being assembled; a Buffer, so that its text fields decode in place. */
+  #buf = Buffer.alloc(BLOCK);
   #fill = 0;
   #remaining = 0;
   #pad = 0;
@@ -244,7 +245,8 @@ export class TarParser {
       case 'K':
         if (stored > MAX_META_BYTES)
           throw tarError(name(), `extended header of ${stored} bytes (limit ${MAX_META_BYTES})`);
-        this.#meta = new Uint8Array(stored);
+        // Filled completely before it is read; a Buffer, so that its text decodes in place.
+        this.#meta = Buffer.allocUnsafe(stored);
         this.#metaKind = raw.type;
         this.#metaFill = 0;
         this.#remaining = stored;
@@ -303,7 +305,7 @@ export class TarParser {
     const { entry } = this.#pending!;
     this.#remaining -= BLOCK;
     if (this.#remaining < 0) throw tarError(entry.path, 'sparse map runs past the entry');
-    this.#mapText += Buffer.from(this.#buf).toString('latin1');
+    this.#mapText += this.#buf.toString('latin1');
     if (this.#mapText.length > 4 << 20) throw tarError(entry.path, 'sparse map is larger than 4 MiB');
     const lines = this.#mapText.split('\n');
     const n = Number(lines[0]);
@@ -415,14 +417,15 @@ export class TarParser {
     let xattrs: Map<string, Uint8Array> | null = null;
     let sparse: SparseRegion[] | null = null;
     let size = raw.size;
-    for (const [k, v] of pax) {
+    // forEach rather than for…of: iterating a Map by entries allocates a pair per record, for every entry.
+    pax.forEach((v, k) => {
       if (k.startsWith('SCHILY.xattr.')) {
         (xattrs ??= new Map()).set(k.slice(13), Buffer.from(v, 'latin1'));
       } else if (k.startsWith('LIBARCHIVE.xattr.')) {
         const name = Buffer.from(decodeURIComponent(k.slice(17)), 'utf8').toString('latin1');
         (xattrs ??= new Map()).set(name, Buffer.from(v, 'base64'));
       }
-    }
+    });
     if (pax.has('size')) size = paxInt(pax.get('size')!, 'size', path);
     if (pax.has('GNU.sparse.realsize') || pax.has('GNU.sparse.size')) {
       size = paxInt(pax.get('GNU.sparse.realsize') ?? pax.get('GNU.sparse.size')!, 'GNU.sparse.realsize', path);

@@ -8,10 +8,11 @@ import type { FileHandle } from 'node:fs/promises';
  */
 export class ImageWriter {
   readonly #fh: FileHandle;
-  /** Two buffers: one fills while the other is being written (write-behind overlaps I/O with parsing). */
+  /** The buffer being filled; full ones go to the disk while the next fills (write-behind). */
   #buf: Uint8Array;
-  #spare: Uint8Array;
-  #pending: Promise<void> | null = null;
+  /** Buffers free for filling, and writes in flight in order, each with the buffer it releases. */
+  readonly #free: Uint8Array[] = [];
+  readonly #inFlight: { done: Promise<void>; buf: Uint8Array }[] = [];
   #start = 0;
   #len = 0;
   #hash: Hash | null = null;
@@ -20,11 +21,16 @@ export class ImageWriter {
     return this.#start + this.#len;
   }
 
-  constructor(fh: FileHandle, start: number, bufferSize = 4 << 20) {
+  /**
+   * `depth` buffers of `bufferSize` bytes: up to `depth − 1` writes in flight while the next buffer fills.
+   * Writes of 1 MiB keep memory small; several in flight keep the disk (or page cache) busy on the thread
+   * pool while the tar is parsed, which a single write-behind buffer did not when file bodies are large.
+   */
+  constructor(fh: FileHandle, start: number, bufferSize = 1 << 20, depth = 4) {
     this.#fh = fh;
     this.#start = start;
     this.#buf = new Uint8Array(bufferSize);
-    this.#spare = new Uint8Array(bufferSize);
+    for (let i = 1; i < depth; i++) this.#free.push(new Uint8Array(bufferSize));
   }
 
   /** Starts hashing everything appended from now on. */
@@ -58,17 +64,25 @@ export class ImageWriter {
     }
   }
 
-  /** Hands the full buffer to the disk and continues in the other one once the previous write is done. */
+  /** Hands the full buffer to the disk and continues in a free one, waiting for the oldest write if none is. */
   async #rotate(): Promise<void> {
-    if (this.#pending) await this.#pending;
     const buf = this.#buf;
     const len = this.#len;
     const at = this.#start;
-    this.#pending = this.#writeAll(buf, len, at);
-    this.#buf = this.#spare;
-    this.#spare = buf;
+    const done = this.#writeAll(buf, len, at);
+    // Marked handled now: a failure is thrown where the write is awaited, not reported as unhandled first.
+    done.catch(() => {});
+    this.#inFlight.push({ done, buf });
     this.#start += len;
     this.#len = 0;
+    if (this.#free.length === 0) await this.#retireOldest();
+    this.#buf = this.#free.pop()!;
+  }
+
+  async #retireOldest(): Promise<void> {
+    const oldest = this.#inFlight.shift()!;
+    await oldest.done;
+    this.#free.push(oldest.buf);
   }
 
   async #writeAll(buf: Uint8Array, len: number, at: number): Promise<void> {
@@ -106,7 +120,9 @@ export class ImageWriter {
   /** Writes everything buffered and waits for it. */
   async flush(): Promise<void> {
     if (this.#len > 0) await this.#rotate();
-    if (this.#pending) await this.#pending;
-    this.#pending = null;
+    // Every write is awaited, even after one fails, so none is left running against a closed file.
+    let failure: unknown = null;
+    while (this.#inFlight.length > 0) await this.#retireOldest().catch((e: unknown) => void (failure ??= e));
+    if (failure !== null) throw failure;
   }
 }

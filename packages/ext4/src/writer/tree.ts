@@ -1,4 +1,5 @@
 import { Ext4Error } from '../errors.ts';
+import { MAX_EXTENT_LEN } from '../format/extent.ts';
 import { FileMode } from '../format/inode.ts';
 import { displayName } from '../tar/header.ts';
 import type { Time } from '../tar/parser.ts';
@@ -290,20 +291,17 @@ function copyMetadata(to: FsNode, from: FsNode): void {
   to.source = from.source;
 }
 
-/** Longest initialized extent, in blocks (EXT_INIT_MAX_LEN). */
-const MAX_RUN = 32768;
-
 /** A node's data as runs of at most 32768 blocks: its explicit runs, or its contiguous range split up. */
 export function runsOf(n: FsNode): Run[] {
   if (n.runs) return n.runs;
   const out: Run[] = [];
-  for (let done = 0; done < n.blocks; done += MAX_RUN) {
-    out.push({ logical: done, physical: n.start + done, len: Math.min(MAX_RUN, n.blocks - done) });
+  for (let done = 0; done < n.blocks; done += MAX_EXTENT_LEN) {
+    out.push({ logical: done, physical: n.start + done, len: Math.min(MAX_EXTENT_LEN, n.blocks - done) });
   }
   return out;
 }
 
 /** Number of extents the node's data needs. */
 export function extentCount(n: FsNode): number {
-  return n.runs ? n.runs.length : Math.ceil(n.blocks / MAX_RUN);
+  return n.runs ? n.runs.length : Math.ceil(n.blocks / MAX_EXTENT_LEN);
 }

@@ -21,7 +21,10 @@ const MAX_LINKS = 65000;
 /** Space for extended attributes inside a 256-byte inode, after the base and extra fields. */
 const INODE_XATTR_ROOM = INODE_SIZE - 128 - EXTRA_ISIZE;
 const INLINE_MAX = 60;
-const NO_BLOCK = new Uint8Array(60);
+/** Inodes encoded per slice of the inode table (1 MiB). */
+const ITABLE_SLICE = 4096;
+/** Zero i_block, filled in place after the inode is encoded. A Buffer: see Struct.encodeInto on small arrays. */
+const NO_BLOCK = Buffer.alloc(60);
 
 /** Options of the ext4 writer. */
 export interface WriterOptions {
@@ -72,12 +75,16 @@ interface Current {
   inlineAt: number;
 }
 
-function encodeTime(t: Time): [number, number] {
-  // 32 bits of seconds plus 2 epoch bits in *_extra extend the range to 2446; nanoseconds above them.
-  const lo = ((t.sec % 2 ** 32) + 2 ** 32) % 2 ** 32;
+// 32 bits of seconds in i_*time, plus 2 epoch bits in *_extra that extend the range to 2446, nanoseconds above them.
+function timeLo(sec: number): number {
+  return ((sec % 2 ** 32) + 2 ** 32) % 2 ** 32;
+}
+
+function timeExtra(t: Time): number {
+  const lo = timeLo(t.sec);
   const signed = lo >= 2 ** 31 ? lo - 2 ** 32 : lo;
   const epoch = Math.floor((t.sec - signed) / 2 ** 32) & 3;
-  return [lo, ((t.nsec << 2) | epoch) >>> 0];
+  return ((t.nsec << 2) | epoch) >>> 0;
 }
 
 /** Directory-entry file type for each i_mode type. */
@@ -372,7 +379,8 @@ export class Ext4Writer {
       const dir = stack.pop()!;
       let subdirs = 0;
       const firstDir = stack.length;
-      for (const [name, child] of dir.children!) {
+      // forEach rather than for…of: Map iteration by entries allocates a pair per child.
+      dir.children!.forEach((child, name) => {
         if (child.type === FileMode.DIR) {
           subdirs++;
           child.parent = dir;
@@ -393,7 +401,7 @@ export class Ext4Writer {
             );
           }
         }
-      }
+      });
       // dir_nlink: a directory with more subdirectories than the link count holds reports 1.
       dir.links = 2 + subdirs > MAX_LINKS ? 1 : 2 + subdirs;
       // Reverse the subdirectories just pushed, so the first one is visited first.
@@ -590,20 +598,30 @@ export class Ext4Writer {
       bitmap.setRange(ipg, BLOCKS_PER_GROUP - ipg); // padding past the group's inodes (e2fsck checks it)
       await out.append(bitmap.bytes);
     }
+    // The inode tables, one slice of at most ITABLE_SLICE inodes at a time through one reused buffer: a
+    // whole group's table is 8 MiB, and memory must not grow with the tree.
+    const slice = new Uint8Array(Math.min(ipg, ITABLE_SLICE) * INODE_SIZE);
     for (let g = 0; g < groups; g++) {
-      const table = new Uint8Array(ipg * INODE_SIZE);
-      for (let i = 0; i < ipg; i++) {
-        const n = byIno[g * ipg + i + 1];
-        if (!n) continue;
-        this.#encodeInode(n, table, i * INODE_SIZE, {
-          links: n.links,
-          xattrArea: xattrArea.get(n),
-          xattrBlock: xattrBlockOf.get(n) ?? 0,
-          leaf: leafOf.get(n),
-          leaves: leafBlocks.get(n) ?? 0,
-        });
+      for (let first = 0; first < ipg; first += ITABLE_SLICE) {
+        const count = Math.min(ITABLE_SLICE, ipg - first);
+        const part = slice.subarray(0, count * INODE_SIZE);
+        part.fill(0);
+        for (let i = 0; i < count; i++) {
+          const n = byIno[g * ipg + first + i + 1];
+          if (!n) continue;
+          this.#encodeInode(
+            n,
+            part,
+            i * INODE_SIZE,
+            n.links,
+            xattrArea.get(n),
+            xattrBlockOf.get(n) ?? 0,
+            leafOf.get(n),
+            leafBlocks.get(n) ?? 0,
+          );
+        }
+        await out.append(part);
       }
-      await out.append(table);
     }
     if (out.offset !== metaEnd * BLOCK_SIZE) {
       throw new Ext4Error(
@@ -628,11 +646,12 @@ export class Ext4Writer {
 
   async #writeDir(dir: FsNode, parent: FsNode): Promise<void> {
     const blocks = dir.blocks;
-    const buf = new Uint8Array(blocks * BLOCK_SIZE);
+    // A Buffer, so that names (latin1 byte strings) are written in place rather than through a copy each.
+    const buf = Buffer.alloc(blocks * BLOCK_SIZE);
     let blockStart = 0;
     let at = 0;
     let lastAt = -1;
-    const put = (name: Buffer, ino: number, type: number): void => {
+    const put = (name: string, ino: number, type: number): void => {
       const need = direntSize(name.length);
       if (at + need > blockStart + BLOCK_SIZE) {
         DirEntryHeader.set(buf, 'recLen', blockStart + BLOCK_SIZE - lastAt, lastAt);
@@ -640,13 +659,13 @@ export class Ext4Writer {
         at = blockStart;
       }
       DirEntryHeader.encodeInto({ inode: ino, recLen: need, nameLen: name.length, fileType: type }, buf, at);
-      buf.set(name, at + DirEntryHeader.size);
+      buf.write(name, at + DirEntryHeader.size, 'latin1');
       lastAt = at;
       at += need;
     };
-    put(Buffer.from('.'), dir.ino, DirFileType.DIR);
-    put(Buffer.from('..'), parent.ino, DirFileType.DIR);
-    for (const [name, child] of dir.children!) put(Buffer.from(name, 'latin1'), child.ino, fileTypeOf(child.type));
+    put('.', dir.ino, DirFileType.DIR);
+    put('..', parent.ino, DirFileType.DIR);
+    dir.children!.forEach((child, name) => put(name, child.ino, fileTypeOf(child.type)));
     DirEntryHeader.set(buf, 'recLen', blockStart + BLOCK_SIZE - lastAt, lastAt);
     await this.#out.append(buf);
   }
@@ -655,88 +674,43 @@ export class Ext4Writer {
     n: FsNode,
     table: Uint8Array,
     at: number,
-    x: {
-      links: number;
-      xattrArea: Uint8Array | undefined;
-      xattrBlock: number;
-      leaf: number | undefined;
-      leaves: number;
-    },
+    links: number,
+    xattrArea: Uint8Array | undefined,
+    xattrBlock: number,
+    leaf: number | undefined,
+    leaves: number,
   ): void {
-    // i_block is filled in place after the fixed fields, so every write goes to the same table buffer.
-    const iblock = at + Inode.offsetOf('block');
-    const fill: ((table: Uint8Array) => void)[] = [];
+    // One inode per file: nothing here allocates beyond the field record (no closures, no tuples).
     let flags = 0;
-    const runs = runsOf(n);
-    let dataBlocks = runs.reduce((s, r) => s + r.len, 0) + x.leaves;
-    if (n.type === FileMode.LNK && n.target!.length < 60) {
-      fill.push((t) => t.set(Buffer.from(n.target!, 'latin1'), iblock));
-      dataBlocks = 0;
-    } else if (n.type === FileMode.CHR || n.type === FileMode.BLK) {
-      // old_encode_dev when both numbers fit in 8 bits, else new_encode_dev in i_block[1] (fs/ext4/inode.c).
-      const small = n.major < 256 && n.minor < 256;
-      const dev = small
-        ? { old: (n.major << 8) | n.minor, new: 0, zero: 0 }
-        : { old: 0, new: ((n.minor & 0xff) | (n.major << 8) | ((n.minor & ~0xff) << 12)) >>> 0, zero: 0 };
-      fill.push((t) => DeviceNumbers.encodeInto(dev, t, iblock));
-    } else if (n.type === FileMode.FIFO || n.type === FileMode.SOCK) {
-      // nothing in i_block
-    } else if (n.inline) {
-      flags |= InodeFlags.INLINE_DATA;
-      const data = n.inline;
-      fill.push((t) => t.set(data, iblock));
-    } else {
+    let dataBlocks = leaves + (xattrBlock ? 1 : 0);
+    const fast = n.type === FileMode.LNK && n.target!.length < 60;
+    const device = n.type === FileMode.CHR || n.type === FileMode.BLK;
+    if (n.inline && !fast && !device) flags |= InodeFlags.INLINE_DATA;
+    else if (!fast && !device && n.type !== FileMode.FIFO && n.type !== FileMode.SOCK) {
       flags |= InodeFlags.EXTENTS;
-      if (x.leaf === undefined) {
-        fill.push((t) => {
-          ExtentHeader.encodeInto(
-            { magic: EXTENT_MAGIC, entries: runs.length, max: 4, depth: 0, generation: 0 },
-            t,
-            iblock,
-          );
-          runs.forEach((r, i) => Extent.encodeInto(extentOf(r), t, iblock + ExtentHeader.size + i * Extent.size));
-        });
-      } else {
-        const leaf = x.leaf;
-        fill.push((t) => {
-          ExtentHeader.encodeInto(
-            { magic: EXTENT_MAGIC, entries: x.leaves, max: 4, depth: 1, generation: 0 },
-            t,
-            iblock,
-          );
-          for (let l = 0; l < x.leaves; l++) {
-            const firstRun = runs[l * EXTENTS_PER_LEAF]!;
-            ExtentIndex.encodeInto(
-              { block: firstRun.logical, leafLo: leaf + l, leafHi: 0, unused: 0 },
-              t,
-              iblock + ExtentHeader.size + l * ExtentIndex.size,
-            );
-          }
-        });
-      }
+      dataBlocks += n.runs ? n.runs.reduce((sum, r) => sum + r.len, 0) : n.blocks;
     }
-    if (x.xattrBlock) dataBlocks++;
     const sectors = dataBlocks * (BLOCK_SIZE / 512);
-    const [atime, atimeExtra] = encodeTime(n.atime);
-    const [mtime, mtimeExtra] = encodeTime(n.mtime);
-    const [ctime, ctimeExtra] = encodeTime(n.ctime);
+    const m = n.mtime;
+    const a = n.atime;
+    const c = n.ctime;
     Inode.encodeInto(
       {
         mode: n.type | n.perm,
         uidLo: n.uid & 0xffff,
         sizeLo: n.size % 2 ** 32,
-        atime,
-        ctime,
-        mtime,
+        atime: timeLo(a.sec),
+        ctime: timeLo(c.sec),
+        mtime: timeLo(m.sec),
         dtime: 0,
         gidLo: n.gid & 0xffff,
-        linksCount: x.links,
+        linksCount: links,
         blocksLo: sectors % 2 ** 32,
         flags,
         version: 0,
         block: NO_BLOCK,
         generation: 0,
-        fileAclLo: x.xattrBlock,
+        fileAclLo: xattrBlock,
         sizeHi: Math.floor(n.size / 2 ** 32),
         obsoFaddr: 0,
         blocksHi: Math.floor(sectors / 2 ** 32),
@@ -747,19 +721,68 @@ export class Ext4Writer {
         reserved: 0,
         extraIsize: EXTRA_ISIZE,
         checksumHi: 0,
-        ctimeExtra,
-        mtimeExtra,
-        atimeExtra,
-        crtime: mtime,
-        crtimeExtra: mtimeExtra,
+        ctimeExtra: timeExtra(c),
+        mtimeExtra: timeExtra(m),
+        atimeExtra: timeExtra(a),
+        crtime: timeLo(m.sec),
+        crtimeExtra: timeExtra(m),
         versionHi: 0,
         projid: 0,
       },
       table,
       at,
     );
-    for (const f of fill) f(table);
-    if (x.xattrArea) table.set(x.xattrArea, at + 128 + EXTRA_ISIZE);
+    const iblock = at + Inode.offsetOf('block');
+    if (fast) {
+      table.set(Buffer.from(n.target!, 'latin1'), iblock);
+    } else if (device) {
+      // old_encode_dev when both numbers fit in 8 bits, else new_encode_dev in i_block[1] (fs/ext4/inode.c).
+      const small = n.major < 256 && n.minor < 256;
+      DeviceNumbers.encodeInto(
+        small
+          ? { old: (n.major << 8) | n.minor, new: 0, zero: 0 }
+          : { old: 0, new: ((n.minor & 0xff) | (n.major << 8) | ((n.minor & ~0xff) << 12)) >>> 0, zero: 0 },
+        table,
+        iblock,
+      );
+    } else if (flags & InodeFlags.INLINE_DATA) {
+      table.set(n.inline!, iblock);
+    } else if (flags & InodeFlags.EXTENTS) {
+      if (leaf === undefined) {
+        const count = extentCount(n);
+        ExtentHeader.encodeInto(
+          { magic: EXTENT_MAGIC, entries: count, max: 4, depth: 0, generation: 0 },
+          table,
+          iblock,
+        );
+        if (n.runs)
+          n.runs.forEach((r, k) => Extent.encodeInto(extentOf(r), table, iblock + ExtentHeader.size + k * Extent.size));
+        else
+          for (let k = 0; k < count; k++) {
+            const done = k * MAX_EXTENT_LEN;
+            Extent.encodeInto(
+              extentOf({ logical: done, physical: n.start + done, len: Math.min(MAX_EXTENT_LEN, n.blocks - done) }),
+              table,
+              iblock + ExtentHeader.size + k * Extent.size,
+            );
+          }
+      } else {
+        const runs = runsOf(n);
+        ExtentHeader.encodeInto(
+          { magic: EXTENT_MAGIC, entries: leaves, max: 4, depth: 1, generation: 0 },
+          table,
+          iblock,
+        );
+        for (let l = 0; l < leaves; l++) {
+          ExtentIndex.encodeInto(
+            { block: runs[l * EXTENTS_PER_LEAF]!.logical, leafLo: leaf + l, leafHi: 0, unused: 0 },
+            table,
+            iblock + ExtentHeader.size + l * ExtentIndex.size,
+          );
+        }
+      }
+    }
+    if (xattrArea) table.set(xattrArea, at + 128 + EXTRA_ISIZE);
   }
 
   #superblock(s: {

@@ -192,6 +192,101 @@ export async function* leafDigests(path: string, dataBlocks: number, salt: Uint8
   }
 }
 
+/**
+ * Leaf-digest worker for bytes handed over rather than read: for each job { id, data } (whole 4 KiB blocks)
+ * it posts back H(salt ‖ block) for each block, in order.
+ */
+const LEAF_WORKER = `
+const { createHash } = require('node:crypto');
+const { parentPort, workerData } = require('node:worker_threads');
+const salted = createHash('sha256').update(Buffer.from(workerData.salt, 'hex'));
+parentPort.on('message', (job) => {
+  const data = new Uint8Array(job.data);
+  const count = data.length / 4096;
+  const out = new Uint8Array(count * 32);
+  for (let i = 0; i < count; i++) out.set(salted.copy().update(data.subarray(i * 4096, (i + 1) * 4096)).digest(), i * 32);
+  parentPort.postMessage({ id: job.id, digests: out }, [out.buffer]);
+});
+`;
+
+/**
+ * Hashes data blocks into dm-verity leaf digests on a worker thread while the caller goes on producing them
+ * (a converter hashes the image it writes as it writes it, instead of reading it back). Each call to
+ * {@link LeafHasher.hash} copies its bytes; at most `window` calls are in flight, so memory stays bounded.
+ */
+export class LeafHasher {
+  readonly #worker: Worker;
+  /** Jobs in flight: id → first block. */
+  readonly #jobs = new Map<number, number>();
+  readonly #onDigests: (firstBlock: number, digests: Uint8Array) => void;
+  readonly #window: number;
+  #nextId = 0;
+  #failure: unknown = null;
+  readonly #waiters: (() => void)[] = [];
+  #closed = false;
+
+  /** `onDigests(first, digests)` receives the 32-byte leaf digests of blocks `first…`, in any order. */
+  constructor(salt: Uint8Array, onDigests: (firstBlock: number, digests: Uint8Array) => void, window = 8) {
+    this.#onDigests = onDigests;
+    this.#window = window;
+    this.#worker = new Worker(LEAF_WORKER, { eval: true, workerData: { salt: Buffer.from(salt).toString('hex') } });
+    this.#worker.on('message', (m: { id: number; digests: Uint8Array }) => {
+      const first = this.#jobs.get(m.id);
+      if (first === undefined) return;
+      this.#jobs.delete(m.id);
+      this.#onDigests(first, m.digests);
+      this.#wake();
+    });
+    this.#worker.on('error', (e) => {
+      this.#failure ??= e;
+      this.#jobs.clear();
+      this.#wake();
+    });
+  }
+
+  #wake(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  #changed(): Promise<void> {
+    return new Promise<void>((r) => this.#waiters.push(r));
+  }
+
+  #check(): void {
+    // The thread's own error (out of memory, a crash) is the cause; it is passed on unchanged.
+    if (this.#failure !== null) throw this.#failure;
+  }
+
+  /** Queues whole blocks `data` (a multiple of 4096 bytes) as blocks `first…`; waits while the window is full. */
+  async hash(first: number, data: Uint8Array): Promise<void> {
+    this.#check();
+    if (this.#closed) throw new VhdError('ERR_INVALID_ARGUMENT', 'dm-verity hashing: hash() after close()');
+    if (data.length % VERITY_BLOCK !== 0)
+      throw new VhdError('ERR_INVALID_ARGUMENT', `dm-verity hashing: ${data.length} bytes is not whole blocks`);
+    while (this.#jobs.size >= this.#window) {
+      await this.#changed();
+      this.#check();
+    }
+    const copy = data.slice();
+    const id = this.#nextId++;
+    this.#jobs.set(id, first);
+    this.#worker.postMessage({ id, data: copy.buffer }, [copy.buffer]);
+  }
+
+  /** Waits for every queued block's digest. */
+  async drain(): Promise<void> {
+    while (this.#jobs.size > 0) await this.#changed();
+    this.#check();
+  }
+
+  /** Stops the thread (after {@link LeafHasher.drain}, or to abandon the work). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#worker.terminate();
+  }
+}
+
 /** From this many data blocks (64 MiB) on, leaf digests are computed by worker threads. */
 const PARALLEL_MIN = 16384;
 
