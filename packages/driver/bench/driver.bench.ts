@@ -8,13 +8,13 @@
 //     plain folders (what overlay2 does);
 //  5. moby's graph-driver benchmarks (graphbench_unix.go), on the host backend.
 import { execFileSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { mkfs } from '@lcow/ext4';
-import { makeTar, printTable, runMeasured } from '@lcow/testkit';
+import { makeTar, printTable, runMeasured, tarOfTrees } from '@lcow/testkit';
 import { LcowDriver } from '../src/index.ts';
 import { addFiles, addManyFiles, addManyLayers, checkManyFiles, randomId } from '../test/graphtest.ts';
 
@@ -43,10 +43,7 @@ async function main(): Promise<void> {
   try {
     // 1. applyDiff
     const tar = join(work, 'input.tar');
-    const dirs = trees.filter((t) => existsSync(t)).map((t) => t.replace(/^\//, ''));
-    process.stderr.write(`bench: making the input: tar of ${dirs.map((d) => `/${d}`).join(' ')} …\n`);
-    execFileSync('tar', ['--format=posix', '-C', '/', '-cf', tar, ...dirs], { stdio: 'ignore' });
-    const tarBytes = statSync(tar).size;
+    const { bytes: tarBytes, dirs } = tarOfTrees(tar, trees);
     const apply: [string, () => Promise<{ seconds: number; rssKiB: number | null }>][] = [
       [
         'applyDiff (converter child, fsync)',

@@ -3,51 +3,10 @@ import { accessSync, constants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { DriverError } from '../errors.ts';
-import { demoCommand } from './commands/demo.ts';
-import { ext4Command } from './commands/ext4.ts';
-import { imageCommand } from './commands/image.ts';
-import { mkfsCommand } from './commands/mkfs.ts';
-import { tar2ext4Command } from './commands/tar2ext4.ts';
-import { verityCommand } from './commands/verity.ts';
-import { vhdCommand } from './commands/vhd.ts';
-import { LAYER_COMMANDS } from './commands/layers.ts';
+import { LOADERS, SPECS, type CommandName } from './registry.ts';
+import type { Io } from './types.ts';
 
-/** Where a command writes, and how it is cancelled. Tests pass their own. */
-export interface Io {
-  out(text: string): void;
-  err(text: string): void;
-  /** Binary output (`cat`, a tar to `-`); default process.stdout. */
-  stdout: NodeJS.WritableStream;
-  /** Stream for a progress bar (drawn only when it is a TTY). */
-  progress: NodeJS.WriteStream;
-  signal: AbortSignal;
-  /** Binary input (`apply -`); default process.stdin. */
-  stdin?: NodeJS.ReadableStream;
-  /** `--root DIR` (default ./lcow-data) and `--backend host|inproc|hcs`, given before the command. */
-  root?: string;
-  backend?: string;
-  /** `--storage-opt KEY=VALUE`, given before the command: driver options (`lcow.maxlayersize=8`…). */
-  storageOpts?: string[];
-}
-
-/** One `lcow` subcommand. */
-export interface Command {
-  name: string;
-  summary: string;
-  usage: string[];
-  run(argv: string[], io: Io): Promise<number>;
-}
-
-const COMMANDS: Command[] = [
-  ...LAYER_COMMANDS,
-  imageCommand,
-  tar2ext4Command,
-  ext4Command,
-  mkfsCommand,
-  verityCommand,
-  vhdCommand,
-  demoCommand,
-];
+export type { Command, Io } from './types.ts';
 
 function help(): string {
   return [
@@ -57,7 +16,10 @@ function help(): string {
     '       (--help after any command; storage options as dockerd passes them, e.g. lcow.maxlayersize=GiB)',
     '',
     'commands:',
-    ...COMMANDS.flatMap((c) => [`  ${c.name.padEnd(10)}${c.summary}`, ...c.usage.map((u) => `              ${u}`)]),
+    ...Object.entries(SPECS).flatMap(([name, c]) => [
+      `  ${name.padEnd(10)}${c.summary}`,
+      ...c.usage.map((u) => `              ${u}`),
+    ]),
     '',
     'Errors print "lcow: CODE: message" on stderr and exit with status 1 (2 for usage errors).',
   ].join('\n');
@@ -178,19 +140,21 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
       full.out(help());
       return name ? 0 : 2;
     }
-    const cmd = COMMANDS.find((c) => c.name === name);
+    const known = Object.hasOwn(SPECS, name) ? (name as CommandName) : null;
     // `lcow NAME …` runs a separately installed `lcow-NAME` (as git does): `lcow docker-plugin` is
     // @lcow/docker-plugin's command, which depends on this package and so cannot be part of it.
-    const external = cmd ? null : findExternal(name);
+    const external = known ? null : findExternal(name);
     if (external) return await runExternal(external, rest, full.signal);
-    if (!cmd) {
+    if (!known) {
       full.err(`lcow: ERR_USAGE: unknown command ${JSON.stringify(name)}\n\n${help()}`);
       return 2;
     }
     if (rest.includes('--help') || rest.includes('-h')) {
-      full.out([`lcow ${cmd.name}: ${cmd.summary}`, '', ...cmd.usage.map((u) => `usage: ${u}`)].join('\n'));
+      const spec = SPECS[known];
+      full.out([`lcow ${known}: ${spec.summary}`, '', ...spec.usage.map((u) => `usage: ${u}`)].join('\n'));
       return 0;
     }
+    const cmd = await LOADERS[known]();
     return await cmd.run(rest, full);
   } catch (e) {
     const { code, message } = describeError(e);

@@ -11,7 +11,8 @@ import { flag, option, positional } from '../args.ts';
 import { formatBytes, toJson } from '../format.ts';
 import { readerOf } from '../read-at.ts';
 import { describeReport, vhdReport, type VhdReport } from './vhd.ts';
-import type { Command, Io } from '../main.ts';
+import { SPECS } from '../registry.ts';
+import type { Command, Io } from '../types.ts';
 
 const MiB = 1 << 20;
 
@@ -98,8 +99,8 @@ async function tarEntries(tar: NodeJS.ReadableStream): Promise<Map<string, strin
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'convert the embedded demo layer with our ext4 writer and show it as layer.vhd, a VHDX and a 20 GiB sandbox',
-  usage: ['lcow demo [--dir DIR] [--json]'],
+  summary: SPECS.demo.summary,
+  usage: [SPECS.demo.usage[0]],
   async run(argv: string[], io: Io): Promise<number> {
     const args = [...argv];
     const json = flag(args, '--json');

@@ -6,11 +6,12 @@ import { DriverError } from '../../errors.ts';
 import { flag, option, positional } from '../args.ts';
 import { escapeName, formatBytes, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
-import type { Command, Io } from '../main.ts';
+import { SPECS } from '../registry.ts';
+import type { Command, Io } from '../types.ts';
 
-const LS = 'lcow ext4 ls IMAGE [PATH] [--json]';
-const CAT = 'lcow ext4 cat IMAGE PATH';
-const EXPORT = 'lcow ext4 export IMAGE [-o OUT.tar|-] [--root PATH] [--no-whiteouts] [--json]';
+const LS = SPECS.ext4.usage[0];
+const CAT = SPECS.ext4.usage[1];
+const EXPORT = SPECS.ext4.usage[2];
 
 const TYPE_CHAR: Record<Ext4Stat['type'], string> = {
   file: '-',
@@ -151,7 +152,7 @@ async function exportCmd(args: string[], io: Io): Promise<number> {
 
 export const ext4Command: Command = {
   name: 'ext4',
-  summary: 'read an ext4 filesystem (raw image, .vhd or .vhdx) without mounting it',
+  summary: SPECS.ext4.summary,
   usage: [LS, CAT, EXPORT],
   async run(argv: string[], io: Io): Promise<number> {
     const [sub, ...rest] = argv;

@@ -13,7 +13,8 @@ import { DriverError } from '../../errors.ts';
 import { flag, option, positional } from '../args.ts';
 import { escapeName, formatBytes, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
-import type { Command, Io } from '../main.ts';
+import { SPECS } from '../registry.ts';
+import type { Command, Io } from '../types.ts';
 
 /** skopeo's and dmverity-vhd's ways of saying where an image is and how to reach it, removed from `args`. */
 export function sourceOptions(args: string[]): OpenImageOptions {
@@ -130,11 +131,9 @@ function parallelism(args: string[]): number {
   return n;
 }
 
-const INSPECT =
-  'lcow image inspect REF [--platform OS/ARCH] [--creds U:P] [--authfile F] [--cert-dir D] [--tls-verify=false] [--json]';
-const ROOTHASH = 'lcow image roothash REF|-i REF [--tarball FILE|--docker] [--parallel N] [source options] [--json]';
-const CREATE =
-  'lcow image create REF|-i REF -o DIR [--hash-dev-vhd] [--force] [--tarball FILE|--docker] [source options] [--json]';
+const INSPECT = SPECS.image.usage[0];
+const ROOTHASH = SPECS.image.usage[1];
+const CREATE = SPECS.image.usage[2];
 
 async function inspect(args: string[], io: Io): Promise<number> {
   const json = flag(args, '--json');
@@ -317,8 +316,7 @@ async function splitHashDevice(path: string, dataBytes: number, size: number, ha
 
 export const imageCommand: Command = {
   name: 'image',
-  summary:
-    'an image from a registry (docker://), the daemon (docker-daemon:), or an archive: describe it, or its layers’ dm-verity root hashes and VHDs as hcsshim’s dmverity-vhd',
+  summary: SPECS.image.summary,
   usage: [INSPECT, ROOTHASH, CREATE],
   run: async (argv, io) => {
     // dmverity-vhd puts --tarball and --docker before the command: accepted on either side.

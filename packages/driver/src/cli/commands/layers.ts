@@ -14,7 +14,8 @@ import { writeFileWhole } from '../output.ts';
 import { escapeName, formatBytes, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
 import { EXAMPLE_OS_RELEASE, EXAMPLE_SHARE, EXAMPLE_TAG, writeExampleImage } from '../example-image.ts';
-import type { Command, Io } from '../main.ts';
+import { SPECS } from '../registry.ts';
+import type { Command, Io } from '../types.ts';
 
 export const DEFAULT_ROOT = './lcow-data';
 
@@ -54,82 +55,76 @@ function command(
   return { name, summary, usage: [usage], run: (argv, io) => run([...argv], io) };
 }
 
-const IMPORT =
-  'lcow import [REF] [--sandbox ID] [--no-sandbox] [--verity] [--parallel N] [--platform OS/ARCH] [--creds U:P] [--authfile F] [--cert-dir D] [--tls-verify=false] [--json]';
-export const importCommand = command(
-  'import',
-  'apply an image — docker://HOST/REPO:TAG, docker-daemon:NAME:TAG, docker-archive:/oci-archive:/oci:PATH, or a docker-save/OCI tarball — as a layer chain with a sandbox on top (no REF: the embedded example, read back through get)',
-  IMPORT,
-  async (args, io) => {
-    const json = flag(args, '--json');
-    const verity = flag(args, '--verity');
-    const none = flag(args, '--no-sandbox');
-    let sandbox = option(args, '--sandbox');
-    const par = option(args, '--parallel');
-    const parallel = par === undefined ? undefined : Number(par);
-    if (parallel !== undefined && (!Number.isInteger(parallel) || parallel < 1 || parallel > 64))
-      throw new DriverError('ERR_USAGE', `--parallel ${par}: 1 to 64`);
-    const source = sourceOptions(args);
-    const [given] = args.length === 0 ? [] : positional(args, 1, IMPORT);
-    let image = given;
-    let tmp: string | null = null;
-    let example: Map<string, Buffer> | null = null;
-    if (!image) {
-      tmp = await mkdtemp(join(tmpdir(), 'lcow-example-'));
-      image = join(tmp, 'lcow-example.tar');
-      example = (await writeExampleImage(image)).files;
-      sandbox ??= 'example';
-      if (!json) io.out(`lcow import: no image given, so the embedded example ${EXAMPLE_TAG} (${image})`);
-    }
-    try {
-      const bar = progressBar(`import ${basename(image)}`, io.progress);
-      const r = await withDriver(io, async (d) => {
-        if (example && (await d.exists(sandbox!))) await d.remove(sandbox!);
-        const imported = await importImage(d, image!, {
-          sandbox: none ? null : sandbox,
-          verity,
-          source,
-          ...(parallel !== undefined ? { parallel } : {}),
-          signal: io.signal,
-          onProgress: (p) => bar.update({ ...p, label: `import ${basename(image!)} layer ${p.layer + 1}/${p.layers}` }),
-        });
-        bar.done();
-        const check = example && imported.sandbox ? await readBack(d, imported.sandbox, example) : null;
-        return { ...imported, check, backend: d.backend.name, root: d.root };
+const IMPORT = SPECS.import.usage[0];
+export const importCommand = command('import', SPECS.import.summary, IMPORT, async (args, io) => {
+  const json = flag(args, '--json');
+  const verity = flag(args, '--verity');
+  const none = flag(args, '--no-sandbox');
+  let sandbox = option(args, '--sandbox');
+  const par = option(args, '--parallel');
+  const parallel = par === undefined ? undefined : Number(par);
+  if (parallel !== undefined && (!Number.isInteger(parallel) || parallel < 1 || parallel > 64))
+    throw new DriverError('ERR_USAGE', `--parallel ${par}: 1 to 64`);
+  const source = sourceOptions(args);
+  const [given] = args.length === 0 ? [] : positional(args, 1, IMPORT);
+  let image = given;
+  let tmp: string | null = null;
+  let example: Map<string, Buffer> | null = null;
+  if (!image) {
+    tmp = await mkdtemp(join(tmpdir(), 'lcow-example-'));
+    image = join(tmp, 'lcow-example.tar');
+    example = (await writeExampleImage(image)).files;
+    sandbox ??= 'example';
+    if (!json) io.out(`lcow import: no image given, so the embedded example ${EXAMPLE_TAG} (${image})`);
+  }
+  try {
+    const bar = progressBar(`import ${basename(image)}`, io.progress);
+    const r = await withDriver(io, async (d) => {
+      if (example && (await d.exists(sandbox!))) await d.remove(sandbox!);
+      const imported = await importImage(d, image!, {
+        sandbox: none ? null : sandbox,
+        verity,
+        source,
+        ...(parallel !== undefined ? { parallel } : {}),
+        signal: io.signal,
+        onProgress: (p) => bar.update({ ...p, label: `import ${basename(image!)} layer ${p.layer + 1}/${p.layers}` }),
       });
-      if (json)
-        io.out(
-          toJson({
-            layers: r.layers,
-            sandbox: r.sandbox,
-            reused: r.reused,
-            repoTags: r.repoTags,
-            image: r.image,
-            format: r.format,
-            manifestDigest: r.manifestDigest,
-            ...(r.check ? { readBack: r.check } : {}),
-          }),
-        );
-      else {
-        io.out(
-          `${r.repoTags.join(', ') || basename(r.image)} (${r.format}) → ${r.root}, ${r.backend} backend: ${r.layers.length} layers`,
-        );
-        for (const [i, id] of r.layers.entries())
-          io.out(`  layer ${i}  ${id}${r.reused.includes(id) ? '  (already there, reused)' : ''}`);
-        if (r.sandbox) io.out(`  sandbox  ${r.sandbox}`);
-        if (r.check) {
-          io.out(`\nread back through get(${r.sandbox}) — the union of the chain, ${r.check.path ?? 'in process'}:`);
-          for (const line of r.check.lines) io.out(`  ${line}`);
-        }
+      bar.done();
+      const check = example && imported.sandbox ? await readBack(d, imported.sandbox, example) : null;
+      return { ...imported, check, backend: d.backend.name, root: d.root };
+    });
+    if (json)
+      io.out(
+        toJson({
+          layers: r.layers,
+          sandbox: r.sandbox,
+          reused: r.reused,
+          repoTags: r.repoTags,
+          image: r.image,
+          format: r.format,
+          manifestDigest: r.manifestDigest,
+          ...(r.check ? { readBack: r.check } : {}),
+        }),
+      );
+    else {
+      io.out(
+        `${r.repoTags.join(', ') || basename(r.image)} (${r.format}) → ${r.root}, ${r.backend} backend: ${r.layers.length} layers`,
+      );
+      for (const [i, id] of r.layers.entries())
+        io.out(`  layer ${i}  ${id}${r.reused.includes(id) ? '  (already there, reused)' : ''}`);
+      if (r.sandbox) io.out(`  sandbox  ${r.sandbox}`);
+      if (r.check) {
+        io.out(`\nread back through get(${r.sandbox}) — the union of the chain, ${r.check.path ?? 'in process'}:`);
+        for (const line of r.check.lines) io.out(`  ${line}`);
       }
-      if (r.check && !r.check.ok)
-        throw new DriverError('ERR_VERIFICATION', 'import: the example did not read back as built (see above)');
-      return 0;
-    } finally {
-      if (tmp) await rm(tmp, { recursive: true, force: true });
     }
-  },
-);
+    if (r.check && !r.check.ok)
+      throw new DriverError('ERR_VERIFICATION', 'import: the example did not read back as built (see above)');
+    return 0;
+  } finally {
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  }
+});
 
 /** Reads the example back through `get`: the top layer's files, a deletion, and every file of the bottom layer. */
 async function readBack(
@@ -174,56 +169,39 @@ async function readBack(
   }
 }
 
-const CREATE = 'lcow create ID [--parent P]';
-export const createCommand = command(
-  'create',
-  'create a read-only layer (apply fills it)',
-  CREATE,
-  async (args, io) => {
-    const parent = option(args, '--parent') ?? null;
-    const [id] = positional(args, 1, CREATE);
-    await withDriver(io, (d) => d.create(id!, parent));
-    return 0;
-  },
-);
+const CREATE = SPECS.create.usage[0];
+export const createCommand = command('create', SPECS.create.summary, CREATE, async (args, io) => {
+  const parent = option(args, '--parent') ?? null;
+  const [id] = positional(args, 1, CREATE);
+  await withDriver(io, (d) => d.create(id!, parent));
+  return 0;
+});
 
-const CREATE_RW = 'lcow create-rw ID [--parent P] [--size GB]';
-export const createRwCommand = command(
-  'create-rw',
-  'create a sandbox (ext4 in a VHDX, 20 GB unless --size)',
-  CREATE_RW,
-  async (args, io) => {
-    const parent = option(args, '--parent') ?? null;
-    const size = option(args, '--size');
-    const [id] = positional(args, 1, CREATE_RW);
-    await withDriver(io, (d) =>
-      d.createReadWrite(id!, parent, size ? { storageOpt: { 'lcow.sandboxsize': size } } : {}),
-    );
-    return 0;
-  },
-);
+const CREATE_RW = SPECS['create-rw'].usage[0];
+export const createRwCommand = command('create-rw', SPECS['create-rw'].summary, CREATE_RW, async (args, io) => {
+  const parent = option(args, '--parent') ?? null;
+  const size = option(args, '--size');
+  const [id] = positional(args, 1, CREATE_RW);
+  await withDriver(io, (d) => d.createReadWrite(id!, parent, size ? { storageOpt: { 'lcow.sandboxsize': size } } : {}));
+  return 0;
+});
 
-const APPLY = 'lcow apply ID [-i IN.tar|-] [--verity]';
-export const applyCommand = command(
-  'apply',
-  'apply a layer tar (plain or gzip) to a created layer; prints the bytes applied',
-  APPLY,
-  async (args, io) => {
-    const input = option(args, '-i') ?? '-';
-    const verity = flag(args, '--verity');
-    const [id] = positional(args, 1, APPLY);
-    const size = await withDriver(io, async (d) => {
-      const parent = (await d.store.info(id!)).parentIds[0] ?? null;
-      const tar = input === '-' ? ((io.stdin ?? process.stdin) as Readable) : input;
-      return d.applyDiff(id!, parent, tar, { signal: io.signal, verity });
-    });
-    io.out(String(size));
-    return 0;
-  },
-);
+const APPLY = SPECS.apply.usage[0];
+export const applyCommand = command('apply', SPECS.apply.summary, APPLY, async (args, io) => {
+  const input = option(args, '-i') ?? '-';
+  const verity = flag(args, '--verity');
+  const [id] = positional(args, 1, APPLY);
+  const size = await withDriver(io, async (d) => {
+    const parent = (await d.store.info(id!)).parentIds[0] ?? null;
+    const tar = input === '-' ? ((io.stdin ?? process.stdin) as Readable) : input;
+    return d.applyDiff(id!, parent, tar, { signal: io.signal, verity });
+  });
+  io.out(String(size));
+  return 0;
+});
 
-const DIFF = 'lcow diff ID [--parent P] [-o OUT.tar|-]';
-export const diffCommand = command('diff', "write a layer's changes as an OCI layer tar", DIFF, async (args, io) => {
+const DIFF = SPECS.diff.usage[0];
+export const diffCommand = command('diff', SPECS.diff.summary, DIFF, async (args, io) => {
   const parent = option(args, '--parent');
   const out = option(args, '-o') ?? '-';
   const [id] = positional(args, 1, DIFF);
@@ -234,77 +212,62 @@ export const diffCommand = command('diff', "write a layer's changes as an OCI la
   return 0;
 });
 
-const CHANGES = 'lcow changes ID [--parent P] [--json]';
-export const changesCommand = command(
-  'changes',
-  'list what a layer adds (A), changes (C) and deletes (D)',
-  CHANGES,
-  async (args, io) => {
-    const json = flag(args, '--json');
-    const parent = option(args, '--parent');
-    const [id] = positional(args, 1, CHANGES);
-    const changes = await withDriver(io, async (d) =>
-      d.changes(id!, parent ?? (await d.store.info(id!)).parentIds[0] ?? null, { signal: io.signal }),
-    );
-    if (json) io.out(toJson(changes));
-    else for (const c of changes) io.out(`${{ modify: 'C', add: 'A', delete: 'D' }[c.kind]} ${escapeName(c.path)}`);
-    return 0;
-  },
-);
+const CHANGES = SPECS.changes.usage[0];
+export const changesCommand = command('changes', SPECS.changes.summary, CHANGES, async (args, io) => {
+  const json = flag(args, '--json');
+  const parent = option(args, '--parent');
+  const [id] = positional(args, 1, CHANGES);
+  const changes = await withDriver(io, async (d) =>
+    d.changes(id!, parent ?? (await d.store.info(id!)).parentIds[0] ?? null, { signal: io.signal }),
+  );
+  if (json) io.out(toJson(changes));
+  else for (const c of changes) io.out(`${{ modify: 'C', add: 'A', delete: 'D' }[c.kind]} ${escapeName(c.path)}`);
+  return 0;
+});
 
-const DIFF_SIZE = 'lcow diff-size ID [--parent P]';
-export const diffSizeCommand = command(
-  'diff-size',
-  'bytes of regular files a layer adds or changes',
-  DIFF_SIZE,
-  async (args, io) => {
-    const parent = option(args, '--parent');
-    const [id] = positional(args, 1, DIFF_SIZE);
-    const n = await withDriver(io, async (d) =>
-      d.diffSize(id!, parent ?? (await d.store.info(id!)).parentIds[0] ?? null),
-    );
-    io.out(String(n));
-    return 0;
-  },
-);
+const DIFF_SIZE = SPECS['diff-size'].usage[0];
+export const diffSizeCommand = command('diff-size', SPECS['diff-size'].summary, DIFF_SIZE, async (args, io) => {
+  const parent = option(args, '--parent');
+  const [id] = positional(args, 1, DIFF_SIZE);
+  const n = await withDriver(io, async (d) =>
+    d.diffSize(id!, parent ?? (await d.store.info(id!)).parentIds[0] ?? null),
+  );
+  io.out(String(n));
+  return 0;
+});
 
-const MOUNT = 'lcow mount ID';
-export const mountCommand = command(
-  'mount',
-  "mount a layer's union on the host and print its path (host backend)",
-  MOUNT,
-  async (args, io) => {
-    const [id] = positional(args, 1, MOUNT);
-    const path = await withDriver(
-      io,
-      async (d) => {
-        const fs = await d.get(id!, { signal: io.signal });
-        if (!fs.path) {
-          await d.put(id!);
-          throw new DriverError(
-            'ERR_UNSUPPORTED',
-            `mount ${id}: the ${d.backend.name} backend has no host path; use the host backend (Linux, root)`,
-          );
-        }
-        return fs.path;
-      },
-      { keepMounts: true },
-    );
-    io.out(path);
-    return 0;
-  },
-);
+const MOUNT = SPECS.mount.usage[0];
+export const mountCommand = command('mount', SPECS.mount.summary, MOUNT, async (args, io) => {
+  const [id] = positional(args, 1, MOUNT);
+  const path = await withDriver(
+    io,
+    async (d) => {
+      const fs = await d.get(id!, { signal: io.signal });
+      if (!fs.path) {
+        await d.put(id!);
+        throw new DriverError(
+          'ERR_UNSUPPORTED',
+          `mount ${id}: the ${d.backend.name} backend has no host path; use the host backend (Linux, root)`,
+        );
+      }
+      return fs.path;
+    },
+    { keepMounts: true },
+  );
+  io.out(path);
+  return 0;
+});
 
-const UNMOUNT = 'lcow unmount ID';
-export const unmountCommand = command('unmount', 'unmount what `lcow mount` mounted', UNMOUNT, async (args, io) => {
+const UNMOUNT = SPECS.unmount.usage[0];
+export const unmountCommand = command('unmount', SPECS.unmount.summary, UNMOUNT, async (args, io) => {
   const [id] = positional(args, 1, UNMOUNT);
   const was = await withDriver(io, (d) => d.unmount(id!));
   if (!was) throw new DriverError('ERR_NOT_MOUNTED', `unmount ${id}: not mounted`);
   return 0;
 });
 
-const CAT = 'lcow cat ID PATH';
-export const catCommand = command('cat', "print a file as the layer's union shows it", CAT, async (args, io) => {
+const CAT = SPECS.cat.usage[0];
+export const catCommand = command('cat', SPECS.cat.summary, CAT, async (args, io) => {
   const [id, path] = positional(args, 2, CAT);
   await withDriver(io, async (d) => {
     const fs = await d.get(id!, { signal: io.signal });
@@ -317,8 +280,8 @@ export const catCommand = command('cat', "print a file as the layer's union show
   return 0;
 });
 
-const RM = 'lcow rm ID...';
-export const rmCommand = command('rm', 'remove layers', RM, async (args, io) => {
+const RM = SPECS.rm.usage[0];
+export const rmCommand = command('rm', SPECS.rm.summary, RM, async (args, io) => {
   if (args.length === 0 || args.some((a) => a.startsWith('-'))) throw new DriverError('ERR_USAGE', `usage: ${RM}`);
   await withDriver(io, async (d) => {
     for (const id of args) await d.remove(id);
@@ -326,8 +289,8 @@ export const rmCommand = command('rm', 'remove layers', RM, async (args, io) => 
   return 0;
 });
 
-const LS = 'lcow ls [--json]';
-export const lsCommand = command('ls', 'list the layers of the data root', LS, async (args, io) => {
+const LS = SPECS.ls.usage[0];
+export const lsCommand = command('ls', SPECS.ls.summary, LS, async (args, io) => {
   const json = flag(args, '--json');
   positional(args, 0, LS);
   const rows = await withDriver(io, async (d) => {
@@ -380,8 +343,8 @@ export const lsCommand = command('ls', 'list the layers of the data root', LS, a
   return 0;
 });
 
-const STATUS = 'lcow status [--json]';
-export const statusCommand = command('status', 'backend, mode, data root, VMs and layers', STATUS, async (args, io) => {
+const STATUS = SPECS.status.usage[0];
+export const statusCommand = command('status', SPECS.status.summary, STATUS, async (args, io) => {
   const json = flag(args, '--json');
   positional(args, 0, STATUS);
   const s = await withDriver(io, (d) => d.status());
@@ -393,24 +356,19 @@ export const statusCommand = command('status', 'backend, mode, data root, VMs an
   return 0;
 });
 
-const CLEANUP = 'lcow cleanup [--json]';
-export const cleanupCommand = command(
-  'cleanup',
-  'unmount what killed or detached processes left; finish interrupted removals',
-  CLEANUP,
-  async (args, io) => {
-    const json = flag(args, '--json');
-    positional(args, 0, CLEANUP);
-    const r = await withDriver(io, (d) => d.cleanup());
-    if (json) io.out(toJson(r));
-    else
-      io.out(
-        `unmounted ${r.unmounted.length}, finished ${r.removing.length} removals, ` +
-          `dropped ${r.partial.length} partial layers and ${r.tempFiles.length} temporary files`,
-      );
-    return 0;
-  },
-);
+const CLEANUP = SPECS.cleanup.usage[0];
+export const cleanupCommand = command('cleanup', SPECS.cleanup.summary, CLEANUP, async (args, io) => {
+  const json = flag(args, '--json');
+  positional(args, 0, CLEANUP);
+  const r = await withDriver(io, (d) => d.cleanup());
+  if (json) io.out(toJson(r));
+  else
+    io.out(
+      `unmounted ${r.unmounted.length}, finished ${r.removing.length} removals, ` +
+        `dropped ${r.partial.length} partial layers and ${r.tempFiles.length} temporary files`,
+    );
+  return 0;
+});
 
 export const LAYER_COMMANDS: Command[] = [
   importCommand,

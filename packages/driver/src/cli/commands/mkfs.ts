@@ -2,14 +2,14 @@ import { mkfs } from '@lcow/ext4';
 import { DriverError } from '../../errors.ts';
 import { flag, option, positional } from '../args.ts';
 import { formatBytes, parseSize, toJson } from '../format.ts';
-import type { Command, Io } from '../main.ts';
+import { SPECS } from '../registry.ts';
+import type { Command, Io } from '../types.ts';
 
-const USAGE =
-  'lcow mkfs OUT.img|OUT.vhdx --size 20G [--fixed] [--block-size 1M] [--uninit-bg] [--inode-ratio 16384] [--reserved 5] [--label L] [--uuid UUID] [--force] [--json]';
+const USAGE = SPECS.mkfs.usage[0];
 
 export const mkfsCommand: Command = {
   name: 'mkfs',
-  summary: 'create an empty ext4 filesystem (a sandbox or scratch disk) as a sparse image or inside a VHDX',
+  summary: SPECS.mkfs.summary,
   usage: [USAGE],
   async run(argv: string[], io: Io): Promise<number> {
     const args = [...argv];

@@ -1,17 +1,16 @@
-import { mkdtemp, open, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Ext4Error, SUPERBLOCK_MAGIC, convert, probeExt4 } from '@lcow/ext4';
+import { open } from 'node:fs/promises';
+import { Ext4Error, SUPERBLOCK_MAGIC, probeExt4, rootDigest as tarRootDigest } from '@lcow/ext4';
 import { checkVerity, readVerity, verityDigest } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
 import { flag, option, positional } from '../args.ts';
 import { readerOf } from '../read-at.ts';
 import { table, toJson } from '../format.ts';
-import type { Command, Io } from '../main.ts';
+import { SPECS } from '../registry.ts';
+import type { Command, Io } from '../types.ts';
 
-const INFO = 'lcow verity info IMAGE [--json]';
-const DIGEST = 'lcow verity digest IN.tar|IMAGE [--layout lcow|hcsshim] [--json]';
-const CHECK = 'lcow verity check IMAGE DIGEST [--json]';
+const INFO = SPECS.verity.usage[0];
+const DIGEST = SPECS.verity.usage[1];
+const CHECK = SPECS.verity.usage[2];
 
 /** Bytes of the ext4 filesystem at the start of a file: where its verity area would begin. */
 async function ext4Size(path: string): Promise<number | null> {
@@ -34,7 +33,7 @@ async function requireExt4(path: string): Promise<number> {
 
 export const verityCommand: Command = {
   name: 'verity',
-  summary: 'dm-verity root digests of layers: show, compute, check',
+  summary: SPECS.verity.summary,
   usage: [INFO, DIGEST, CHECK],
   async run(argv: string[], io: Io): Promise<number> {
     const [sub, ...rest] = argv;
@@ -70,24 +69,18 @@ export const verityCommand: Command = {
       let source: 'image' | 'tar' = 'image';
       if (size !== null) rootDigest = await verityDigest(input!, size);
       else {
-        // A tar: convert it as the LCOW driver does (whiteouts, 128 GiB maximum), then hash the image. With
-        // `--layout hcsshim` that is hcsshim's ConvertAndComputeRootDigest, so the digest is a Windows host's.
+        // A tar: convert it as the LCOW driver does (whiteouts, 128 GiB maximum) and hash the image as it is
+        // produced, writing nothing. With `--layout hcsshim` that is hcsshim's ConvertAndComputeRootDigest,
+        // so the digest is a Windows host's.
         source = 'tar';
-        const dir = await mkdtemp(join(tmpdir(), 'lcow-digest-'));
-        try {
-          const r = await convert(input!, join(dir, 'layer.img'), {
-            layout,
-            maximumDiskSize: 128 * 2 ** 30,
-            convertWhiteouts: true,
-            verity: true,
-            fsync: false,
-            signal: io.signal,
-          });
-          rootDigest = r.rootDigest!;
-          size = r.bytes;
-        } finally {
-          await rm(dir, { recursive: true, force: true });
-        }
+        const r = await tarRootDigest(input!, {
+          layout,
+          maximumDiskSize: 128 * 2 ** 30,
+          convertWhiteouts: true,
+          signal: io.signal,
+        });
+        rootDigest = r.rootDigest;
+        size = r.dataBytes;
       }
       io.out(
         json ? toJson({ rootDigest, source, dataBytes: size, ...(source === 'tar' ? { layout } : {}) }) : rootDigest,

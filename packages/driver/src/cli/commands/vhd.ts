@@ -7,7 +7,8 @@ import { formatBytes, parseSize, table, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
 import { flag, option, positional } from '../args.ts';
 import { readerOf } from '../read-at.ts';
-import type { Command, Io } from '../main.ts';
+import { SPECS } from '../registry.ts';
+import type { Command, Io } from '../types.ts';
 
 /** What `lcow vhd info` reports: the disk, what it contains, and a verdict. */
 export interface VhdReport {
@@ -122,15 +123,13 @@ function kindOf(path: string): 'vhd' | 'vhdx' {
   throw new DriverError('ERR_USAGE', `${path}: the output must end in .vhd or .vhdx`);
 }
 
-const INFO = 'lcow vhd info FILE [--json]';
-const CREATE =
-  'lcow vhd create OUT.vhdx|OUT.vhd --size 20G [--fixed] [--block-size 1M] [--logical-sector 512|4096] [--force] [--json]';
-const CONVERT =
-  'lcow vhd convert IN.raw OUT.vhd|OUT.vhdx [--fixed] [--block-size 1M] [--align-geometry] [--force] [--json]';
+const INFO = SPECS.vhd.usage[0];
+const CREATE = SPECS.vhd.usage[1];
+const CONVERT = SPECS.vhd.usage[2];
 
 export const vhdCommand: Command = {
   name: 'vhd',
-  summary: 'inspect, create and convert VHD/VHDX disks',
+  summary: SPECS.vhd.summary,
   usage: [INFO, CREATE, CONVERT],
   async run(argv: string[], io: Io): Promise<number> {
     const [sub, ...rest] = argv;
