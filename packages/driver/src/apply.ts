@@ -188,15 +188,20 @@ function childCommand(): { execPath: string; args: string[] } {
   const ext = extname(self);
   const script = fileURLToPath(new URL(`./apply-child${ext}`, import.meta.url));
   // tsx is found from this file, not from the working directory (which may be anywhere).
+  // A young generation of 1 MiB: the converter's garbage is short-lived and what survives is the tree it
+  // keeps anyway; V8's default lets the heap grow by tens of MB for nothing (measured: 150 → 100 MB peak RSS on
+  // a 1.1 GB tar, and no slower).
+  const heap = '--max-semi-space-size=1';
   const args =
     ext === '.ts'
       ? [
+          heap,
           '--conditions=@lcow/source',
           '--import',
           pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href,
           script,
         ]
-      : [script];
+      : [heap, script];
   return { execPath: process.execPath, args };
 }
 

@@ -811,18 +811,13 @@ export class CompactWriter {
       await this.#write(b);
       GroupDesc.encodeInto(
         {
+          ...GroupDesc.zero(),
           blockBitmapLo: bitmapAt + 2 * g,
           inodeBitmapLo: bitmapAt + 2 * g + 1,
           inodeTableLo: tableAt + g * perGroupTable,
           freeBlocksCountLo: (BLOCKS_PER_GROUP - usedBlocks) & 0xffff,
           freeInodesCountLo: (ipg - usedInodes) & 0xffff,
           usedDirsCountLo: dirs & 0xffff,
-          flags: 0,
-          excludeBitmapLo: 0,
-          blockBitmapCsumLo: 0,
-          inodeBitmapCsumLo: 0,
-          itableUnusedLo: 0,
-          checksum: 0,
         },
         gds,
         g * GroupDesc.size,

@@ -283,6 +283,7 @@ export function mkfsWrites(opts: MkfsOptions): {
     const hi = (n: number): number => Math.floor(n / 2 ** 32);
     const lo = (n: number): number => n % 2 ** 32;
     const desc: GroupDesc64 = {
+      ...GroupDesc64.zero(),
       blockBitmapLo: lo(p.blockBitmap),
       inodeBitmapLo: lo(p.inodeBitmap),
       inodeTableLo: lo(p.inodeTable),
@@ -290,22 +291,17 @@ export function mkfsWrites(opts: MkfsOptions): {
       freeInodesCountLo: (ipg - usedInodes) & 0xffff,
       usedDirsCountLo: g === 0 ? 2 : 0,
       flags,
-      excludeBitmapLo: 0,
       blockBitmapCsumLo: blockCsum & 0xffff,
       inodeBitmapCsumLo: inodeCsum & 0xffff,
       itableUnusedLo: (ipg - usedInodes) & 0xffff,
-      checksum: 0,
       blockBitmapHi: hi(p.blockBitmap),
       inodeBitmapHi: hi(p.inodeBitmap),
       inodeTableHi: hi(p.inodeTable),
       freeBlocksCountHi: free >>> 16,
       freeInodesCountHi: (ipg - usedInodes) >>> 16,
-      usedDirsCountHi: 0,
       itableUnusedHi: (ipg - usedInodes) >>> 16,
-      excludeBitmapHi: 0,
       blockBitmapCsumHi: blockCsum >>> 16,
       inodeBitmapCsumHi: inodeCsum >>> 16,
-      reserved: 0,
     };
     const raw = gdt.subarray(g * DESC_SIZE_64, (g + 1) * DESC_SIZE_64);
     GroupDesc64.encodeInto(desc, raw, 0);

@@ -577,18 +577,13 @@ export class Ext4Writer {
       freeBlocks += free;
       freeInodes += ipg - usedInodes;
       descs.push({
+        ...GroupDesc.zero(),
         blockBitmapLo: blockBitmapAt + g,
         inodeBitmapLo: inodeBitmapAt + g,
         inodeTableLo: inodeTableAt + g * itableBlocksPerGroup,
         freeBlocksCountLo: free,
         freeInodesCountLo: ipg - usedInodes,
         usedDirsCountLo: dirsIn[g]!,
-        flags: 0,
-        excludeBitmapLo: 0,
-        blockBitmapCsumLo: 0,
-        inodeBitmapCsumLo: 0,
-        itableUnusedLo: 0,
-        checksum: 0,
       });
       await out.append(bitmap);
     }
