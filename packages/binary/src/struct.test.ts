@@ -106,6 +106,51 @@ describe('struct', () => {
   });
 });
 
+describe('struct encoders: small and large buffers', () => {
+  // Buffers of at most 64 bytes go through byte stores, larger ones through a DataView: the same bytes.
+  const Le = struct('Le', 'le', { a: u8, b: u16, c: u32, raw: bytes(3), _p: pad(1), d: u32 });
+  const Be = struct('Be', 'be', { a: u8, b: u16, c: u32, raw: bytes(3), _p: pad(1), d: u32 });
+  const arb = fc.record({
+    a: fc.integer({ min: 0, max: 0xff }),
+    b: fc.integer({ min: 0, max: 0xffff }),
+    c: fc.integer({ min: 0, max: 0xffffffff }),
+    raw: fc.uint8Array({ minLength: 3, maxLength: 3 }),
+    d: fc.integer({ min: 0, max: 0xffffffff }),
+  });
+  it('encode and decode alike at any offset of either size, in both byte orders (property)', () => {
+    fc.assert(
+      fc.property(arb, fc.integer({ min: 0, max: 40 }), (v, at) => {
+        for (const S of [Le, Be]) {
+          const small = new Uint8Array(S.size + at).fill(0xaa);
+          const large = new Uint8Array(4096).fill(0xaa);
+          S.encodeInto(v, small, at);
+          S.encodeInto(v, large, at);
+          expect(large.subarray(at, at + S.size)).toEqual(small.subarray(at, at + S.size));
+          expect(S.decode(small, at)).toEqual(v);
+          expect(S.decode(large, at)).toEqual(v);
+          // The bytes around the struct are untouched.
+          expect(large[at + S.size]).toBe(0xaa);
+          if (at > 0) expect(small[at - 1]).toBe(0xaa);
+        }
+      }),
+    );
+  });
+  it('a golden vector of each byte order, through both paths', () => {
+    const v = { a: 1, b: 0x0203, c: 0x04050607, raw: new Uint8Array([8, 9, 10]), d: 0xfffffffe };
+    const le = hex`01 0302 07060504 08090a 00 feffffff`;
+    const be = hex`01 0203 04050607 08090a 00 fffffffe`;
+    for (const [S, want] of [
+      [Le, le],
+      [Be, be],
+    ] as const) {
+      const large = new Uint8Array(128);
+      S.encodeInto(v, large, 64);
+      expect(S.encode(v)).toEqual(want);
+      expect(large.subarray(64, 64 + S.size)).toEqual(want);
+    }
+  });
+});
+
 describe('crc32c', () => {
   it('matches the standard check values', () => {
     expect(crc32c(new TextEncoder().encode('123456789'))).toBe(0xe3069283);

@@ -239,6 +239,8 @@ type DecodeAt = (b: Uint8Array, at: number) => Record<string, unknown>;
 const IDENT = /^[A-Za-z_$][\w$]*$/;
 const INT_BYTES = { u8: 1, u16: 2, u32: 4 } as const;
 const INT_ACCESS = { u8: 'Uint8', u16: 'Uint16', u32: 'Uint32' } as const;
+/** V8 keeps typed arrays of at most 64 bytes on its own heap (`typed_array_max_size_in_heap`). */
+const SMALL = 64;
 
 /**
  * Turns a table into straight-line encode and decode functions: a property access per field by name and a
@@ -248,8 +250,11 @@ const INT_ACCESS = { u8: 'Uint8', u16: 'Uint16', u32: 'Uint32' } as const;
  * keys, checked to be identifiers, and numbers enter the generated code.
  */
 function compile(entries: readonly Entry[], le: boolean): { encodeAt: EncodeAt; decodeAt: DecodeAt } {
-  const enc: string[] = ['let x;'];
-  const dec: string[] = [];
+  // Two forms of each integer access: a DataView call (large buffers: one bounds check per field), and byte
+  // stores (small buffers, which V8 keeps on its own heap: reaching their ArrayBuffer for a DataView moves
+  // them off it, ≈ 1 µs per buffer — the hcsshim writer makes one per directory entry and extent list).
+  const enc: [view: string[], bytes: string[]] = [['let x;'], ['let x;']];
+  const dec: [view: string[], bytes: string[]] = [[], []];
   entries.forEach((e, i) => {
     if (!IDENT.test(e.key)) throw new BinaryError('ERR_OUT_OF_RANGE', `${e.label}: field names must be identifiers`);
     const int = e.type.int;
@@ -258,42 +263,66 @@ function compile(entries: readonly Entry[], le: boolean): { encodeAt: EncodeAt; 
       const max = 2 ** (8 * n) - 1;
       const acc = INT_ACCESS[int];
       const order = n === 1 ? '' : `, ${le}`;
-      enc.push(
-        `x = v.${e.key};`,
-        `if (!(x >= 0 && x <= ${max} && Number.isInteger(x))) checkInt(E[${i}].label, x, ${max});`,
-        `d.set${acc}(o + ${e.offset}, x${order});`,
-      );
-      dec.push(`${e.key}: d.get${acc}(o + ${e.offset}${order}),`);
+      const check = `if (!(x >= 0 && x <= ${max} && Number.isInteger(x))) checkInt(E[${i}].label, x, ${max});`;
+      enc[0].push(`x = v.${e.key};`, check, `d.set${acc}(o + ${e.offset}, x${order});`);
+      dec[0].push(`${e.key}: d.get${acc}(o + ${e.offset}${order}),`);
+      enc[1].push(`x = v.${e.key};`, check);
+      const parts: string[] = [];
+      for (let k = 0; k < n; k++) {
+        const shift = 8 * (le ? k : n - 1 - k);
+        enc[1].push(`b[at + ${e.offset + k}] = ${shift === 0 ? 'x' : `x >>> ${shift}`};`);
+        parts.push(`b[at + ${e.offset + k}] * ${2 ** shift}`);
+      }
+      dec[1].push(`${e.key}: ${parts.join(' + ')},`);
       return;
     }
     if (e.type.raw && e.type.pad) {
-      enc.push(`b.fill(0, at + ${e.offset}, at + ${e.offset + e.type.size});`);
+      const fill = `b.fill(0, at + ${e.offset}, at + ${e.offset + e.type.size});`;
+      enc[0].push(fill);
+      enc[1].push(fill);
       return;
     }
     if (e.type.raw) {
       const n = e.type.size;
       // Its own variable: a variable that holds numbers elsewhere makes V8 treat every byte load as generic.
       const r = `r${i}`;
-      enc.push(
+      const lines = [
         `const ${r} = v.${e.key};`,
         `if (!(${r} instanceof Uint8Array) || ${r}.length !== ${n}) E[${i}].type.write(V(b), b.byteOffset + at + ${e.offset}, ${r}, ${le}, E[${i}].label);`,
         // Copying from a small array V8 keeps on its heap (`new Uint8Array(60)`) takes ~1 µs whatever the
         // method (Node 20); from a Buffer or an array over an ArrayBuffer, 30 ns. Hot callers pass those.
         `b.set(${r}, at + ${e.offset});`,
-      );
-      dec.push(`${e.key}: b.slice(at + ${e.offset}, at + ${e.offset + n}),`);
+      ];
+      enc[0].push(...lines);
+      enc[1].push(...lines);
+      const slice = `${e.key}: b.slice(at + ${e.offset}, at + ${e.offset + n}),`;
+      dec[0].push(slice);
+      dec[1].push(slice);
       return;
     }
-    enc.push(`E[${i}].type.write(V(b), b.byteOffset + at + ${e.offset}, v.${e.key}, ${le}, E[${i}].label);`);
-    if (!e.type.pad) dec.push(`${e.key}: E[${i}].type.read(V(b), b.byteOffset + at + ${e.offset}, ${le}),`);
+    const write = `E[${i}].type.write(V(b), b.byteOffset + at + ${e.offset}, v.${e.key}, ${le}, E[${i}].label);`;
+    enc[0].push(write);
+    enc[1].push(write);
+    if (!e.type.pad) {
+      const read = `${e.key}: E[${i}].type.read(V(b), b.byteOffset + at + ${e.offset}, ${le}),`;
+      dec[0].push(read);
+      dec[1].push(read);
+    }
   });
   const make = new Function(
     'E',
     'checkInt',
     'V',
-    `return [
-    function encodeAt(b, at, v) { const d = V(b); const o = b.byteOffset + at; ${enc.join('\n')} },
-    function decodeAt(b, at) { const d = V(b); const o = b.byteOffset + at; return { ${dec.join('\n')} }; },
+    `const small = ${SMALL};
+  return [
+    function encodeAt(b, at, v) {
+      if (b.length <= small) { ${enc[1].join('\n')} return; }
+      const d = V(b); const o = b.byteOffset + at; ${enc[0].join('\n')}
+    },
+    function decodeAt(b, at) {
+      if (b.length <= small) return { ${dec[1].join('\n')} };
+      const d = V(b); const o = b.byteOffset + at; return { ${dec[0].join('\n')} };
+    },
   ];`,
   ) as (e: readonly Entry[], c: typeof checkInt, v: typeof viewOf) => [EncodeAt, DecodeAt];
   const [encodeAt, decodeAt] = make(entries, checkInt, viewOf);

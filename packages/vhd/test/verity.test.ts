@@ -5,7 +5,8 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { oracle, pseudoRandomBytes, run, tempDir } from '@lcow/testkit';
-import { VhdError, appendVerity, checkVerity, levelSizes, readVerity, verityDigest } from '../src/index.ts';
+import { createHash } from 'node:crypto';
+import { LeafHasher, VhdError, appendVerity, checkVerity, levelSizes, readVerity, verityDigest } from '../src/index.ts';
 
 const hasVeritysetup = oracle('veritysetup');
 const SALT0 = '0'.repeat(64);
@@ -93,6 +94,38 @@ describe.skipIf(!hasVeritysetup)('veritysetup agrees', () => {
       ok: false,
       firstBad: { level: 'root' },
     });
+  });
+});
+
+describe('LeafHasher', () => {
+  it('gives each block H(salt ‖ block), however the blocks are handed over, with reused buffers', async () => {
+    const salt = pseudoRandomBytes(32, 7);
+    const data = pseudoRandomBytes(5 * 1024 * 1024 + 3 * 4096, 11);
+    const blocks = data.length / 4096;
+    const got = new Uint8Array(blocks * 32);
+    const h = new LeafHasher(salt, (first, d) => got.set(d, first * 32), 2);
+    try {
+      // Pieces of 4 KiB, 1 MiB + 8 KiB (split across jobs) and the rest; a block handed over twice keeps the later bytes.
+      await h.hash(0, data.subarray(0, 4096));
+      await h.hash(1, data.subarray(4096, 4096 + (1 << 20) + 8192));
+      const rest = 1 + 256 + 2;
+      await h.hash(rest, data.subarray(rest * 4096));
+      await h.hash(3, new Uint8Array(4096));
+      await h.drain();
+    } finally {
+      await h.close();
+    }
+    const want = (b: number): string =>
+      createHash('sha256')
+        .update(salt)
+        .update(b === 3 ? new Uint8Array(4096) : data.subarray(b * 4096, (b + 1) * 4096))
+        .digest('hex');
+    for (let b = 0; b < blocks; b++)
+      expect(Buffer.from(got.subarray(b * 32, b * 32 + 32)).toString('hex'), `block ${b}`).toBe(want(b));
+    await expect(h.hash(0, new Uint8Array(4096))).rejects.toThrow(VhdError);
+    const other = new LeafHasher(salt, () => {});
+    await expect(other.hash(0, new Uint8Array(100))).rejects.toThrow(/whole blocks/);
+    await other.close();
   });
 });
 
