@@ -1,6 +1,7 @@
 // applyDiff's conversion: tar → ext4 + VHD footer, in a child process by default (as the original
 // re-exec'd itself: a bad tar or a crash in the converter cannot take the daemon down, and parallel
 // applies use every core), inline with `LCOW_NOREEXEC=1`.
+import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { extname } from 'node:path';
 import { createRequire } from 'node:module';
@@ -186,7 +187,13 @@ export async function convertInline(source: LayerSource, out: string, opts: Laye
 function childCommand(): { execPath: string; args: string[] } {
   const self = fileURLToPath(import.meta.url);
   const ext = extname(self);
-  const script = fileURLToPath(new URL(`./apply-child${ext}`, import.meta.url));
+  // From the build, the bundled child (dist/bin, made with the command) when it is there: one file to load
+  // instead of a module graph, ≈ 50 ms less per layer.
+  const bundled = ext === '.js' ? fileURLToPath(new URL('./bin/apply-child.js', import.meta.url)) : null;
+  const script =
+    bundled !== null && existsSync(bundled)
+      ? bundled
+      : fileURLToPath(new URL(`./apply-child${ext}`, import.meta.url));
   // tsx is found from this file, not from the working directory (which may be anywhere).
   // A young generation of 1 MiB: the converter's garbage is short-lived and what survives is the tree it
   // keeps anyway; V8's default lets the heap grow by tens of MB for nothing (measured: 150 → 100 MB peak RSS on
