@@ -191,9 +191,7 @@ function childCommand(): { execPath: string; args: string[] } {
   // instead of a module graph, ≈ 50 ms less per layer.
   const bundled = ext === '.js' ? fileURLToPath(new URL('./bin/apply-child.js', import.meta.url)) : null;
   const script =
-    bundled !== null && existsSync(bundled)
-      ? bundled
-      : fileURLToPath(new URL(`./apply-child${ext}`, import.meta.url));
+    bundled !== null && existsSync(bundled) ? bundled : fileURLToPath(new URL(`./apply-child${ext}`, import.meta.url));
   // tsx is found from this file, not from the working directory (which may be anywhere).
   // A young generation of 1 MiB: the converter's garbage is short-lived and what survives is the tree it
   // keeps anyway; V8's default lets the heap grow by tens of MB for nothing (measured: 150 → 100 MB peak RSS on
