@@ -99,6 +99,8 @@ async function* chunks(input: Readable | AsyncIterable<Uint8Array>): AsyncGenera
 }
 
 const READ_CHUNK = 1 << 20;
+/** Bytes read after the end-of-archive marker before the rest of the input is left unread. */
+const MAX_TRAILING_BYTES = 1 << 20;
 const READ_BUFFERS = 4;
 
 /**
@@ -244,9 +246,24 @@ export async function convert(
     let tarBytes = 0;
     let lastReport = 0;
     const source = typeof input === 'string' ? fileChunks(input) : chunks(input);
+    let trailing = 0;
     for await (const chunk of decompressed(source, flag)) {
       if (signal?.aborted)
         throw new Ext4Error('ERR_ABORTED', `conversion aborted after ${tarBytes} bytes`, { cause: signal.reason });
+      if (parser.ended) {
+        // Writers pad an archive to their record size (10 KiB for GNU tar) after its end marker; past a bound,
+        // what follows is not the tar's, and an endless input (a pipe of zeros) must not keep us reading.
+        trailing += chunk.length;
+        if (trailing > MAX_TRAILING_BYTES) {
+          options.onWarning?.({
+            code: 'TAR_TRAILING_DATA',
+            message: `more than ${MAX_TRAILING_BYTES} bytes follow the end of the archive: not read`,
+          });
+          break;
+        }
+        tarBytes += chunk.length;
+        continue;
+      }
       await parser.push(chunk);
       tarBytes += chunk.length;
       if (options.onProgress && tarBytes - lastReport >= 4 << 20) {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTar, oracle, pseudoRandomBytes, run, tempDir, type TarSpec, cpuMs } from '@lcow/testkit';
+import { assertSameBytes, makeTar, oracle, pseudoRandomBytes, run, tempDir, type TarSpec, cpuMs } from '@lcow/testkit';
 import { Ext4Error, Ext4Fs, convert, type ConvertOptions } from '../src/index.ts';
 
 const hasE2fsck = oracle('e2fsck');
@@ -216,6 +216,34 @@ describe('bad tars give a typed error naming the entry and leave no output', () 
     const out = join(dir.path, 'aborted.img');
     await expect(convert(slow(), out, { signal: ac.signal })).rejects.toMatchObject({ code: 'ERR_ABORTED' });
     await expect(stat(out)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('an endless input after the end marker: read up to 1 MiB past it, then left unread with a warning', async () => {
+    const tar = makeTar(ok);
+    let pulled = 0;
+    // The archive, then zeros for ever (as `cat /dev/zero` after a tar on a pipe): the conversion must end.
+    const endless = (async function* () {
+      yield tar;
+      const zeros = new Uint8Array(64 << 10);
+      for (;;) {
+        pulled += zeros.length;
+        yield zeros;
+      }
+    })();
+    const warnings: string[] = [];
+    const out = join(dir.path, `trailing${n++}.img`);
+    const r = await convert(endless, out, { onWarning: (w) => warnings.push(w.code) });
+    expect(r.entries).toBe(2);
+    expect(warnings).toContain('TAR_TRAILING_DATA');
+    expect(pulled).toBeLessThan(2 << 20);
+    // The usual record padding (10 KiB of zeros) is read quietly and changes nothing.
+    const padded = new Uint8Array(tar.length + 10240);
+    padded.set(tar);
+    const quiet: string[] = [];
+    const out2 = join(dir.path, `trailing${n++}.img`);
+    await convert(Readable.from([padded]), out2, { onWarning: (w) => quiet.push(w.code) });
+    expect(quiet).toEqual([]);
+    assertSameBytes(await readFile(out2), await readFile(out), 'image with and without trailing data');
   });
 
   it('writes to an open file descriptor, and empties it on failure', async () => {

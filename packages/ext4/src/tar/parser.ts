@@ -129,6 +129,11 @@ export class TarParser {
     return this.#count;
   }
 
+  /** Whether the end-of-archive marker (two zero blocks) has been read: anything after it is ignored. */
+  get ended(): boolean {
+    return this.#state === 'end';
+  }
+
   async push(chunk: Uint8Array): Promise<void> {
     let off = 0;
     while (off < chunk.length) {
