@@ -26,7 +26,13 @@ export default tseslint.config(
         'error',
         { selector: "NewExpression[callee.name='DataView']", message: 'Declare the layout in a format/ struct table.' },
         {
-          selector: 'CallExpression[callee.property.name=/^(get|set)(Uint|Int|BigUint|BigInt)(8|16|32|64)$/]',
+          selector: 'CallExpression[callee.property.name=/^(get|set)(Uint|Int|BigUint|BigInt|Float)(8|16|32|64)$/]',
+          message: 'Declare the layout in a format/ struct table.',
+        },
+        {
+          // Buffer's own accessors spell offsets by hand just the same (writeUInt32LE(1, 4)).
+          selector:
+            'CallExpression[callee.property.name=/^(read|write)(U?Int(8|16|32)|BigU?Int64|Float|Double|U?IntLE|U?IntBE)(LE|BE)?$/]',
           message: 'Declare the layout in a format/ struct table.',
         },
         { selector: "NewExpression[callee.name='Error']", message: "Throw the package's error class with a code." },

@@ -14,7 +14,6 @@ import {
   tarPadding,
   type TarHeaderSpec,
 } from '@lcow/ext4';
-import { parseSandboxSize } from '@lcow/hcs';
 import {
   KeyedLock,
   LayerStore,
@@ -31,7 +30,7 @@ import { UnionView, type UnionLayer } from './backends/union-view.ts';
 import { changesSize, layerChanges, subtree, treeChanges, type Change, type Tree } from './changes.ts';
 import { DriverError } from './errors.ts';
 import type { ContainerFs } from './fs/types.ts';
-import { optionMap, parseDriverOptions, type BackendName, type DriverOptions } from './options.ts';
+import { optionMap, parseDriverOptions, parseSandboxSize, type BackendName, type DriverOptions } from './options.ts';
 
 const GiB = 2 ** 30;
 /** The smallest image the converter writes (1 MiB), below which no layer can fit. */

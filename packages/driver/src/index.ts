@@ -4,7 +4,3 @@ export { parseDriverOptions, type BackendName, type DriverOptions } from './opti
 export type { Change, ChangeKind } from './changes.ts';
 export type { ContainerFile, ContainerFs, DirEntry, EntryKind, FileInfo } from './fs/types.ts';
 export type { Backend } from './backends/backend.ts';
-export { main, type Command, type Io } from './cli/main.ts';
-export { vhdReport, type VhdReport } from './cli/commands/vhd.ts';
-export { formatBytes, parseSize } from './cli/format.ts';
-export { UnionView, type UnionLayer } from './backends/union-view.ts';

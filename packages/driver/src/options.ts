@@ -1,7 +1,6 @@
 // The driver's options: moby passes `key=value` strings (`--storage-opt`); keys are case-insensitive and
 // the last duplicate wins, as the original's ParseOptions. Values are checked here, at init, with the
 // original's messages (moby#41636 moved the sandbox-size check to daemon start).
-import { DEFAULT_VHDX_SIZE_GB, parseGlobalMode, parseSandboxSize } from '@lcow/hcs';
 import { DriverError } from './errors.ts';
 
 export type BackendName = 'host' | 'inproc' | 'hcs';
@@ -16,6 +15,35 @@ export interface DriverOptions {
   backend: BackendName | null;
   /** Every `lcow.*` option as given, for the utility VM (kernel, initrd, boot parameters, timeout). */
   raw: string[];
+}
+
+/** Sandbox and scratch default size, which is also the minimum (GiB). */
+export const DEFAULT_VHDX_SIZE_GB = 20;
+
+/** `lcow.globalmode`, with Go's strconv.ParseBool and the original's message. */
+export function parseGlobalMode(value: string | undefined): boolean {
+  if (value === undefined) return false;
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(value)) return true;
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(value)) return false;
+  throw new DriverError(
+    'ERR_INVALID_ARGUMENT',
+    "lcowdriver: init: failed to parse value for 'lcow.globalmode' - must be 'true' or 'false'",
+  );
+}
+
+/** `lcow.sandboxsize` (GiB) for `createReadWrite(id)`, with the original's messages. */
+export function parseSandboxSize(value: string | undefined, id: string): number {
+  if (value === undefined) return DEFAULT_VHDX_SIZE_GB;
+  const title = `lcowdriver: createreadwrite: id ${id}`;
+  const n = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n > 0xffff_ffff)
+    throw new DriverError('ERR_INVALID_ARGUMENT', `${title} failed to parse value '${value}' for 'lcow.sandboxsize'`);
+  if (n < DEFAULT_VHDX_SIZE_GB)
+    throw new DriverError(
+      'ERR_INVALID_ARGUMENT',
+      `${title} 'lcow.sandboxsize' option cannot be less than ${DEFAULT_VHDX_SIZE_GB}`,
+    );
+  return n;
 }
 
 /** The original's largest layer (hcsshim's tar2ext4 maximum disk size as the LCOW driver set it). */

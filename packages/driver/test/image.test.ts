@@ -4,15 +4,15 @@
 // byte but for random ids and the footer's descriptive fields, a real registry filled by skopeo (with a
 // damaged blob and wrong credentials leaving nothing in the data root), and a private dockerd.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   dockerSave,
   inCI,
   layerTars,
   oracle,
+  anchor as referenceTool,
   run,
   sha,
   skopeoCopy,
@@ -24,10 +24,8 @@ import {
 import { chainIds } from '@lcow/image';
 import { lcow } from './lcow.ts';
 
-const anchors = resolve(import.meta.dirname, '../../../../shared/anchors');
-const dmverity = join(anchors, 'dmverity-vhd');
-const hasAnchor = existsSync(dmverity);
-if (!hasAnchor) console.warn(`[image] ${dmverity} absent: comparing with the recorded golden values only`);
+const dmverity = referenceTool('dmverity-vhd') ?? '';
+const hasAnchor = dmverity !== '';
 const golden = JSON.parse(await readFile(join(import.meta.dirname, 'fixtures/dmverity-golden.json'), 'utf8')) as Record<
   string,
   { lines: string[] }

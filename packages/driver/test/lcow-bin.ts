@@ -1,4 +1,4 @@
 // The `lcow` command from the sources, for tests that run it as a child process (under tsx).
-import { main } from '../src/index.ts';
+import { main } from '../src/cli/index.ts';
 
 process.exitCode = await main(process.argv.slice(2));

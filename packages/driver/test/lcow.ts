@@ -1,6 +1,6 @@
 // Runs the `lcow` command in process and collects what it printed, for the CLI tests.
 import { PassThrough } from 'node:stream';
-import { main, type Io } from '../src/index.ts';
+import { main, type Io } from '../src/cli/index.ts';
 
 export interface LcowRun {
   status: number;

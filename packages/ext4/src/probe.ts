@@ -41,6 +41,12 @@ function names(bits: number, table: Record<string, number>): string[] {
   return out;
 }
 
+/** Whether the primary superblock's place holds the ext2/3/4 magic (nothing else is checked: see {@link probeExt4}). */
+export async function hasExt4Magic(read: ReadAt): Promise<boolean> {
+  const bytes = await read(SUPERBLOCK_OFFSET, Superblock.size);
+  return bytes.length === Superblock.size && Superblock.get(bytes, 'magic') === SUPERBLOCK_MAGIC;
+}
+
 /**
  * Reads and checks the primary superblock: the magic, a sane block size, the checksum when metadata_csum is
  * on. Throws `ERR_EXT4_CORRUPT` naming `source` and the field when the bytes are not an ext4 superblock.

@@ -7,7 +7,18 @@ import { formatHResult, hresultName } from './hresult.ts';
  * `ERR_INVALID_ARGUMENT` a bad `lcow.*` option (with the original driver's message).
  */
 export type HcsErrorCode =
-  'ERR_HCS' | 'ERR_UNSUPPORTED_PLATFORM' | 'ERR_TIMEOUT' | 'ERR_ABORTED' | 'ERR_HANDLE_CLOSED' | 'ERR_INVALID_ARGUMENT';
+  | 'ERR_HCS'
+  | 'ERR_UNSUPPORTED_PLATFORM'
+  | 'ERR_TIMEOUT'
+  | 'ERR_ABORTED'
+  | 'ERR_HANDLE_CLOSED'
+  | 'ERR_INVALID_ARGUMENT'
+  // What a remotefs failure in the guest meant (RemoteFsError).
+  | 'ERR_NOT_FOUND'
+  | 'ERR_EXISTS'
+  | 'ERR_PERMISSION'
+  | 'ERR_EOF'
+  | 'ERR_REMOTEFS';
 
 /** The one error class of `@lcow/hcs`. */
 export class HcsError extends Error {

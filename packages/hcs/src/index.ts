@@ -5,9 +5,6 @@ export { libraryPath, loadBindings, type Bindings } from './bindings.ts';
 export { Notification, PROTOTYPES, type HcsExport } from './prototypes.ts';
 export {
   DEFAULT_UVM_TIMEOUT_SECONDS,
-  DEFAULT_VHDX_SIZE_GB,
-  parseGlobalMode,
-  parseSandboxSize,
   parseUvmOptions,
   uvmTimeoutSeconds,
   validateBootFiles,

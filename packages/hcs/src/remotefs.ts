@@ -6,7 +6,7 @@
 // fails the stream instead of ending it cleanly, and every process is closed.
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import { HcsError } from './errors.ts';
-import { FileCmd, FileHeader, SeekHeader, SeekResult } from './format/openfile.ts';
+import { FileCmd, FileHeader, OptionsHeader, SeekHeader, SeekResult } from './format/openfile.ts';
 
 /** A process in the utility VM with its three pipes. */
 export interface GuestProcess {
@@ -37,13 +37,12 @@ export interface RemoteFileInfo {
 
 export type RemoteFsErrorKind = 'ERR_NOT_FOUND' | 'ERR_EXISTS' | 'ERR_PERMISSION' | 'ERR_EOF' | 'ERR_REMOTEFS';
 
-/** A failed remotefs operation: `kind` keeps what the guest's error meant, `errno` its number. */
+/** A failed remotefs operation: `code` says what the guest's error meant, `errno` gives its number. */
 export class RemoteFsError extends HcsError {
-  readonly kind: RemoteFsErrorKind;
+  declare readonly code: RemoteFsErrorKind;
   readonly errno: number | undefined;
-  constructor(kind: RemoteFsErrorKind, op: string, message: string, errno?: number) {
-    super('ERR_HCS', op, message);
-    this.kind = kind;
+  constructor(code: RemoteFsErrorKind, op: string, message: string, errno?: number) {
+    super(code, op, message);
     this.errno = errno;
   }
   override get name(): string {
@@ -263,8 +262,7 @@ export class RemoteFs {
   /** Unpacks a tar into `dst` in the guest; `opts` are moby archive.TarOptions (Go field names). */
   async extractArchive(src: Readable, dst: string, opts: Record<string, unknown> | null = null): Promise<void> {
     const json = Buffer.from(JSON.stringify(opts));
-    const head = Buffer.alloc(8);
-    head.writeBigUInt64BE(BigInt(json.length));
+    const head = OptionsHeader.encode({ length: json.length });
     const input = new PassThrough();
     input.write(head);
     input.write(json);
@@ -275,8 +273,7 @@ export class RemoteFs {
   /** A tar of `src` in the guest. A guest failure fails the stream (the original ended it as if complete). */
   archivePath(src: string, opts: Record<string, unknown> | null = null): Readable {
     const json = Buffer.from(JSON.stringify(opts));
-    const head = Buffer.alloc(8);
-    head.writeBigUInt64BE(BigInt(json.length));
+    const head = OptionsHeader.encode({ length: json.length });
     const out = new PassThrough();
     void (async () => {
       const p = await this.#run(['remotefs', 'archivepath', src]);
@@ -422,7 +419,7 @@ export class RemoteFile {
       const h = await this.#header('remotefs openfile read');
       if (h.cmd !== FileCmd.OK) {
         const e = await this.#failure('remotefs openfile read');
-        if (e.kind === 'ERR_EOF') return new Uint8Array(0);
+        if (e.code === 'ERR_EOF') return new Uint8Array(0);
         throw e;
       }
       return this.#in.take(h.size, this.#idleMs, 'remotefs openfile read');

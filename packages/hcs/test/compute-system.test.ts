@@ -52,7 +52,7 @@ describe.skipIf(!hasCc)('compute systems over the fake vmcompute', () => {
     await cs.modify({
       ResourceType: 'MappedVirtualDisk',
       RequestType: 'Add',
-      Settings: { HostPath: 'C:\\l\\layer.vhd', ContainerPath: '/tmp/d1' },
+      Settings: { HostPath: 'C:\\l\\layer.vhd', ContainerPath: '/tmp/d1', CreateInUtilityVM: true },
     });
     expect(await cs.properties()).toMatchObject({ Modifications: 1 });
     await cs.terminate();
@@ -68,9 +68,9 @@ describe.skipIf(!hasCc)('compute systems over the fake vmcompute', () => {
     await expect(ComputeSystem.create(id(), 'not json', { library })).rejects.toMatchObject({
       code: 'ERR_HCS',
       hresult: HResult.HCS_E_INVALID_JSON,
-      result: { ErrorMessage: 'The JSON document is invalid.' },
+      result: { ErrorMessage: 'The JSON document is invalid: value expected (offset 0)' },
       message: expect.stringMatching(
-        /HcsCreateComputeSystem: .*The JSON document is invalid\.: HCS_E_INVALID_JSON \(0xC037010D\)/,
+        /HcsCreateComputeSystem: .*The JSON document is invalid: value expected \(offset 0\): HCS_E_INVALID_JSON \(0xC037010D\)/,
       ),
     });
     const name = id();
@@ -155,6 +155,65 @@ describe.skipIf(!hasCc)('compute systems over the fake vmcompute', () => {
     await expect(ComputeSystem.open('no-such-system', { library })).rejects.toMatchObject({
       hresult: HResult.HCS_E_SYSTEM_NOT_FOUND,
     });
+    await cs.terminate();
+    await cs.waitExited();
+    await cs.close();
+  });
+});
+
+describe.skipIf(!hasCc)('the fake is a strict witness of what the service parses', () => {
+  const invalid = { code: 'ERR_HCS', hresult: HResult.HCS_E_INVALID_JSON };
+
+  it.each([
+    ['junk after the document', '{"SystemType":"Container"} x', /text after the document/],
+    ['no SystemType', { Name: 'x' }, /"SystemType" is required/],
+    ['an unknown field', { ...LCOW_CONFIG, HvRuntim: {} }, /unknown field "HvRuntim"/],
+    ['a wrong type', { ...LCOW_CONFIG, HvPartition: 'true' }, /HvPartition: wrong type/],
+    ['a VM without its runtime', { SystemType: 'Container', HvPartition: true }, /needs its HvRuntime/],
+    [
+      'a disk outside the VM',
+      { ...LCOW_CONFIG, MappedVirtualDisks: [{ HostPath: 'C:\\d.vhdx' }] },
+      /CreateInUtilityVM/,
+    ],
+  ])('create refuses %s', async (_, doc, why) => {
+    fake.journal();
+    await expect(ComputeSystem.create(id(), doc, { library })).rejects.toMatchObject({
+      ...invalid,
+      result: { ErrorMessage: expect.stringMatching(why) },
+    });
+    expect(fake.journal().filter((l) => l.startsWith('create '))).toHaveLength(1);
+  });
+
+  it('modify: wrong documents, a remove of a disk never added, a second add of the same file', async () => {
+    const cs = await ComputeSystem.create(id(), LCOW_CONFIG, { library });
+    await cs.start();
+    const disk = { HostPath: 'C:\\l\\a.vhdx', ContainerPath: '/tmp/d1', CreateInUtilityVM: true, AttachOnly: false };
+    for (const [doc, why] of [
+      [{ ResourceType: 'MappedVirtualDisk', RequestType: 'Add' }, /"Settings" is required/],
+      [{ ResourceType: 'Network', RequestType: 'Add', Settings: disk }, /not one a utility VM modifies/],
+      [{ ResourceType: 'MappedVirtualDisk', RequestType: 'Attach', Settings: disk }, /RequestType "Attach"/],
+      [
+        { ResourceType: 'MappedVirtualDisk', RequestType: 'Add', Settings: { ...disk, ContainerPath: '' } },
+        /ContainerPath/,
+      ],
+    ] as const)
+      await expect(cs.modify(doc)).rejects.toMatchObject({
+        ...invalid,
+        result: { ErrorMessage: expect.stringMatching(why) },
+      });
+    await expect(
+      cs.modify({ ResourceType: 'MappedVirtualDisk', RequestType: 'Remove', Settings: disk }),
+    ).rejects.toMatchObject({
+      hresult: 0x80070490,
+    });
+    await cs.modify({ ResourceType: 'MappedVirtualDisk', RequestType: 'Add', Settings: disk });
+    await expect(
+      cs.modify({ ResourceType: 'MappedVirtualDisk', RequestType: 'Add', Settings: disk }),
+    ).rejects.toMatchObject({
+      hresult: 0x80070020,
+    });
+    await cs.modify({ ResourceType: 'MappedVirtualDisk', RequestType: 'Remove', Settings: disk });
+    await expect(cs.properties({ PropertyTypes: ['Everything'] })).rejects.toMatchObject(invalid);
     await cs.terminate();
     await cs.waitExited();
     await cs.close();

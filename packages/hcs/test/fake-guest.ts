@@ -13,7 +13,6 @@ import {
   rm,
   stat,
   symlink,
-  chmod,
   lchown,
   type FileHandle,
 } from 'node:fs/promises';
@@ -193,8 +192,8 @@ export function fakeGuest(hostRoot: string): FakeGuest {
         );
         return '';
       case 'lchmod':
-        await chmod(g(a[0]!), Number.parseInt(a[1]!, 8));
-        return '';
+        // As the 2019 guest: its Fchmodat with AT_SYMLINK_NOFOLLOW is EOPNOTSUPP on every path.
+        throw Object.assign(new Error('operation not supported'), { code: 'EOPNOTSUPP', errno: -95 });
       case 'resolvepath': {
         const real = await realpath(g(a[0]!)).catch(() => g(a[0]!));
         const inside = real.startsWith(hostRoot) ? real.slice(hostRoot.length) || '/' : a[1]!;

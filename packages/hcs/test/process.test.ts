@@ -69,7 +69,7 @@ describe.skipIf(!hasCc)('processes', () => {
       await p.close();
       await expect(p.wait()).rejects.toMatchObject({ code: 'ERR_HANDLE_CLOSED' });
     });
-    const cs = await ComputeSystem.create(`proc-stopped-${n++}`, {}, { library });
+    const cs = await ComputeSystem.create(`proc-stopped-${n++}`, { SystemType: 'Container' }, { library });
     await expect(cs.createProcess(processParameters(['echo', 'x']))).rejects.toMatchObject({
       hresult: HResult.HCS_E_INVALID_STATE,
     });

@@ -532,20 +532,30 @@ export class Lease {
 }
 
 /**
- * The guest command for a union mount, as an argument vector (no shell quoting to get wrong): a bind mount
- * for one read-only layer; overlayfs otherwise, lower directories joined with `:` (the original joined
- * read-only unions with `,`, which overlayfs takes as the next option), `upper/` and `work/` in the sandbox.
+ * The command for a union mount, as an argument vector (no shell quoting to get wrong): a bind mount for one
+ * read-only layer; overlayfs otherwise, lower directories joined with `:` (the original joined read-only
+ * unions with `,`, which overlayfs takes as the next option), `upper/` and `work/` in the sandbox. `options`
+ * are added to every form (the host backend's `nodev,nosuid`, overlay's `redirect_dir=off`).
  */
-export function unionMountArgs(target: string, lowers: readonly string[], upper?: string): string[] {
+export function unionMountArgs(
+  target: string,
+  lowers: readonly string[],
+  upper?: string,
+  options: readonly string[] = [],
+): string[] {
   for (const p of [...lowers, ...(upper ? [upper] : []), target]) {
     if (p.includes(','))
       throw new SvmPoolError('ERR_INVALID_ARGUMENT', `${p}: a comma cannot be passed in mount options`);
   }
   const esc = (p: string): string => p.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-  if (!upper && lowers.length === 1) return ['mount', '-o', 'bind,ro', lowers[0]!, target];
+  const o = (...first: string[]): string => [...first, ...options].join(',');
+  if (!upper && lowers.length === 1) return ['mount', '-o', o('bind', 'ro'), lowers[0]!, target];
   // A sandbox without parents (FROM scratch): its upper/ directory is the whole union.
-  if (upper && lowers.length === 0) return ['mount', '--bind', `${upper}/upper`, target];
-  const opts = [`lowerdir=${lowers.map(esc).join(':')}`];
-  if (upper) opts.push(`upperdir=${esc(`${upper}/upper`)}`, `workdir=${esc(`${upper}/work`)}`);
-  return ['mount', '-t', 'overlay', 'overlay', '-o', opts.join(','), target];
+  if (upper && lowers.length === 0)
+    return options.length === 0
+      ? ['mount', '--bind', `${upper}/upper`, target]
+      : ['mount', '-o', o('bind'), `${upper}/upper`, target];
+  const dirs = [`lowerdir=${lowers.map(esc).join(':')}`];
+  if (upper) dirs.push(`upperdir=${esc(`${upper}/upper`)}`, `workdir=${esc(`${upper}/work`)}`);
+  return ['mount', '-t', 'overlay', 'overlay', '-o', o(...dirs), target];
 }

@@ -1,7 +1,8 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -32,6 +33,22 @@ function has(tool: string): boolean {
 /** Whether an oracle tool (`qemu-img`, `e2fsck`, …) is on PATH; see {@link capability}. */
 export function oracle(tool: string): boolean {
   return capability(tool, has(tool), `install it (scripts/setup.sh does)`);
+}
+
+/**
+ * A reference program from `../shared/anchors` (hcsshim's converters, built for this machine; `LCOW_ANCHORS`
+ * names another folder), or null with the reason logged. Not every machine has that folder, so tests that run
+ * the program live are extra witnesses; the golden files recorded from it are checked everywhere.
+ * `LCOW_REQUIRE_ANCHORS=1` makes a missing one a failure.
+ */
+export function anchor(name: string): string | null {
+  const dir = process.env.LCOW_ANCHORS ?? resolve(import.meta.dirname, '../../../../shared/anchors');
+  const path = join(dir, name);
+  if (existsSync(path)) return path;
+  const why = `${path} is not present (the golden files recorded from it are still checked)`;
+  if (process.env.LCOW_REQUIRE_ANCHORS === '1') throw new Error(`LCOW_REQUIRE_ANCHORS=1 but ${why}`);
+  console.warn(`[testkit] skipping live comparisons with ${name}: ${why}`);
+  return null;
 }
 
 /** Whether we run as root with loop devices (for kernel mounts). */

@@ -79,7 +79,7 @@ export class RemoteContainerFs implements ContainerFs {
     try {
       return await fn();
     } catch (e) {
-      const code = e instanceof RemoteFsError ? KINDS[e.kind] : undefined;
+      const code = e instanceof RemoteFsError ? KINDS[e.code] : undefined;
       if (code) throw new DriverError(code, `${op} ${p}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
       throw e;
     }

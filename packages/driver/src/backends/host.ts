@@ -9,7 +9,7 @@ import { basename, join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Ext4Fs, exportTar } from '@lcow/ext4';
-import type { MappedDisk, UtilityVm } from '@lcow/svm-pool';
+import { unionMountArgs, type MappedDisk, type UtilityVm } from '@lcow/svm-pool';
 import { DriverError } from '../errors.ts';
 import { diskPayload, mountsUnder, runTool } from './host-tools.ts';
 
@@ -215,34 +215,19 @@ export class HostVm implements UtilityVm {
     }
     await mkdir(t, { recursive: true });
     const host = lowers.map((l) => this.hostPath(l));
-    let args: string[];
-    const flags = mountFlags(this.#suid).join(',');
+    if (!upper && host.length === 0)
+      throw new DriverError('ERR_INVALID_ARGUMENT', `mount ${target}: needs at least one layer`);
+    const flags = mountFlags(this.#suid);
+    let u: string | undefined;
     if (upper) {
-      const u = this.hostPath(upper);
+      u = this.hostPath(upper);
       await mkdir(join(u, 'upper'), { recursive: true, mode: 0o755 });
       await mkdir(join(u, 'work'), { recursive: true, mode: 0o700 });
-      args =
-        host.length === 0
-          ? ['-o', `bind,${flags}`, join(u, 'upper'), t]
-          : [
-              '-t',
-              'overlay',
-              'overlay',
-              '-o',
-              [
-                `lowerdir=${host.map(escapeOption).join(':')}`,
-                `upperdir=${escapeOption(join(u, 'upper'))}`,
-                `workdir=${escapeOption(join(u, 'work'))}`,
-                'redirect_dir=off',
-                'metacopy=off',
-                flags,
-              ].join(','),
-              t,
-            ];
-    } else if (host.length === 1) args = ['-o', `bind,ro,${flags}`, host[0]!, t];
-    else if (host.length > 1)
-      args = ['-t', 'overlay', 'overlay', '-o', `lowerdir=${host.map(escapeOption).join(':')},${flags}`, t];
-    else throw new DriverError('ERR_INVALID_ARGUMENT', `mount ${target}: needs at least one layer`);
+    }
+    // Overlay with an upper layer: no redirects or metadata-only copies, which a later reader of the sandbox
+    // (another kernel, the export) would have to understand.
+    const extra = u && host.length > 0 ? ['redirect_dir=off', 'metacopy=off', ...flags] : flags;
+    const args = unionMountArgs(t, host, u, extra).slice(1);
     if (union !== null) await writeFile(join(this.#runDir, OWNERS, union), basename(this.root));
     try {
       await runTool('mount', args, signal);
@@ -300,12 +285,6 @@ export class HostVm implements UtilityVm {
     // Never delete through a mount that is still there.
     if ((await mountsUnder(this.root)).length === 0) await rm(this.root, { recursive: true, force: true });
   }
-}
-
-/** overlayfs option values escape `\`, `:` and `,` cannot be passed at all. */
-function escapeOption(p: string): string {
-  if (p.includes(',')) throw new DriverError('ERR_INVALID_ARGUMENT', `${p}: a comma cannot be passed in mount options`);
-  return p.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
 }
 
 /** The layer id of a union's guest path `/tmp/<id>-mount`, or null for any other path. */

@@ -1,12 +1,29 @@
 // struct ext4_dir_entry_2 — fs/ext4/ext4.h; kernel docs "Linear (Classic) Directories". The name follows
 // the 8-byte header; records are padded to 4 bytes and the last one in a block runs to its end.
 import { struct, u16, u32, u8, type Infer } from '@lcow/binary';
+import { FileMode } from './inode.ts';
 
 export const DirEntryHeader = struct('Ext4DirEntry2', 'le', { inode: u32, recLen: u16, nameLen: u8, fileType: u8 });
 export type DirEntryHeader = Infer<typeof DirEntryHeader>;
 
 /** ext4_dir_entry_2.file_type values. */
 export const DirFileType = { UNKNOWN: 0, REG: 1, DIR: 2, CHR: 3, BLK: 4, FIFO: 5, SOCK: 6, LNK: 7 } as const;
+
+/** Bytes of a record holding a `nameLen`-byte name: the header and the name, padded to 4 (EXT4_DIR_REC_LEN). */
+export const direntSize = (nameLen: number): number => (DirEntryHeader.size + nameLen + 3) & ~3;
+
+const FILE_TYPE_OF_MODE: Readonly<Record<number, number>> = {
+  [FileMode.REG]: DirFileType.REG,
+  [FileMode.DIR]: DirFileType.DIR,
+  [FileMode.LNK]: DirFileType.LNK,
+  [FileMode.CHR]: DirFileType.CHR,
+  [FileMode.BLK]: DirFileType.BLK,
+  [FileMode.FIFO]: DirFileType.FIFO,
+  [FileMode.SOCK]: DirFileType.SOCK,
+};
+
+/** The file_type of an entry for an inode of i_mode `mode` (fs/ext4 ext4_type_by_mode). */
+export const dirFileType = (mode: number): number => FILE_TYPE_OF_MODE[mode & 0xf000] ?? DirFileType.UNKNOWN;
 
 /**
  * struct ext4_dir_entry_tail — the 12-byte fake entry that ends a leaf block under metadata_csum: inode 0,

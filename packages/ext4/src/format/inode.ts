@@ -73,6 +73,9 @@ export const FileMode = {
   SOCK: 0xc000,
 } as const;
 
+/** EXT4_LINK_MAX: the most links an inode (or subdirectories a directory) may have. */
+export const LINK_MAX = 65000;
+
 /** Reserved inode numbers. */
 export const Ino = { ROOT: 2, LOST_FOUND: 11, FIRST: 11 } as const;
 

@@ -1,33 +1,34 @@
 // tar → ext4 in hcsshim's layout: the entry handling of hcsshim's tar2ext4 (missing parents made first,
 // OCI whiteouts to overlay form, hard links, sparse files with their holes written out) over
-// {@link CompactWriter}. `convert(…, { layout: 'hcsshim' })` drives it.
+// {@link HcsshimLayout}. `convert(…, { layout: 'hcsshim' })` drives it.
 import type { FileHandle } from 'node:fs/promises';
 import type { SparseRegion, TarEntry } from '../tar/parser.ts';
 import { ImageWriter } from '../writer/image.ts';
 import type { WriterSummary } from '../writer/writer.ts';
-import { CompactWriter, S, fsTime, type CompactOptions } from './compact.ts';
+import { FileMode } from '../format/inode.ts';
+import { HcsshimLayout, type LayoutOptions } from './layout.ts';
 
-export interface HcsshimOptions extends CompactOptions {
+export interface HcsshimOptions extends LayoutOptions {
   convertWhiteouts?: boolean;
 }
 
 const TYPE: Partial<Record<TarEntry['type'], number>> = {
-  file: S.IFREG,
-  symlink: S.IFLNK,
-  chr: S.IFCHR,
-  blk: S.IFBLK,
-  dir: S.IFDIR,
-  fifo: S.IFIFO,
+  file: FileMode.REG,
+  symlink: FileMode.LNK,
+  chr: FileMode.CHR,
+  blk: FileMode.BLK,
+  dir: FileMode.DIR,
+  fifo: FileMode.FIFO,
 };
 
 /**
- * The entry handling of hcsshim's tar2ext4 over {@link CompactWriter}, driven by our tar parser as the
+ * The entry handling of hcsshim's tar2ext4 over {@link HcsshimLayout}, driven by our tar parser as the
  * default writer is: `entry`, `data`, then `finish`.
  */
 export class HcsshimWriter {
   readonly #fh: FileHandle;
   readonly #opts: HcsshimOptions;
-  #w: CompactWriter | null = null;
+  #w: HcsshimLayout | null = null;
   #skipping = false;
   #sparse: { regions: SparseRegion[]; logical: number; region: number; inRegion: number; size: number } | null = null;
   readonly #stats = { entries: 0, files: 0, directories: 0, symlinks: 0, hardlinks: 0, whiteouts: 0, fileBytes: 0 };
@@ -37,11 +38,11 @@ export class HcsshimWriter {
     this.#opts = opts;
   }
 
-  async #writer(): Promise<CompactWriter> {
+  async #writer(): Promise<HcsshimLayout> {
     if (!this.#w) {
-      const img = new ImageWriter(this.#fh, CompactWriter.dataStart(this.#opts));
+      const img = new ImageWriter(this.#fh, HcsshimLayout.dataStart(this.#opts));
       const fh = this.#fh;
-      this.#w = await CompactWriter.open(
+      this.#w = await HcsshimLayout.open(
         {
           append: (b) => img.append(b),
           zeros: (n) => img.zeros(n),
@@ -80,7 +81,7 @@ export class HcsshimWriter {
           const f = await w.stat(dir);
           f.xattrs!.set('trusted.overlay.opaque', Buffer.from('y'));
           await w.create(dir, f);
-        } else await w.create(dir + file.slice(4), { mode: S.IFCHR });
+        } else await w.create(dir + file.slice(4), { mode: FileMode.CHR });
         return;
       }
     }
@@ -90,11 +91,11 @@ export class HcsshimWriter {
       return;
     }
     await w.create(name, {
-      mode: (e.mode & 0xffff & ~0o170000) | (TYPE[e.type] ?? 0),
-      atime: fsTime(e.atime),
-      mtime: fsTime(e.mtime),
-      ctime: fsTime(e.ctime),
-      crtime: fsTime(e.mtime),
+      mode: (e.mode & 0xffff & ~0xf000) | (TYPE[e.type] ?? 0),
+      atime: e.atime,
+      mtime: e.mtime,
+      ctime: e.ctime,
+      crtime: e.mtime,
       size: e.size,
       uid: e.uid,
       gid: e.gid,

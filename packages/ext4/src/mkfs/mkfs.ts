@@ -13,7 +13,7 @@ import {
 } from '../csum.ts';
 import { Ext4Error } from '../errors.ts';
 import { CHECKSUM_CRC32C, Compat, Incompat, RoCompat } from '../format/constants.ts';
-import { DIR_TAIL_FILE_TYPE, DirEntryHeader, DirEntryTail, DirFileType } from '../format/dirent.ts';
+import { DIR_TAIL_FILE_TYPE, DirEntryHeader, DirEntryTail, DirFileType, direntSize } from '../format/dirent.ts';
 import { EXTENT_MAGIC, Extent, ExtentHeader } from '../format/extent.ts';
 import { DESC_SIZE_64, GroupDesc64, GroupFlags } from '../format/group.ts';
 import { EXTRA_ISIZE, FileMode, Ino, Inode, InodeFlags } from '../format/inode.ts';
@@ -100,10 +100,6 @@ function uuidBytes(uuid: string): Uint8Array {
   if (!/^[0-9a-f]{32}$/i.test(hex))
     throw new Ext4Error('ERR_INVALID_ARGUMENT', `uuid ${JSON.stringify(uuid)}: not a UUID`);
   return Uint8Array.from(hex.match(/../g)!, (h) => Number.parseInt(h, 16));
-}
-
-function direntSize(nameLen: number): number {
-  return (DirEntryHeader.size + nameLen + 3) & ~3;
 }
 
 /** A directory block from `entries`; the last one spans to the end (or to the checksum tail). */

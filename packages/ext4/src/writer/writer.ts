@@ -1,10 +1,10 @@
 import type { FileHandle } from 'node:fs/promises';
 import { Ext4Error } from '../errors.ts';
 import { Compat, Incompat, RoCompat } from '../format/constants.ts';
-import { DirEntryHeader, DirFileType } from '../format/dirent.ts';
+import { DirEntryHeader, DirFileType, dirFileType, direntSize } from '../format/dirent.ts';
 import { EXTENT_MAGIC, Extent, ExtentHeader, ExtentIndex, MAX_EXTENT_LEN } from '../format/extent.ts';
 import { GroupDesc } from '../format/group.ts';
-import { DeviceNumbers, EXTRA_ISIZE, FileMode, INODE_SIZE, Ino, Inode, InodeFlags } from '../format/inode.ts';
+import { DeviceNumbers, EXTRA_ISIZE, FileMode, INODE_SIZE, Ino, Inode, InodeFlags, LINK_MAX } from '../format/inode.ts';
 import { SUPERBLOCK_MAGIC, SUPERBLOCK_OFFSET, Superblock } from '../format/superblock.ts';
 import { displayName } from '../tar/header.ts';
 import type { TarEntry, Time } from '../tar/parser.ts';
@@ -17,7 +17,6 @@ export const BLOCK_SIZE = 4096;
 const BLOCKS_PER_GROUP = BLOCK_SIZE * 8;
 const INODES_PER_BLOCK = BLOCK_SIZE / INODE_SIZE;
 const EXTENTS_PER_LEAF = Math.floor((BLOCK_SIZE - ExtentHeader.size) / Extent.size);
-const MAX_LINKS = 65000;
 /** Space for extended attributes inside a 256-byte inode, after the base and extra fields. */
 const INODE_XATTR_ROOM = INODE_SIZE - 128 - EXTRA_ISIZE;
 const INLINE_MAX = 60;
@@ -86,23 +85,6 @@ function timeExtra(t: Time): number {
   const epoch = Math.floor((t.sec - signed) / 2 ** 32) & 3;
   return ((t.nsec << 2) | epoch) >>> 0;
 }
-
-/** Directory-entry file type for each i_mode type. */
-const FILE_TYPE: Record<number, number> = {
-  [FileMode.REG]: DirFileType.REG,
-  [FileMode.DIR]: DirFileType.DIR,
-  [FileMode.LNK]: DirFileType.LNK,
-  [FileMode.CHR]: DirFileType.CHR,
-  [FileMode.BLK]: DirFileType.BLK,
-  [FileMode.FIFO]: DirFileType.FIFO,
-  [FileMode.SOCK]: DirFileType.SOCK,
-};
-
-function fileTypeOf(type: number): number {
-  return FILE_TYPE[type] ?? DirFileType.UNKNOWN;
-}
-
-const direntSize = (nameLen: number): number => (DirEntryHeader.size + nameLen + 3) & ~3;
 
 /**
  * Builds a compact, read-only ext4 image from a stream of tar entries. File data goes straight to its
@@ -394,17 +376,17 @@ export class Ext4Writer {
             byIno[child.ino] = child;
           }
           child.links++;
-          if (child.links > MAX_LINKS) {
+          if (child.links > LINK_MAX) {
             throw this.#fail(
               'ERR_EXT4_UNSUPPORTED',
               pathTo(dir, name),
-              `more than ${MAX_LINKS} hard links (the ext4 limit)`,
+              `more than ${LINK_MAX} hard links (the ext4 limit)`,
             );
           }
         }
       });
       // dir_nlink: a directory with more subdirectories than the link count holds reports 1.
-      dir.links = 2 + subdirs > MAX_LINKS ? 1 : 2 + subdirs;
+      dir.links = 2 + subdirs > LINK_MAX ? 1 : 2 + subdirs;
       // Reverse the subdirectories just pushed, so the first one is visited first.
       for (let i = firstDir, j = stack.length - 1; i < j; i++, j--) [stack[i], stack[j]] = [stack[j]!, stack[i]!];
     }
@@ -664,7 +646,7 @@ export class Ext4Writer {
     };
     put('.', dir.ino, DirFileType.DIR);
     put('..', parent.ino, DirFileType.DIR);
-    dir.children!.forEach((child, name) => put(name, child.ino, fileTypeOf(child.type)));
+    dir.children!.forEach((child, name) => put(name, child.ino, dirFileType(child.type)));
     DirEntryHeader.set(buf, 'recLen', blockStart + BLOCK_SIZE - lastAt, lastAt);
     await this.#out.append(buf);
   }

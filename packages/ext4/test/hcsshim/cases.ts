@@ -80,6 +80,19 @@ export const CASES: Record<string, () => TarSpec[]> = {
     ...Array.from({ length: 100_000 }, (_, i) => ({ path: `w/file-${i}`, body: i % 7 ? '' : 'z', mtime: T })),
   ],
   deep: () => Array.from({ length: 60 }, (_, i) => d(`${Array.from({ length: i + 1 }, (_, j) => `d${j}`).join('/')}/`)),
+  // Times at hcsshim's edges: clamped above (nanoseconds dropped) and below, Go's zero time, negative times
+  // read back through Stat (an opaque directory) and through MakeParents (a missing child directory).
+  times: () => [
+    d('neg/', { mtime: 0, pax: { mtime: '-100.5', atime: '-1.25', ctime: '-7' } }),
+    { path: 'neg/.wh..wh..opq', body: '' },
+    { path: 'neg/made/by/parents', body: 'p' },
+    { path: 'huge', body: 'h', mtime: 0, pax: { mtime: '20000000000.75', atime: '17179869183.5' } },
+    { path: 'edge', body: 'e', mtime: 0, pax: { mtime: '15032385535.999999999' } },
+    { path: 'gozero', body: 'z', mtime: 0, pax: { mtime: '-62135596800' } },
+    { path: 'ancient', body: 'a', mtime: 0, pax: { mtime: '-3000000000.5' } },
+    d('later/', { mtime: 0, pax: { mtime: '17000000000.25' } }),
+    { path: 'later/x/y', body: 'y' },
+  ],
   manyextents: () => [{ path: 'huge', body: new Uint8Array(600 << 20) }],
 };
 

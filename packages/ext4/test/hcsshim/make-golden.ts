@@ -1,12 +1,20 @@
 // Regenerates golden.json with hcsshim's converter (../shared/anchors/hcsshim-tar2ext4, hcsshim main of
 // November 2026): for every case tar and flag set, the sha256 of the ext4 image (or its error) and the
-// `-digest` root digest. Run: node --conditions=@lcow/source --import tsx test/hcsshim/make-golden.ts
+// `-digest` root digest. A refusal is recorded as "error: " and hcsshim's reason, so the tests can check that
+// ours refuses the same entry for the same reason. Run: node --conditions=@lcow/source --import tsx test/hcsshim/make-golden.ts
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CASES, FLAG_SETS, caseTar } from './cases.ts';
+
+/** "error: " and the last part of hcsshim's message (the entry and the reason, without its call chain). */
+function refusal(e: unknown): string {
+  const text = String((e as { stderr?: Buffer }).stderr ?? e).trim();
+  const parts = text.split(': ');
+  return `error: ${parts.slice(-2).join(': ')}`;
+}
 
 const anchor = resolve(import.meta.dirname, '../../../../../shared/anchors/hcsshim-tar2ext4');
 const dir = mkdtempSync(join(tmpdir(), 'lcow-golden-'));
@@ -21,18 +29,18 @@ try {
       try {
         execFileSync(anchor, ['-i', tar, '-o', out, ...flags], { stdio: ['ignore', 'ignore', 'pipe'] });
         images[flags.join(' ')] = createHash('sha256').update(readFileSync(out)).digest('hex');
-      } catch {
-        images[flags.join(' ')] = 'error';
+      } catch (e) {
+        images[flags.join(' ')] = refusal(e);
       }
       rmSync(out, { force: true });
     }
-    let digest = 'error';
+    let digest: string;
     try {
       digest = execFileSync(anchor, ['-i', tar, '-digest'], { stdio: ['ignore', 'pipe', 'pipe'] })
         .toString()
         .trim();
-    } catch {
-      // recorded as an error
+    } catch (e) {
+      digest = refusal(e);
     }
     golden[name] = { images, digest };
     console.error(name, digest);

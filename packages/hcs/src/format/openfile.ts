@@ -13,3 +13,9 @@ export type SeekHeader = Infer<typeof SeekHeader>;
 export const SeekResult = struct('RemotefsSeekResult', 'be', { offset: u64n });
 
 export const FileCmd = { Read: 0, Write: 1, Seek: 2, Close: 3, OK: 4, Failed: 5 } as const;
+
+/**
+ * `remotefs extractarchive` and `archivepath` read their options first: the JSON's length as a big-endian
+ * 64-bit integer, then the JSON (moby archive.TarOptions).
+ */
+export const OptionsHeader = struct('RemotefsOptionsHeader', 'be', { length: u64n });

@@ -5,8 +5,6 @@ import { win32 } from 'node:path';
 import { HcsError } from '../errors.ts';
 
 export const DEFAULT_UVM_TIMEOUT_SECONDS = 300;
-/** Sandbox and scratch default size, which is also the minimum (GiB). */
-export const DEFAULT_VHDX_SIZE_GB = 20;
 
 /** What the options say about booting the utility VM. */
 export interface UvmOptions {
@@ -86,26 +84,6 @@ export function uvmTimeoutSeconds(o: UvmOptions, env: NodeJS.ProcessEnv = proces
     fromEnv = n;
   }
   return o.timeoutSeconds || fromEnv || DEFAULT_UVM_TIMEOUT_SECONDS;
-}
-
-/** `lcow.globalmode`, with Go's strconv.ParseBool and the original's message. */
-export function parseGlobalMode(value: string | undefined): boolean {
-  if (value === undefined) return false;
-  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(value)) return true;
-  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(value)) return false;
-  throw optionError("lcowdriver: init: failed to parse value for 'lcow.globalmode' - must be 'true' or 'false'");
-}
-
-/** `lcow.sandboxsize` (GiB) for `createReadWrite(id)`, with the original's messages. */
-export function parseSandboxSize(value: string | undefined, id: string): number {
-  if (value === undefined) return DEFAULT_VHDX_SIZE_GB;
-  const title = `lcowdriver: createreadwrite: id ${id}`;
-  const n = /^\d+$/.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n > 0xffff_ffff)
-    throw optionError(`${title} failed to parse value '${value}' for 'lcow.sandboxsize'`);
-  if (n < DEFAULT_VHDX_SIZE_GB)
-    throw optionError(`${title} 'lcow.sandboxsize' option cannot be less than ${DEFAULT_VHDX_SIZE_GB}`);
-  return n;
 }
 
 /** `Validate()`: the kernel and initrd must exist (other stat errors pass, as in the original). */

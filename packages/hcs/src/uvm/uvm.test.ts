@@ -8,8 +8,6 @@ import {
   DEFAULT_UVM_TIMEOUT_SECONDS,
   hotAddRequest,
   hotRemoveRequest,
-  parseGlobalMode,
-  parseSandboxSize,
   parseUvmOptions,
   processParameters,
   quoteArg,
@@ -62,24 +60,6 @@ describe('lcow.* options', () => {
     expect(() => uvmTimeoutSeconds(parseUvmOptions([]), { OPENGCS_UVM_TIMEOUT_SECONDS: '-1' })).toThrow(
       'OPENGCS_UVM_TIMEOUT_SECONDS cannot be negative',
     );
-  });
-
-  it('lcow.globalmode and lcow.sandboxsize as the driver parsed them', () => {
-    expect(parseGlobalMode(undefined)).toBe(false);
-    expect(parseGlobalMode('T')).toBe(true);
-    expect(parseGlobalMode('0')).toBe(false);
-    expect(() => parseGlobalMode('yes')).toThrow(
-      "lcowdriver: init: failed to parse value for 'lcow.globalmode' - must be 'true' or 'false'",
-    );
-    expect(parseSandboxSize(undefined, 'x')).toBe(20);
-    expect(parseSandboxSize('50', 'x')).toBe(50);
-    expect(() => parseSandboxSize('10', 'abc')).toThrow(
-      "lcowdriver: createreadwrite: id abc 'lcow.sandboxsize' option cannot be less than 20",
-    );
-    expect(() => parseSandboxSize('20G', 'abc')).toThrow(
-      "lcowdriver: createreadwrite: id abc failed to parse value '20G' for 'lcow.sandboxsize'",
-    );
-    expect(() => parseSandboxSize('-20', 'abc')).toThrow(/failed to parse value '-20'/);
   });
 
   it('the kernel and initrd must exist', async () => {

@@ -10,6 +10,12 @@
  * (`silent`), or send SystemExited instead of the completion (`exit`). FakeHcsLiveAllocations() and
  * FakeHcsLiveHandles() let tests prove every out-string was freed and every handle closed.
  *
+ * A strict witness: create, modify, process and query documents are parsed and checked against the schema1
+ * structures the real service reads (unknown fields, wrong types, missing required ones and impossible
+ * requests are refused with HCS_E_INVALID_JSON); a remove of a disk not attached is ERROR_NOT_FOUND, a second
+ * add of one ERROR_SHARING_VIOLATION; a guest program the LCOW guest does not have exits 127. Create documents
+ * are journaled too ("create <json>").
+ *
  * Build: cc -shared -fPIC -O2 -Wall -o libvmcompute.so fake_vmcompute.c -lpthread
  */
 #include <pthread.h>
@@ -17,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <uchar.h>
 #include <unistd.h>
 
@@ -201,6 +208,382 @@ static void later(System *sys, DWORD type, HRESULT status, int delay_ms, int sta
   pthread_detach(t);
 }
 
+/* ---------------------------------------------------------------------------------------------------- */
+/* A strict witness of the documents: every JSON the real service would parse is parsed here and checked  */
+/* against the schema1 structures (field names, types, required fields) the 2019 LCOW flow uses. A        */
+/* document the real service would refuse gets HCS_E_INVALID_JSON and a result naming what is wrong.      */
+
+enum { T_NULL = 1, T_BOOL = 2, T_NUM = 4, T_STR = 8, T_ARR = 16, T_OBJ = 32 };
+typedef struct J {
+  int t;
+  int b;
+  char *str;
+  int n;
+  char **keys;
+  struct J **vals;
+} J;
+
+typedef struct {
+  const char *p;
+  char err[200];
+} Parser;
+
+static void jfree(J *j) {
+  if (!j) return;
+  free(j->str);
+  for (int i = 0; i < j->n; i++) {
+    if (j->keys) free(j->keys[i]);
+    jfree(j->vals[i]);
+  }
+  free(j->keys);
+  free(j->vals);
+  free(j);
+}
+
+static void jws(Parser *ps) {
+  while (*ps->p == ' ' || *ps->p == '\n' || *ps->p == '\t' || *ps->p == '\r') ps->p++;
+}
+
+static void jfail(Parser *ps, const char *what) {
+  if (!ps->err[0]) snprintf(ps->err, sizeof ps->err, "%s", what);
+}
+
+static char *jstring(Parser *ps) {
+  size_t cap = 32, len = 0;
+  char *out = malloc(cap);
+  ps->p++;
+  while (*ps->p && *ps->p != '"') {
+    char c = *ps->p++;
+    if ((unsigned char)c < 0x20) jfail(ps, "control character in a string");
+    if (c == '\\') {
+      char e = *ps->p++;
+      if (e == 'u') {
+        for (int i = 0; i < 4; i++)
+          if (!ps->p[i] || !strchr("0123456789abcdefABCDEF", ps->p[i])) jfail(ps, "bad \\u escape");
+        if (!ps->err[0]) ps->p += 4;
+        c = '?';
+      } else if (e && strchr("\"\\/bfnrt", e)) {
+        c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
+      } else {
+        jfail(ps, "bad escape");
+        break;
+      }
+    }
+    if (len + 2 > cap) out = realloc(out, cap *= 2);
+    out[len++] = c;
+  }
+  if (*ps->p == '"') ps->p++;
+  else jfail(ps, "unterminated string");
+  out[len] = 0;
+  return out;
+}
+
+static J *jvalue(Parser *ps, int depth);
+
+static void jpush(J *j, char *key, J *v) {
+  j->vals = realloc(j->vals, sizeof *j->vals * (size_t)(j->n + 1));
+  if (key) j->keys = realloc(j->keys, sizeof *j->keys * (size_t)(j->n + 1)), j->keys[j->n] = key;
+  j->vals[j->n++] = v;
+}
+
+static J *jvalue(Parser *ps, int depth) {
+  jws(ps);
+  J *j = calloc(1, sizeof *j);
+  if (depth > 32) {
+    jfail(ps, "nested too deeply");
+    return j;
+  }
+  char c = *ps->p;
+  if (c == '{' || c == '[') {
+    int obj = c == '{';
+    j->t = obj ? T_OBJ : T_ARR;
+    ps->p++;
+    jws(ps);
+    if (*ps->p == (obj ? '}' : ']')) {
+      ps->p++;
+      return j;
+    }
+    for (;;) {
+      char *key = NULL;
+      if (obj) {
+        jws(ps);
+        if (*ps->p != '"') {
+          jfail(ps, "object key expected");
+          return j;
+        }
+        key = jstring(ps);
+        for (int i = 0; i < j->n; i++)
+          if (!strcmp(j->keys[i], key)) jfail(ps, "duplicate key");
+        jws(ps);
+        if (*ps->p != ':') {
+          free(key);
+          jfail(ps, "':' expected");
+          return j;
+        }
+        ps->p++;
+      }
+      jpush(j, key, jvalue(ps, depth + 1));
+      if (ps->err[0]) return j;
+      jws(ps);
+      if (*ps->p == ',') {
+        ps->p++;
+        continue;
+      }
+      if (*ps->p == (obj ? '}' : ']')) {
+        ps->p++;
+        return j;
+      }
+      jfail(ps, obj ? "',' or '}' expected" : "',' or ']' expected");
+      return j;
+    }
+  }
+  if (c == '"') {
+    j->t = T_STR;
+    j->str = jstring(ps);
+  } else if (!strncmp(ps->p, "true", 4) || !strncmp(ps->p, "false", 5)) {
+    j->t = T_BOOL;
+    j->b = c == 't';
+    ps->p += j->b ? 4 : 5;
+  } else if (!strncmp(ps->p, "null", 4)) {
+    j->t = T_NULL;
+    ps->p += 4;
+  } else if (c == '-' || (c >= '0' && c <= '9')) {
+    char *end;
+    strtod(ps->p, &end);
+    j->t = T_NUM;
+    ps->p = end;
+  } else
+    jfail(ps, "value expected");
+  return j;
+}
+
+/* The parsed document, or NULL with `err` filled. */
+static J *jparse(const char *text, char *err, size_t n) {
+  Parser ps = {text, ""};
+  J *j = jvalue(&ps, 0);
+  jws(&ps);
+  if (!ps.err[0] && *ps.p) jfail(&ps, "text after the document");
+  if (ps.err[0]) {
+    snprintf(err, n, "%s (offset %ld)", ps.err, (long)(ps.p - text));
+    jfree(j);
+    return NULL;
+  }
+  return j;
+}
+
+static J *jget(J *o, const char *key) {
+  if (!o || o->t != T_OBJ) return NULL;
+  for (int i = 0; i < o->n; i++)
+    if (!strcmp(o->keys[i], key)) return o->vals[i];
+  return NULL;
+}
+
+typedef int (*Check)(J *v, char *err, size_t n);
+typedef struct {
+  const char *name;
+  int types;
+  int required;
+  Check check;
+} Field;
+
+/* Every key known, of an allowed type, its own check passed; every required key present. */
+static int check_fields(J *o, const char *what, const Field *fs, char *err, size_t n) {
+  if (!o || o->t != T_OBJ) return snprintf(err, n, "%s: not an object", what), 0;
+  for (int i = 0; i < o->n; i++) {
+    const Field *f = fs;
+    while (f->name && strcmp(f->name, o->keys[i])) f++;
+    if (!f->name) return snprintf(err, n, "%s: unknown field \"%s\"", what, o->keys[i]), 0;
+    if (!(o->vals[i]->t & f->types)) return snprintf(err, n, "%s.%s: wrong type", what, f->name), 0;
+    if (f->check && o->vals[i]->t != T_NULL && !f->check(o->vals[i], err, n)) return 0;
+  }
+  for (const Field *f = fs; f->name; f++)
+    if (f->required && !jget(o, f->name)) return snprintf(err, n, "%s: \"%s\" is required", what, f->name), 0;
+  return 1;
+}
+
+static int check_mapped_disk(J *v, char *err, size_t n) {
+  static const Field fs[] = {{"HostPath", T_STR, 1, NULL},      {"ContainerPath", T_STR, 0, NULL},
+                             {"CreateInUtilityVM", T_BOOL, 0, NULL}, {"ReadOnly", T_BOOL, 0, NULL},
+                             {"Cache", T_STR, 0, NULL},         {"AttachOnly", T_BOOL, 0, NULL},
+                             {NULL, 0, 0, NULL}};
+  if (!check_fields(v, "MappedVirtualDisk", fs, err, n)) return 0;
+  J *cuvm = jget(v, "CreateInUtilityVM");
+  /* In a utility VM the disk goes to the VM itself; without the flag the service looks for a container. */
+  if (!cuvm || !cuvm->b) return snprintf(err, n, "MappedVirtualDisk: CreateInUtilityVM must be true for a utility VM"), 0;
+  return 1;
+}
+
+static int check_disks(J *v, char *err, size_t n) {
+  for (int i = 0; i < v->n; i++)
+    if (!check_mapped_disk(v->vals[i], err, n)) return 0;
+  return 1;
+}
+
+static int check_layers(J *v, char *err, size_t n) {
+  static const Field fs[] = {{"ID", T_STR, 1, NULL}, {"Path", T_STR, 1, NULL}, {NULL, 0, 0, NULL}};
+  for (int i = 0; i < v->n; i++)
+    if (!check_fields(v->vals[i], "Layer", fs, err, n)) return 0;
+  return 1;
+}
+
+static int check_runtime(J *v, char *err, size_t n) {
+  static const Field fs[] = {{"ImagePath", T_STR, 0, NULL},          {"SkipTemplate", T_BOOL, 0, NULL},
+                             {"LinuxInitrdFile", T_STR, 0, NULL},    {"LinuxKernelFile", T_STR, 0, NULL},
+                             {"LinuxBootParameters", T_STR, 0, NULL}, {"BootSource", T_STR, 0, NULL},
+                             {"WritableBootSource", T_BOOL, 0, NULL}, {NULL, 0, 0, NULL}};
+  return check_fields(v, "HvRuntime", fs, err, n);
+}
+
+static int check_system_type(J *v, char *err, size_t n) {
+  if (strcasecmp(v->str, "Container")) return snprintf(err, n, "SystemType \"%s\": not Container", v->str), 0;
+  return 1;
+}
+
+static int check_container_type(J *v, char *err, size_t n) {
+  if (strcmp(v->str, "linux") && strcmp(v->str, "windows"))
+    return snprintf(err, n, "ContainerType \"%s\": linux or windows", v->str), 0;
+  return 1;
+}
+
+/* schema1 ContainerConfig. */
+static int valid_create(J *doc, char *err, size_t n) {
+  static const Field fs[] = {
+      {"SystemType", T_STR, 1, check_system_type},
+      {"Name", T_STR, 0, NULL},
+      {"Owner", T_STR, 0, NULL},
+      {"VolumePath", T_STR, 0, NULL},
+      {"IgnoreFlushesDuringBoot", T_BOOL, 0, NULL},
+      {"LayerFolderPath", T_STR, 0, NULL},
+      {"Layers", T_NULL | T_ARR, 0, check_layers},
+      {"Credentials", T_STR, 0, NULL},
+      {"ProcessorCount", T_NUM, 0, NULL},
+      {"ProcessorWeight", T_NUM, 0, NULL},
+      {"ProcessorMaximum", T_NUM, 0, NULL},
+      {"StorageIOPSMaximum", T_NUM, 0, NULL},
+      {"StorageBandwidthMaximum", T_NUM, 0, NULL},
+      {"StorageSandboxSize", T_NUM, 0, NULL},
+      {"MemoryMaximumInMB", T_NUM, 0, NULL},
+      {"HostName", T_STR, 0, NULL},
+      {"MappedDirectories", T_NULL | T_ARR, 0, NULL},
+      {"MappedPipes", T_NULL | T_ARR, 0, NULL},
+      {"HvPartition", T_BOOL, 0, NULL},
+      {"NetworkSharedContainerName", T_STR, 0, NULL},
+      {"EndpointList", T_NULL | T_ARR, 0, NULL},
+      {"HvRuntime", T_NULL | T_OBJ, 0, check_runtime},
+      {"Servicing", T_BOOL, 0, NULL},
+      {"AllowUnqualifiedDNSQuery", T_BOOL, 0, NULL},
+      {"DNSSearchList", T_STR, 0, NULL},
+      {"ContainerType", T_STR, 0, check_container_type},
+      {"TerminateOnLastHandleClosed", T_BOOL, 0, NULL},
+      {"MappedVirtualDisks", T_NULL | T_ARR, 0, check_disks},
+      {"AssignedDevices", T_NULL | T_ARR, 0, NULL},
+      {NULL, 0, 0, NULL},
+  };
+  if (!check_fields(doc, "ContainerConfig", fs, err, n)) return 0;
+  J *hv = jget(doc, "HvPartition");
+  J *rt = jget(doc, "HvRuntime");
+  if (hv && hv->b && (!rt || rt->t != T_OBJ))
+    return snprintf(err, n, "ContainerConfig: an HvPartition needs its HvRuntime"), 0;
+  return 1;
+}
+
+/* schema1 ResourceModificationRequestResponse for a MappedVirtualDisk (the only resource LCOW modifies). */
+static int check_resource_type(J *v, char *err, size_t n) {
+  if (strcmp(v->str, "MappedVirtualDisk"))
+    return snprintf(err, n, "ResourceType \"%s\": not one a utility VM modifies", v->str), 0;
+  return 1;
+}
+static int check_request_type(J *v, char *err, size_t n) {
+  if (strcmp(v->str, "Add") && strcmp(v->str, "Remove")) return snprintf(err, n, "RequestType \"%s\"", v->str), 0;
+  return 1;
+}
+static int valid_modify(J *doc, char *err, size_t n) {
+  static const Field fs[] = {{"ResourceType", T_STR, 1, check_resource_type},
+                             {"Settings", T_OBJ, 1, check_mapped_disk},
+                             {"RequestType", T_STR, 1, check_request_type},
+                             {NULL, 0, 0, NULL}};
+  if (!check_fields(doc, "ResourceModificationRequestResponse", fs, err, n)) return 0;
+  J *s = jget(doc, "Settings");
+  J *attach = jget(s, "AttachOnly");
+  J *path = jget(s, "ContainerPath");
+  if (!strcmp(jget(doc, "RequestType")->str, "Add") && !(attach && attach->b) && (!path || !path->str[0]))
+    return snprintf(err, n, "MappedVirtualDisk: a disk to mount needs a ContainerPath"), 0;
+  return 1;
+}
+
+static int check_strings(J *v, char *err, size_t n) {
+  for (int i = 0; i < v->n; i++)
+    if (v->vals[i]->t != T_STR) return snprintf(err, n, "an array of strings expected"), 0;
+  return 1;
+}
+static int check_console(J *v, char *err, size_t n) {
+  if (v->n != 2 || v->vals[0]->t != T_NUM || v->vals[1]->t != T_NUM)
+    return snprintf(err, n, "ConsoleSize: two numbers"), 0;
+  return 1;
+}
+static int check_env(J *v, char *err, size_t n) {
+  for (int i = 0; i < v->n; i++)
+    if (v->vals[i]->t != T_STR) return snprintf(err, n, "Environment.%s: not a string", v->keys[i]), 0;
+  return 1;
+}
+
+/* schema1 ProcessConfig, as a utility-VM process. */
+static int valid_process(J *doc, char *err, size_t n) {
+  static const Field fs[] = {
+      {"ApplicationName", T_STR, 0, NULL},    {"CommandLine", T_STR, 0, NULL},
+      {"CommandArgs", T_ARR, 0, check_strings}, {"User", T_STR, 0, NULL},
+      {"WorkingDirectory", T_STR, 0, NULL},   {"Environment", T_OBJ, 0, check_env},
+      {"EmulateConsole", T_BOOL, 0, NULL},    {"CreateStdInPipe", T_BOOL, 0, NULL},
+      {"CreateStdOutPipe", T_BOOL, 0, NULL},  {"CreateStdErrPipe", T_BOOL, 0, NULL},
+      {"ConsoleSize", T_ARR, 0, check_console}, {"CreateInUtilityVm", T_BOOL, 0, NULL},
+      {"OCISpecification", T_NULL | T_OBJ, 0, NULL}, {NULL, 0, 0, NULL},
+  };
+  if (!check_fields(doc, "ProcessConfig", fs, err, n)) return 0;
+  J *uvm = jget(doc, "CreateInUtilityVm");
+  if (!uvm || !uvm->b) return snprintf(err, n, "ProcessConfig: CreateInUtilityVm must be true in a utility VM"), 0;
+  J *args = jget(doc, "CommandArgs");
+  J *line = jget(doc, "CommandLine");
+  if ((!args || args->n == 0) && (!line || !line->str[0]))
+    return snprintf(err, n, "ProcessConfig: no CommandLine and no CommandArgs"), 0;
+  return 1;
+}
+
+/* schema1 PropertyQuery: {} or the property types LCOW asks for. */
+static int check_property_types(J *v, char *err, size_t n) {
+  static const char *known[] = {"Statistics", "ProcessList", "MappedVirtualDisk", "GuestConnection", NULL};
+  for (int i = 0; i < v->n; i++) {
+    if (v->vals[i]->t != T_STR) return snprintf(err, n, "PropertyTypes: strings expected"), 0;
+    const char **k = known;
+    while (*k && strcmp(*k, v->vals[i]->str)) k++;
+    if (!*k) return snprintf(err, n, "PropertyTypes: unknown \"%s\"", v->vals[i]->str), 0;
+  }
+  return 1;
+}
+static int valid_query(J *doc, char *err, size_t n) {
+  static const Field fs[] = {{"PropertyTypes", T_ARR, 0, check_property_types}, {NULL, 0, 0, NULL}};
+  return check_fields(doc, "PropertyQuery", fs, err, n);
+}
+
+/* Parses and checks `text`; on failure fills `*result` with the service's invalid-JSON answer. */
+static int witness(const char *text, int (*valid)(J *, char *, size_t), char16_t **result) {
+  char err[240] = "";
+  J *doc = jparse(text, err, sizeof err);
+  int ok = doc && valid(doc, err, sizeof err);
+  jfree(doc);
+  if (ok) return 1;
+  if (result) {
+    char json[600];
+    size_t o = (size_t)snprintf(json, sizeof json, "{\"Error\":-1070137075,\"ErrorMessage\":\"The JSON document is invalid: ");
+    for (const char *c = err; *c && o + 8 < sizeof json; c++) {
+      if (*c == '"' || *c == '\\') json[o++] = '\\';
+      json[o++] = (unsigned char)*c < 0x20 ? ' ' : *c;
+    }
+    snprintf(json + o, sizeof json - o, "\"}");
+    *result = alloc16(json);
+  }
+  return 0;
+}
+
 static System *find(const char *id) {
   for (System *s = systems; s; s = s->next)
     if (!s->closed && !strcmp(s->id, id)) return s;
@@ -214,16 +597,20 @@ static HRESULT put_result(char16_t **result, const char *json) {
 
 HRESULT HcsCreateComputeSystem(const char16_t *id, const char16_t *config, void *identity, System **out, char16_t **result) {
   (void)identity;
-  char sid[256], cfg[8];
+  char sid[256], cfg[16384];
   to_ascii(id, sid, sizeof sid);
+  pthread_mutex_lock(&mu);
   to_ascii(config, cfg, sizeof cfg);
+  journal_add("create", cfg);
+  int valid = witness(cfg, valid_create, NULL);
+  pthread_mutex_unlock(&mu);
   if (result) *result = NULL;
   *out = NULL;
   HRESULT hr;
   int delay = 0, silent = 0, ex = 0;
   if (take_fault("Create", &hr, result, &delay, &silent, &ex)) return hr;
-  if (cfg[0] != '{') {
-    put_result(result, "{\"Error\":-1070137075,\"ErrorMessage\":\"The JSON document is invalid.\"}");
+  if (!valid) {
+    witness(cfg, valid_create, result);
     return HCS_E_INVALID_JSON;
   }
   pthread_mutex_lock(&mu);
@@ -312,6 +699,7 @@ HRESULT HcsGetComputeSystemProperties(System *s, const char16_t *query, char16_t
   char json[8192];
   char q[256];
   to_ascii(query, q, sizeof q);
+  if (!witness(q, valid_query, result)) return HCS_E_INVALID_JSON;
   pthread_mutex_lock(&mu);
   if (strstr(q, "MappedVirtualDisk")) {
     size_t o = (size_t)snprintf(json, sizeof json, "{\"MappedVirtualDiskControllers\":{\"0\":{\"MappedVirtualDisks\":{");
@@ -335,6 +723,23 @@ HRESULT HcsGetComputeSystemProperties(System *s, const char16_t *query, char16_t
   return S_OK;
 }
 
+#define ERROR_NOT_FOUND ((HRESULT)0x80070490)
+#define ERROR_SHARING_VIOLATION ((HRESULT)0x80070020)
+
+/* The JSON string value of `key` in `doc`, copied into `out` (escapes kept as written), or "" when absent. */
+static void string_field(const char *doc, const char *key, char *out, size_t n) {
+  char pat[64];
+  snprintf(pat, sizeof pat, "\"%s\":\"", key);
+  const char *v = strstr(doc, pat);
+  size_t o = 0;
+  if (v)
+    for (v += strlen(pat); *v && *v != '"' && o + 1 < n; v++) {
+      if (*v == '\\' && v[1]) out[o++] = *v++;
+      out[o++] = *v;
+    }
+  out[o] = 0;
+}
+
 HRESULT HcsModifyComputeSystem(System *s, const char16_t *config, char16_t **result) {
   char cfg[4096];
   to_ascii(config, cfg, sizeof cfg);
@@ -345,30 +750,40 @@ HRESULT HcsModifyComputeSystem(System *s, const char16_t *config, char16_t **res
   if (!s) return ERROR_INVALID_HANDLE;
   HRESULT hr;
   if (take_fault("Modify", &hr, result, NULL, NULL, NULL)) return hr;
-  if (cfg[0] != '{') return HCS_E_INVALID_JSON;
+  if (!witness(cfg, valid_modify, result)) return HCS_E_INVALID_JSON;
   pthread_mutex_lock(&mu);
-  int running = s->state == ST_RUNNING;
-  if (running) {
+  if (s->state != ST_RUNNING) {
+    pthread_mutex_unlock(&mu);
+    put_result(result, "{\"Error\":-1070137083,\"ErrorMessage\":\"The requested virtual machine or container operation is not valid in the current state.\"}");
+    return HCS_E_INVALID_STATE;
+  }
+  /* MappedVirtualDisk adds and removes by HostPath (JSON backslashes kept as written), as the service: a
+     second add of an attached file is a sharing violation, a remove of one not attached is not found. */
+  char host[256], type[16];
+  string_field(cfg, "HostPath", host, sizeof host);
+  string_field(cfg, "RequestType", type, sizeof type);
+  int add = !strcmp(type, "Add");
+  int at = -1, free_slot = -1;
+  for (int i = 0; i < 64; i++) {
+    if (s->disks[i][0] && !strcmp(s->disks[i], host)) at = i;
+    if (!s->disks[i][0] && free_slot < 0) free_slot = i;
+  }
+  HRESULT out = S_OK;
+  if (add && at >= 0) {
+    out = ERROR_SHARING_VIOLATION;
+    put_result(result, "{\"Error\":-2147024864,\"ErrorMessage\":\"The process cannot access the file because it is being used by another process.\"}");
+  } else if (!add && at < 0) {
+    out = ERROR_NOT_FOUND;
+    put_result(result, "{\"Error\":-2147023728,\"ErrorMessage\":\"Element not found.\"}");
+  } else if (add && free_slot < 0) {
+    out = E_INVALIDARG;
+  } else {
+    if (add) snprintf(s->disks[free_slot], sizeof s->disks[free_slot], "%s", host);
+    else s->disks[at][0] = 0;
     s->modifies++;
-    /* Track MappedVirtualDisk adds and removes by HostPath (JSON backslashes kept as written). */
-    const char *hp = strstr(cfg, "\"HostPath\":\"");
-    if (hp) {
-      char host[256];
-      size_t o = 0;
-      for (hp += 12; *hp && *hp != '"' && o + 1 < sizeof host; hp++) host[o++] = *hp;
-      host[o] = 0;
-      int add = strstr(cfg, "\"RequestType\":\"Add\"") != NULL;
-      for (int i = 0; i < 64; i++) {
-        if (add && s->disks[i][0] == 0) {
-          snprintf(s->disks[i], sizeof s->disks[i], "%s", host);
-          break;
-        }
-        if (!add && !strcmp(s->disks[i], host)) s->disks[i][0] = 0;
-      }
-    }
   }
   pthread_mutex_unlock(&mu);
-  return running ? S_OK : HCS_E_INVALID_STATE;
+  return out;
 }
 
 HRESULT HcsRegisterComputeSystemCallback(System *s, HCS_NOTIFICATION_CALLBACK cb, void *context, void **handle) {
@@ -482,6 +897,15 @@ static void write_all(int fd, const char *s, size_t n) {
   }
 }
 
+/* The programs of the 2019 LCOW guest the driver runs (beyond the fake's own echo/cat/fail/sleep). */
+static int known_command(const char *cmd) {
+  static const char *known[] = {"mkdir", "mount", "umount", "test", "ls", "mkfs.ext4", "exportSandbox", NULL};
+  size_t len = strcspn(cmd, " ");
+  for (const char **k = known; *k; k++)
+    if (strlen(*k) == len && !strncmp(cmd, *k, len)) return 1;
+  return 0;
+}
+
 static void *process_main(void *arg) {
   Process *p = arg;
   int code = 0;
@@ -505,8 +929,14 @@ static void *process_main(void *arg) {
   } else if (!strncmp(p->cmd, "unknown", 7)) {
     write_all(p->err_w, "unknown command", 15);
     code = 127;
+  } else if (known_command(p->cmd)) {
+    /* What the driver asks of the guest (mkdir, mount, umount, …) succeeds; the journal records it. */
   } else {
-    /* Anything else (mkdir, mount, umount, …) succeeds silently; the journal records it. */
+    /* As the guest: a program it does not have. */
+    char msg[1100];
+    int n = snprintf(msg, sizeof msg, "exec: \"%.*s\": executable file not found in $PATH", (int)strcspn(p->cmd, " "), p->cmd);
+    write_all(p->err_w, msg, (size_t)n);
+    code = 127;
   }
   close(p->out_w);
   close(p->err_w);
@@ -549,9 +979,10 @@ HRESULT HcsCreateProcess(System *s, const char16_t *params, HCS_PROCESS_INFORMAT
   HRESULT hr;
   if (take_fault("CreateProcess", &hr, result, NULL, NULL, NULL)) return hr;
   char json[8192];
+  to_ascii(params, json, sizeof json);
+  if (!witness(json, valid_process, result)) return HCS_E_INVALID_JSON;
   pthread_mutex_lock(&mu);
   int running = s->state == ST_RUNNING;
-  to_ascii(params, json, sizeof json);
   Process *p = calloc(1, sizeof *p);
   command_of(json, p->cmd, sizeof p->cmd);
   journal_add("run", p->cmd);

@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { Ext4Error, SUPERBLOCK_MAGIC, probeExt4, rootDigest as tarRootDigest } from '@lcow/ext4';
+import { Ext4Error, hasExt4Magic, probeExt4, rootDigest as tarRootDigest } from '@lcow/ext4';
 import { checkVerity, readVerity, verityDigest } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
 import { flag, option, positional } from '../args.ts';
@@ -17,8 +17,7 @@ async function ext4Size(path: string): Promise<number | null> {
   const fh = await open(path, 'r');
   try {
     const read = readerOf(fh);
-    const magic = await read(1024 + 56, 2);
-    if (magic.length < 2 || (magic[0]! | (magic[1]! << 8)) !== SUPERBLOCK_MAGIC) return null;
+    if (!(await hasExt4Magic(read))) return null;
     return (await probeExt4(read, path)).size;
   } finally {
     await fh.close();
