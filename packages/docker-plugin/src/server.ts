@@ -2,10 +2,11 @@
 // with dockerd's home folder and storage options. Tars stream in both directions; nothing holds a layer.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { writeFileDurable } from '@lcow/durable';
 import { LcowDriver } from '@lcow/driver';
 import { PluginError } from './errors.ts';
 import {
@@ -314,9 +315,7 @@ export class PluginServer {
     this.#opts = opts;
     if (this.#stateFile) {
       await mkdir(dirname(this.#stateFile), { recursive: true, mode: 0o700 });
-      const tmp = `${this.#stateFile}.${process.pid}.tmp`;
-      await writeFile(tmp, JSON.stringify({ Home: home, Opts: opts }), { mode: 0o600 });
-      await rename(tmp, this.#stateFile);
+      await writeFileDurable(this.#stateFile, JSON.stringify({ Home: home, Opts: opts }), { mode: 0o600 });
     }
     this.#log(`lcow docker plugin: Init ${this.#home} (${this.#driver.backend.name} backend)`);
   }

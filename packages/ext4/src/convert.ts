@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
+import { DurableFile } from '@lcow/durable';
 import { appendVerity, createFixedFooter } from '@lcow/vhd';
 import { Ext4Error } from './errors.ts';
 import { TarParser } from './tar/parser.ts';
@@ -206,10 +205,10 @@ export async function convert(
   const { signal } = options;
   signal?.throwIfAborted();
   let fh: FileHandle;
-  let tmp: string | null = null;
+  let durable: DurableFile | null = null;
   if (typeof output === 'string') {
-    tmp = join(dirname(output), `.${basename(output)}.${randomBytes(6).toString('hex')}.tmp`);
-    fh = await open(tmp, 'wx+');
+    durable = await DurableFile.create(output, { fsync: options.fsync !== false });
+    fh = durable.handle;
   } else if (typeof output === 'number') {
     // Node has no public FileHandle-from-fd; /proc/self/fd opens a second handle on the same file (Linux).
     fh = await open(`/proc/self/fd/${output}`, 'r+');
@@ -296,24 +295,21 @@ export async function convert(
       await fh.write(footer, 0, footer.length, size);
       size += footer.length;
     }
-    if (options.fsync !== false) await fh.sync();
+    if (options.fsync !== false && !durable) await fh.sync();
     options.onProgress?.({ bytes: tarBytes, entries: parser.entries });
     // An abort still counts until the output is in place.
     if (signal?.aborted)
       throw new Ext4Error('ERR_ABORTED', `conversion aborted before its output was renamed into place`, {
         cause: signal.reason,
       });
-    if (tmp) {
-      await fh.close();
-      await rename(tmp, output as string);
-      tmp = null;
+    if (durable) {
+      await durable.commit();
+      durable = null;
     }
     return { ...summary, size, tarBytes, gzip: flag.gzip, ...(verity ?? {}) };
   } catch (e) {
-    if (tmp) {
-      await fh.close().catch(() => {});
-      await rm(tmp, { force: true });
-    } else await fh.truncate(0).catch(() => {});
+    if (durable) await durable.discard();
+    else await fh.truncate(0).catch(() => {});
     throw e;
   } finally {
     if (typeof output === 'number') await fh.close().catch(() => {});

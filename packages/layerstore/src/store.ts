@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { publishFile } from '@lcow/durable';
 import { fsyncDir, tempNameFor, writeFileAtomic } from './atomic.ts';
 import { MAX_CHAIN_DEPTH, formatLayerChain, parseLayerChain } from './chain.ts';
 import { LayerStoreError } from './errors.ts';
@@ -55,15 +56,6 @@ async function exists(p: string): Promise<boolean> {
 function abandoned(name: string): boolean {
   const owner = ownerOf(name);
   return owner === null || !ownerAlive(owner);
-}
-
-async function fsyncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /**
@@ -351,13 +343,11 @@ export class LayerStore {
       const tmp = tempNameFor(target);
       try {
         await produce(tmp);
-        await fsyncFile(tmp);
-        await rename(tmp, target);
       } catch (e) {
         await rm(tmp, { force: true });
         throw e;
       }
-      await fsyncDir(p.dir);
+      await publishFile(tmp, target);
       return target;
     });
   }

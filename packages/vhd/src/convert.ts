@@ -1,10 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { open, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, rm, stat } from 'node:fs/promises';
+import { DurableError, DurableFile, publishFile, tempPathFor } from '@lcow/durable';
 import { VhdError, throwIfAborted } from './errors.ts';
 import { isZero } from './file.ts';
 import { appendFixedFooter, type AppendFooterOptions } from './footer/footer.ts';
-import { fsyncDir } from './fs-util.ts';
 import { createVhdx, type CreateVhdxOptions } from './vhdx/create.ts';
 import { openVhdx } from './vhdx/vhdx.ts';
 
@@ -55,8 +53,9 @@ export async function convertRawImage(input: string, output: string, opts: Conve
     );
     if (exists) throw new VhdError('ERR_INVALID_ARGUMENT', `${output}: already exists`);
   }
-  const tmp = join(dirname(output), `.${basename(output)}.${randomBytes(6).toString('hex')}.tmp`);
+  const publish = { overwrite: opts.overwrite === true };
   const src = await open(input, 'r');
+  let tmp: string | null = null;
   let skipped = 0;
   try {
     const copyChunks = async (write: (buf: Uint8Array, at: number) => Promise<void>): Promise<void> => {
@@ -74,17 +73,22 @@ export async function convertRawImage(input: string, output: string, opts: Conve
     };
     let virtualSize: number;
     if (opts.format === 'vhd') {
-      const dst = await open(tmp, 'wx+');
+      const dst = await DurableFile.create(output, publish);
       try {
-        await dst.truncate(total);
-        await copyChunks(async (b, at) => void (await dst.write(b, 0, b.length, at)));
-        virtualSize = (await appendFixedFooter(dst, opts.footer)).payloadSize;
-      } finally {
-        await dst.close();
+        await dst.handle.truncate(total);
+        await copyChunks(async (b, at) => void (await dst.handle.write(b, 0, b.length, at)));
+        virtualSize = (await appendFixedFooter(dst.handle, opts.footer)).payloadSize;
+        throwIfAborted(signal, input);
+      } catch (e) {
+        await dst.discard();
+        throw e;
       }
+      await dst.commit();
     } else {
+      // The VHDX library makes its own file: written under a temporary name, then published the same way.
       const logical = opts.vhdx?.logicalSectorSize ?? 512;
       virtualSize = Math.ceil(total / logical) * logical;
+      tmp = tempPathFor(output);
       await createVhdx(tmp, { ...opts.vhdx, size: virtualSize, ...(signal ? { signal } : {}) });
       const disk = await openVhdx(tmp, { writable: true });
       try {
@@ -92,13 +96,15 @@ export async function convertRawImage(input: string, output: string, opts: Conve
       } finally {
         await disk.close();
       }
+      throwIfAborted(signal, input);
+      await publishFile(tmp, output, publish);
+      tmp = null;
     }
-    throwIfAborted(signal, input);
-    await rename(tmp, output);
-    await fsyncDir(dirname(output));
     return { output, format: opts.format, virtualSize, skippedZeroBytes: skipped };
   } catch (e) {
-    await rm(tmp, { force: true });
+    if (tmp) await rm(tmp, { force: true });
+    if (e instanceof DurableError && e.code === 'ERR_EXISTS')
+      throw new VhdError('ERR_INVALID_ARGUMENT', `${output}: already exists`, { cause: e });
     throw e;
   } finally {
     await src.close();

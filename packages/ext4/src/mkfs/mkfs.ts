@@ -1,6 +1,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
-import { basename, dirname, extname, join } from 'node:path';
+import { open, rm } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { DurableError, DurableFile, publishFile, tempPathFor } from '@lcow/durable';
 import { createVhdx, openVhdx } from '@lcow/vhd';
 import {
   bitmapChecksum,
@@ -412,51 +413,55 @@ export async function mkfs(path: string, opts: MkfsOptions): Promise<MkfsResult>
     );
     if (exists) throw new Ext4Error('ERR_INVALID_ARGUMENT', `${path}: already exists (pass overwrite)`);
   }
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   const size = layout.blocks * BS;
   let bytesWritten = 0;
+  const publish = { fsync: opts.fsync !== false, overwrite: opts.overwrite === true };
   try {
     if (format === 'vhdx') {
-      await createVhdx(tmp, {
-        size,
-        type: opts.vhdxType ?? 'dynamic',
-        blockSize: opts.vhdxBlockSize,
-        signal: opts.signal,
-      });
-      const disk = await openVhdx(tmp, { writable: true });
+      const tmp = tempPathFor(path);
       try {
-        for (const w of writes) {
-          opts.signal?.throwIfAborted();
-          await disk.write(w.offset, w.data);
-          bytesWritten += w.data.length;
+        await createVhdx(tmp, {
+          size,
+          type: opts.vhdxType ?? 'dynamic',
+          blockSize: opts.vhdxBlockSize,
+          signal: opts.signal,
+        });
+        const disk = await openVhdx(tmp, { writable: true });
+        try {
+          for (const w of writes) {
+            opts.signal?.throwIfAborted();
+            await disk.write(w.offset, w.data);
+            bytesWritten += w.data.length;
+          }
+        } finally {
+          await disk.close();
         }
-      } finally {
-        await disk.close();
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
       }
-      if (opts.fsync !== false) {
-        const fh = await open(tmp, 'r+');
-        await fh.sync().finally(() => fh.close());
-      }
+      await publishFile(tmp, path, publish);
     } else {
-      const fh = await open(tmp, 'wx');
+      const f = await DurableFile.create(path, publish);
       try {
-        await fh.truncate(size);
+        await f.handle.truncate(size);
         for (const w of writes) {
           opts.signal?.throwIfAborted();
           let done = 0;
           while (done < w.data.length)
-            done += (await fh.write(w.data, done, w.data.length - done, w.offset + done)).bytesWritten;
+            done += (await f.handle.write(w.data, done, w.data.length - done, w.offset + done)).bytesWritten;
           bytesWritten += w.data.length;
         }
-        if (opts.fsync !== false) await fh.sync();
-      } finally {
-        await fh.close();
+      } catch (e) {
+        await f.discard();
+        throw e;
       }
+      await f.commit();
     }
-    await rename(tmp, path);
   } catch (e) {
-    await rm(tmp, { force: true });
     if ((e as Error).name === 'AbortError') throw new Ext4Error('ERR_ABORTED', `${path}: aborted`, { cause: e });
+    if (e instanceof DurableError && e.code === 'ERR_EXISTS')
+      throw new Ext4Error('ERR_INVALID_ARGUMENT', `${path}: already exists (pass overwrite)`, { cause: e });
     throw e;
   }
   return {

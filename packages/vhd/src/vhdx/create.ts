@@ -1,8 +1,7 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { access, open, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { access } from 'node:fs/promises';
+import { DurableError, DurableFile } from '@lcow/durable';
 import { VhdError, throwIfAborted } from '../errors.ts';
-import { fsyncDir } from '../fs-util.ts';
 import { BAT_ENTRY_SIZE, encodeBatEntry } from './format/bat.ts';
 import {
   Layout,
@@ -218,8 +217,8 @@ export async function createVhdx(path: string, options: CreateVhdxOptions): Prom
     logicalSectorSize: o.logicalSectorSize,
   });
   const fileSize = layout.dataOffset + (fixed ? blocks * o.blockSize : 0);
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'wx');
+  const file = await DurableFile.create(path, { overwrite: options.overwrite === true });
+  const fh = file.handle;
   try {
     await fh.truncate(fileSize);
     const id = new Uint8Array(Layout.HEADER_1);
@@ -256,15 +255,13 @@ export async function createVhdx(path: string, options: CreateVhdxOptions): Prom
         await fh.write(buf, 0, count * BAT_ENTRY_SIZE, layout.batOffset + first * BAT_ENTRY_SIZE);
       }
     }
-    await fh.sync();
-    await fh.close();
     throwIfAborted(signal, path);
-    await rename(tmp, path);
-    await fsyncDir(dirname(path));
+    await file.commit();
     return layout;
   } catch (e) {
-    await fh.close().catch(() => {});
-    await rm(tmp, { force: true });
+    await file.discard();
+    if (e instanceof DurableError && e.code === 'ERR_EXISTS')
+      throw new VhdError('ERR_INVALID_ARGUMENT', `${path}: already exists`, { cause: e });
     throw e;
   }
 }

@@ -3,9 +3,10 @@
 // computes it (hcsshim's layout, 128 GiB maximum), or one VHD per layer — as hcsshim's dmverity-vhd does,
 // by its spellings too (`--tarball FILE`, `--docker`, `-i`, `-o`, `--hash-dev-vhd`/`--hdv`, `-u`, `-p`).
 import { availableParallelism } from 'node:os';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { DurableFile, publishFile } from '@lcow/durable';
 import { formatPlatform, openImage, type Image, type ImageLayer, type OpenImageOptions } from '@lcow/image';
 import { createFixedFooter } from '@lcow/vhd';
 import { convertLayer, type ApplyResult, type LayerSource } from '../../apply.ts';
@@ -259,7 +260,7 @@ async function create(args: string[], io: Io): Promise<number> {
           files.push(join(out, `${name}.hash-dev.vhd`));
           await splitHashDevice(partial, r.dataBytes!, r.size, files[1]!);
         }
-        await rename(partial, files[0]!);
+        await publishFile(partial, files[0]!);
         bar.update({ done: ++finished, total: image.layers.length });
         return { index: layer.index, diffId: layer.diffId, rootHash: r.rootDigest!, files };
       } catch (e) {
@@ -288,26 +289,20 @@ async function splitHashDevice(path: string, dataBytes: number, size: number, ha
   const footerLen = 512;
   const treeLen = size - footerLen - dataBytes;
   const fh = await open(path, 'r+');
-  const tmp = `${hashPath}.${randomBytes(4).toString('hex')}.partial`;
+  const hash = await DurableFile.create(hashPath);
   try {
     const tree = Buffer.alloc(treeLen);
     await fh.read(tree, 0, treeLen, dataBytes);
-    const hf = await open(tmp, 'wx');
-    try {
-      await hf.write(tree, 0, treeLen, 0);
-      const f = createFixedFooter(treeLen, { timestamp: new Date(Date.UTC(2000, 0, 1)) });
-      await hf.write(f, 0, f.length, treeLen);
-      await hf.sync();
-    } finally {
-      await hf.close();
-    }
+    await hash.handle.write(tree, 0, treeLen, 0);
+    const hf = createFixedFooter(treeLen, { timestamp: new Date(Date.UTC(2000, 0, 1)) });
+    await hash.handle.write(hf, 0, hf.length, treeLen);
     await fh.truncate(dataBytes);
     const f = createFixedFooter(dataBytes, { timestamp: new Date(Date.UTC(2000, 0, 1)) });
     await fh.write(f, 0, f.length, dataBytes);
     await fh.sync();
-    await rename(tmp, hashPath);
+    await hash.commit();
   } catch (e) {
-    await rm(tmp, { force: true });
+    await hash.discard();
     throw e;
   } finally {
     await fh.close();
