@@ -130,12 +130,21 @@ function dirBlock(entries: { ino: number; name: string }[], csum: boolean): Uint
  * The metadata writes of an empty ext4 filesystem; everything not written must read as zeros (a new
  * sparse file or VHDX). Exposed so a caller can write them into any block device or container.
  */
-export function mkfsWrites(opts: MkfsOptions): {
+/** What every step of {@link mkfsWrites} needs: the checked options and the layout. */
+interface MkfsPlan {
   layout: Layout;
-  writes: MkfsWrite[];
+  metadataCsum: boolean;
+  reserved: number;
+  label: string;
   uuid: string;
-  features: string[];
-} {
+  uuidRaw: Uint8Array;
+  seed: number;
+  now: number;
+  rootUid: number;
+  rootGid: number;
+}
+
+function planMkfs(opts: MkfsOptions): MkfsPlan {
   const ratio = opts.inodeRatio ?? defaultInodeRatio(opts.size);
   const layout = planLayout(opts.size, ratio);
   const csumKind = opts.checksums ?? 'metadata_csum';
@@ -153,11 +162,25 @@ export function mkfsWrites(opts: MkfsOptions): {
   const seed = fsSeed(uuidRaw, null);
   const now = Math.floor((opts.timestamp ?? new Date()).getTime() / 1000);
   if (now < 0 || now >= 2 ** 32) throw new Ext4Error('ERR_INVALID_ARGUMENT', 'timestamp: 1970 to 2106');
-  const { groups, inodesPerGroup: ipg, gdtBlocks } = layout;
-  const writes: MkfsWrite[] = [];
-  const at = (block: number, data: Uint8Array): void => void writes.push({ offset: block * BS, data });
+  return {
+    layout,
+    metadataCsum,
+    reserved,
+    label,
+    uuid,
+    uuidRaw,
+    seed,
+    now,
+    rootUid: opts.rootUid ?? 0,
+    rootGid: opts.rootGid ?? 0,
+  };
+}
 
-  // Root and lost+found directories, and the reserved inodes 1–10 (zero, but with valid checksums).
+type At = (block: number, data: Uint8Array) => void;
+
+/** The root and lost+found directories (inodes and blocks), and the reserved inodes 1–10 (zero, but with valid checksums). */
+function rootWrites(plan: MkfsPlan, at: At): void {
+  const { layout, metadataCsum, seed, now } = plan;
   const inodes = new Uint8Array(BS);
   const dirInode = (ino: number, mode: number, links: number, ext: { start: number; count: number }): void => {
     const raw = inodes.subarray((ino - 1) * MKFS_INODE_SIZE, ino * MKFS_INODE_SIZE);
@@ -167,13 +190,13 @@ export function mkfsWrites(opts: MkfsOptions): {
     Inode.encodeInto(
       {
         mode,
-        uidLo: (ino === Ino.ROOT ? (opts.rootUid ?? 0) : 0) & 0xffff,
+        uidLo: (ino === Ino.ROOT ? plan.rootUid : 0) & 0xffff,
         sizeLo: ext.count * BS,
         atime: now,
         ctime: now,
         mtime: now,
         dtime: 0,
-        gidLo: (ino === Ino.ROOT ? (opts.rootGid ?? 0) : 0) & 0xffff,
+        gidLo: (ino === Ino.ROOT ? plan.rootGid : 0) & 0xffff,
         linksCount: links,
         blocksLo: (ext.count * BS) / 512,
         flags: InodeFlags.EXTENTS,
@@ -185,8 +208,8 @@ export function mkfsWrites(opts: MkfsOptions): {
         obsoFaddr: 0,
         blocksHi: 0,
         fileAclHi: 0,
-        uidHi: ino === Ino.ROOT ? (opts.rootUid ?? 0) >>> 16 : 0,
-        gidHi: ino === Ino.ROOT ? (opts.rootGid ?? 0) >>> 16 : 0,
+        uidHi: ino === Ino.ROOT ? plan.rootUid >>> 16 : 0,
+        gidHi: ino === Ino.ROOT ? plan.rootGid >>> 16 : 0,
         checksumLo: 0,
         reserved: 0,
         extraIsize: EXTRA_ISIZE,
@@ -238,8 +261,12 @@ export function mkfsWrites(opts: MkfsOptions): {
         : [];
     dirWrite(Ino.LOST_FOUND, layout.lostFound.start + i, dirBlock(entries, metadataCsum));
   }
+}
 
-  // Bitmaps of the groups that need one written, and every group descriptor.
+/** Bitmaps of the groups that need one written, and every group descriptor; the free inode count. */
+function groupWrites(plan: MkfsPlan, at: At): { gdt: Uint8Array; freeInodes: number } {
+  const { layout, metadataCsum, seed, uuidRaw } = plan;
+  const { groups, inodesPerGroup: ipg, gdtBlocks } = layout;
   const gdt = new Uint8Array(gdtBlocks * BS);
   const bitmaps = new Map<string, { bytes: Uint8Array; csum: number }>();
   let freeInodes = 0;
@@ -306,69 +333,93 @@ export function mkfsWrites(opts: MkfsOptions): {
     GroupDesc64.set(raw, 'checksum', groupDescChecksum(kind, seed, uuidRaw, g, raw), 0);
   }
 
-  const features = { ...FEATURES };
-  features.roCompat |= metadataCsum ? RoCompat.metadata_csum : RoCompat.uninit_bg;
+  return { gdt, freeInodes };
+}
+
+/** The superblock as group `groupNr` keeps it (the primary is group 0's). */
+function superblockFor(
+  plan: MkfsPlan,
+  s: { freeInodes: number; hashSeed: Uint8Array; roCompat: number; groupNr: number },
+): Uint8Array {
+  const { layout, metadataCsum, reserved, label, uuid, now } = plan;
+  const { groups, inodesPerGroup: ipg } = layout;
+  const bytes = Superblock.encode({
+    ...Superblock.zero(),
+    inodesCount: groups * ipg,
+    blocksCountLo: layout.blocks % 2 ** 32,
+    blocksCountHi: Math.floor(layout.blocks / 2 ** 32),
+    rBlocksCountLo: Math.floor(layout.blocks * reserved) % 2 ** 32,
+    rBlocksCountHi: Math.floor(Math.floor(layout.blocks * reserved) / 2 ** 32),
+    freeBlocksCountLo: layout.freeBlocks % 2 ** 32,
+    freeBlocksCountHi: Math.floor(layout.freeBlocks / 2 ** 32),
+    freeInodesCount: s.freeInodes,
+    firstDataBlock: 0,
+    logBlockSize: 2,
+    logClusterSize: 2,
+    blocksPerGroup: BLOCKS_PER_GROUP,
+    clustersPerGroup: BLOCKS_PER_GROUP,
+    inodesPerGroup: ipg,
+    wtime: now,
+    maxMntCount: 0xffff,
+    magic: SUPERBLOCK_MAGIC,
+    state: 1,
+    errors: 1,
+    lastcheck: now,
+    revLevel: 1,
+    firstIno: Ino.FIRST,
+    inodeSize: MKFS_INODE_SIZE,
+    blockGroupNr: Math.min(s.groupNr, 0xffff), // 16 bits; e2fsprogs clamps the same way
+    featureCompat: FEATURES.compat,
+    featureIncompat: FEATURES.incompat,
+    featureRoCompat: s.roCompat,
+    uuid,
+    volumeName: label,
+    hashSeed: s.hashSeed,
+    defHashVersion: HASH_HALF_MD4,
+    descSize: DESC_SIZE_64,
+    defaultMountOpts: DEFAULT_MOUNT_OPTS,
+    mkfsTime: now,
+    minExtraIsize: EXTRA_ISIZE,
+    wantExtraIsize: EXTRA_ISIZE,
+    flags: EXT2_FLAGS_SIGNED_HASH,
+    logGroupsPerFlex: LOG_GROUPS_PER_FLEX,
+    checksumType: metadataCsum ? CHECKSUM_CRC32C : 0,
+    backupBgs0: layout.backupGroups[0],
+    backupBgs1: layout.backupGroups[1],
+  });
+  if (metadataCsum) Superblock.set(bytes, 'checksum', superblockChecksum(bytes));
+  return bytes;
+}
+
+/**
+ * Every write of an empty filesystem laid out for `opts`, sorted by offset: the root and lost+found, the
+ * bitmaps and descriptors, the superblock and its backups.
+ */
+export function mkfsWrites(opts: MkfsOptions): {
+  layout: Layout;
+  writes: MkfsWrite[];
+  uuid: string;
+  features: string[];
+} {
+  const plan = planMkfs(opts);
+  const { layout, metadataCsum, uuid, uuidRaw } = plan;
+  const writes: MkfsWrite[] = [];
+  const at: At = (block, data) => void writes.push({ offset: block * BS, data });
+  rootWrites(plan, at);
+  const { gdt, freeInodes } = groupWrites(plan, at);
+  const roCompat = FEATURES.roCompat | (metadataCsum ? RoCompat.metadata_csum : RoCompat.uninit_bg);
   const hashSeed = opts.uuid
     ? createHash('sha256').update('lcow hash seed').update(uuidRaw).digest().subarray(0, 16)
     : randomBytes(16);
-  const sbFor = (groupNr: number): Uint8Array => {
-    const sb: Superblock = Superblock.decode(new Uint8Array(Superblock.size));
-    Object.assign(sb, {
-      inodesCount: groups * ipg,
-      blocksCountLo: layout.blocks % 2 ** 32,
-      blocksCountHi: Math.floor(layout.blocks / 2 ** 32),
-      rBlocksCountLo: Math.floor(layout.blocks * reserved) % 2 ** 32,
-      rBlocksCountHi: Math.floor(Math.floor(layout.blocks * reserved) / 2 ** 32),
-      freeBlocksCountLo: layout.freeBlocks % 2 ** 32,
-      freeBlocksCountHi: Math.floor(layout.freeBlocks / 2 ** 32),
-      freeInodesCount: freeInodes,
-      firstDataBlock: 0,
-      logBlockSize: 2,
-      logClusterSize: 2,
-      blocksPerGroup: BLOCKS_PER_GROUP,
-      clustersPerGroup: BLOCKS_PER_GROUP,
-      inodesPerGroup: ipg,
-      wtime: now,
-      maxMntCount: 0xffff,
-      magic: SUPERBLOCK_MAGIC,
-      state: 1,
-      errors: 1,
-      lastcheck: now,
-      revLevel: 1,
-      firstIno: Ino.FIRST,
-      inodeSize: MKFS_INODE_SIZE,
-      blockGroupNr: Math.min(groupNr, 0xffff), // 16 bits; e2fsprogs clamps the same way
-      featureCompat: features.compat,
-      featureIncompat: features.incompat,
-      featureRoCompat: features.roCompat,
-      uuid,
-      volumeName: label,
-      hashSeed,
-      defHashVersion: HASH_HALF_MD4,
-      descSize: DESC_SIZE_64,
-      defaultMountOpts: DEFAULT_MOUNT_OPTS,
-      mkfsTime: now,
-      minExtraIsize: EXTRA_ISIZE,
-      wantExtraIsize: EXTRA_ISIZE,
-      flags: EXT2_FLAGS_SIGNED_HASH,
-      logGroupsPerFlex: LOG_GROUPS_PER_FLEX,
-      checksumType: metadataCsum ? CHECKSUM_CRC32C : 0,
-      backupBgs0: layout.backupGroups[0],
-      backupBgs1: layout.backupGroups[1],
-    });
-    const bytes = Superblock.encode(sb);
-    if (metadataCsum) Superblock.set(bytes, 'checksum', superblockChecksum(bytes));
-    return bytes;
-  };
   const head = new Uint8Array(BS);
-  head.set(sbFor(0), SUPERBLOCK_OFFSET);
+  head.set(superblockFor(plan, { freeInodes, hashSeed, roCompat, groupNr: 0 }), SUPERBLOCK_OFFSET);
   at(0, head);
   at(1, gdt);
-  for (let g = 1; g < groups; g++) {
+  for (let g = 1; g < layout.groups; g++) {
     const p = layout.group[g]!;
     if (!p.hasSuper) continue;
     const blk = new Uint8Array(BS);
-    blk.set(sbFor(g), 0);
+    blk.set(superblockFor(plan, { freeInodes, hashSeed, roCompat, groupNr: g }), 0);
     at(p.first, blk);
     at(p.first + 1, gdt);
   }

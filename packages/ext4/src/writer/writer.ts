@@ -340,13 +340,73 @@ export class Ext4Writer {
     }
   }
 
-  /** Lays out and writes all metadata, then the superblock. Returns what was written. */
+  /**
+   * Lays out and writes all metadata after the file data, then the superblock and descriptors at the front.
+   * Plan first (inode numbers, the size of every piece, the groups), then write in block order.
+   */
   async finish(): Promise<WriterSummary> {
     const out = this.#out;
     await out.align(BLOCK_SIZE);
     const dataEnd = out.offset / BLOCK_SIZE;
+    const { byIno, nodes, inodeCount } = this.#numberInodes();
+    const dirBlocks = this.#planDirectories(nodes);
+    const { xattrArea, xattrBlocks } = this.#planXattrs(nodes);
+    const leafBlocks = this.#planExtentLeaves(nodes);
+    let metaBlocks = xattrBlocks.size + [...leafBlocks.values()].reduce((a, b) => a + b, 0);
+    for (const n of nodes) {
+      if (n.type === FileMode.DIR) metaBlocks += dirBlocks.get(n)!;
+      else if (n.type === FileMode.LNK && n.target!.length >= 60) metaBlocks += 1;
+    }
+    const { groups, ipg, total } = this.#planGroups(dataEnd, metaBlocks, inodeCount);
 
-    // 1. Inode numbers in depth-first order; link counts.
+    out.hashFromHere();
+    // One bitmap for the whole filesystem: group g's block bitmap is its bytes [g × 4096, (g + 1) × 4096).
+    const used = new Bitmap(groups * BLOCKS_PER_GROUP);
+    // Block 0 and the descriptors of the groups that exist; the rest of the reserved table stays free.
+    used.setRange(0, 1 + Math.ceil((groups * GroupDesc.size) / BLOCK_SIZE));
+    for (const n of nodes) {
+      if (n.runs) for (const r of n.runs) used.setRange(r.physical, r.len);
+      else if (n.blocks > 0) used.setRange(n.start, n.blocks);
+    }
+    const placed = await this.#writeTrailingBlocks(dataEnd, nodes, dirBlocks, xattrBlocks, leafBlocks);
+    const tables = { groups, ipg, blockBitmapAt: placed.cursor, inodeBitmapAt: placed.cursor + groups };
+    const inodeTableAt = tables.inodeBitmapAt + groups;
+    const metaEnd = inodeTableAt + (groups * ipg) / INODES_PER_BLOCK;
+    used.setRange(dataEnd, metaEnd - dataEnd);
+    // Blocks past the end of the filesystem, in the last group, are padding and marked used.
+    used.setRange(total, groups * BLOCKS_PER_GROUP - total);
+    const counts = await this.#writeBitmaps(used, nodes, inodeCount, { ...tables, inodeTableAt });
+    await this.#writeInodeTables(byIno, groups, ipg, { xattrArea, leafBlocks, ...placed });
+    if (out.offset !== metaEnd * BLOCK_SIZE) {
+      throw new Ext4Error(
+        'ERR_INTERNAL',
+        `metadata ends at byte ${out.offset}, planned ${metaEnd * BLOCK_SIZE} (a bug in @lcow/ext4)`,
+      );
+    }
+    await out.flush();
+
+    // Group descriptors and superblock at the front; the file gets its full size.
+    const gdt = new Uint8Array(this.#gdtBlocks * BLOCK_SIZE);
+    counts.descs.forEach((d, g) => GroupDesc.encodeInto(d, gdt, g * GroupDesc.size));
+    const uuid = this.#opts.uuid ?? uuidFrom(out.digest());
+    const sb = this.#superblock({
+      total,
+      groups,
+      ipg,
+      freeBlocks: counts.freeBlocks,
+      freeInodes: counts.freeInodes,
+      uuid,
+    });
+    const head = new Uint8Array(BLOCK_SIZE);
+    head.set(sb, SUPERBLOCK_OFFSET);
+    await this.#fh.write(head, 0, BLOCK_SIZE, 0);
+    await this.#fh.write(gdt, 0, gdt.length, BLOCK_SIZE);
+    await this.#fh.truncate(total * BLOCK_SIZE);
+    return { bytes: total * BLOCK_SIZE, blocks: total, inodes: groups * ipg, ...this.#stats, uuid };
+  }
+
+  /** Inode numbers in depth-first order (lost+found keeps 11) and link counts. */
+  #numberInodes(): { byIno: (FsNode | undefined)[]; nodes: FsNode[]; inodeCount: number } {
     const root = this.#tree.root;
     const lostFound = root.children!.get('lost+found');
     // Inode 11 is lost+found's only while it is a directory; a tar that replaced it by something else
@@ -392,9 +452,12 @@ export class Ext4Writer {
     }
     const inodeCount = byIno.length - 1;
     const nodes = byIno.filter((n): n is FsNode => n !== undefined);
-    // 2. Sizes of the metadata that goes after the data.
+    return { byIno, nodes, inodeCount };
+  }
+
+  /** Blocks of each directory: ".", "..", then the children, a record never crossing a block. */
+  #planDirectories(nodes: readonly FsNode[]): Map<FsNode, number> {
     const dirBlocks = new Map<FsNode, number>();
-    let metaBlocks = 0;
     for (const n of nodes) {
       if (n.type === FileMode.DIR) {
         let blocks = 1;
@@ -417,9 +480,19 @@ export class Ext4Writer {
         }
         dirBlocks.set(n, blocks);
         n.size = blocks * BLOCK_SIZE;
-        metaBlocks += blocks;
-      } else if (n.type === FileMode.LNK && n.target!.length >= 60) metaBlocks += 1;
+      }
     }
+    return dirBlocks;
+  }
+
+  /**
+   * Each inode's attributes: in the inode when they fit, else in a block shared by every inode with the
+   * same attributes (its refcount set when written).
+   */
+  #planXattrs(nodes: readonly FsNode[]): {
+    xattrArea: Map<FsNode, Uint8Array>;
+    xattrBlocks: Map<string, { block: Uint8Array; users: FsNode[] }>;
+  } {
     const xattrArea = new Map<FsNode, Uint8Array>();
     const xattrBlocks = new Map<string, { block: Uint8Array; users: FsNode[] }>();
     for (const n of nodes) {
@@ -441,10 +514,14 @@ export class Ext4Writer {
         if (shared) shared.users.push(n);
         else {
           xattrBlocks.set(key, { block, users: [n] });
-          metaBlocks++;
         }
       }
     }
+    return { xattrArea, xattrBlocks };
+  }
+
+  /** Extent leaf blocks of the files with more than four extents (a depth-1 tree, four leaves at most). */
+  #planExtentLeaves(nodes: readonly FsNode[]): Map<FsNode, number> {
     const leafBlocks = new Map<FsNode, number>();
     for (const n of nodes) {
       const extents = extentCount(n);
@@ -457,11 +534,14 @@ export class Ext4Writer {
             `${extents} extents need a deeper extent tree than this writer builds`,
           );
         leafBlocks.set(n, leaves);
-        metaBlocks += leaves;
       }
     }
 
-    // 3. Groups and inodes per group.
+    return leafBlocks;
+  }
+
+  /** Groups, inodes per group and the block count (whole MiB) for the data, the metadata and the inodes. */
+  #planGroups(dataEnd: number, metaBlocks: number, inodeCount: number): { groups: number; ipg: number; total: number } {
     let groups = Math.max(1, Math.ceil(inodeCount / BLOCKS_PER_GROUP));
     let ipg = 0;
     let total = 0;
@@ -486,17 +566,21 @@ export class Ext4Writer {
       );
     }
 
-    // 4. Place and write the metadata, in order.
-    out.hashFromHere();
-    // One bitmap for the whole filesystem: group g's block bitmap is its bytes [g × 4096, (g + 1) × 4096).
-    const used = new Bitmap(groups * BLOCKS_PER_GROUP);
-    const mark = (first: number, count: number): void => used.setRange(first, count);
-    // Block 0 and the descriptors of the groups that exist; the rest of the reserved table stays free.
-    mark(0, 1 + Math.ceil((groups * GroupDesc.size) / BLOCK_SIZE));
-    for (const n of nodes) {
-      if (n.runs) for (const r of n.runs) mark(r.physical, r.len);
-      else if (n.blocks > 0) mark(n.start, n.blocks);
-    }
+    return { groups, ipg, total };
+  }
+
+  /**
+   * After the data, in this order: directories, long symlink targets, attribute blocks, extent leaves.
+   * Returns the block after them and where each inode's attribute block and first leaf went.
+   */
+  async #writeTrailingBlocks(
+    dataEnd: number,
+    nodes: readonly FsNode[],
+    dirBlocks: ReadonlyMap<FsNode, number>,
+    xattrBlocks: ReadonlyMap<string, { block: Uint8Array; users: FsNode[] }>,
+    leafBlocks: ReadonlyMap<FsNode, number>,
+  ): Promise<{ cursor: number; xattrBlockOf: Map<FsNode, number>; leafOf: Map<FsNode, number> }> {
+    const out = this.#out;
     let cursor = dataEnd;
     for (const n of nodes) {
       if (n.type !== FileMode.DIR) continue;
@@ -538,15 +622,18 @@ export class Ext4Writer {
         cursor++;
       }
     }
-    const blockBitmapAt = cursor;
-    const inodeBitmapAt = blockBitmapAt + groups;
-    const inodeTableAt = inodeBitmapAt + groups;
-    const itableBlocksPerGroup = ipg / INODES_PER_BLOCK;
-    const metaEnd = inodeTableAt + groups * itableBlocksPerGroup;
-    mark(dataEnd, metaEnd - dataEnd);
+    return { cursor, xattrBlockOf, leafOf };
+  }
 
-    // Blocks past the end of the filesystem, in the last group, are padding and marked used.
-    mark(total, groups * BLOCKS_PER_GROUP - total);
+  /** Every group's block bitmap (from `used`), then every inode bitmap; the descriptors and free counts. */
+  async #writeBitmaps(
+    used: Bitmap,
+    nodes: readonly FsNode[],
+    inodeCount: number,
+    at: { groups: number; ipg: number; blockBitmapAt: number; inodeBitmapAt: number; inodeTableAt: number },
+  ): Promise<{ descs: GroupDesc[]; freeBlocks: number; freeInodes: number }> {
+    const { groups, ipg } = at;
+    const itableBlocksPerGroup = ipg / INODES_PER_BLOCK;
     const dirsIn = new Array<number>(groups).fill(0);
     for (const n of nodes) if (n.type === FileMode.DIR) dirsIn[Math.floor((n.ino - 1) / ipg)]!++;
     const descs: GroupDesc[] = [];
@@ -561,23 +648,39 @@ export class Ext4Writer {
       freeInodes += ipg - usedInodes;
       descs.push({
         ...GroupDesc.zero(),
-        blockBitmapLo: blockBitmapAt + g,
-        inodeBitmapLo: inodeBitmapAt + g,
-        inodeTableLo: inodeTableAt + g * itableBlocksPerGroup,
+        blockBitmapLo: at.blockBitmapAt + g,
+        inodeBitmapLo: at.inodeBitmapAt + g,
+        inodeTableLo: at.inodeTableAt + g * itableBlocksPerGroup,
         freeBlocksCountLo: free,
         freeInodesCountLo: ipg - usedInodes,
         usedDirsCountLo: dirsIn[g]!,
       });
-      await out.append(bitmap);
+      await this.#out.append(bitmap);
     }
     for (let g = 0; g < groups; g++) {
       const bitmap = new Bitmap(BLOCKS_PER_GROUP);
       bitmap.setRange(0, Math.max(0, Math.min(ipg, inodeCount - g * ipg)));
       bitmap.setRange(ipg, BLOCKS_PER_GROUP - ipg); // padding past the group's inodes (e2fsck checks it)
-      await out.append(bitmap.bytes);
+      await this.#out.append(bitmap.bytes);
     }
-    // The inode tables, one slice of at most ITABLE_SLICE inodes at a time through one reused buffer: a
-    // whole group's table is 8 MiB, and memory must not grow with the tree.
+    return { descs, freeBlocks, freeInodes };
+  }
+
+  /**
+   * The inode tables, one slice of at most ITABLE_SLICE inodes at a time through one reused buffer: a whole
+   * group's table is 8 MiB, and memory must not grow with the tree.
+   */
+  async #writeInodeTables(
+    byIno: readonly (FsNode | undefined)[],
+    groups: number,
+    ipg: number,
+    placed: {
+      xattrArea: ReadonlyMap<FsNode, Uint8Array>;
+      xattrBlockOf: ReadonlyMap<FsNode, number>;
+      leafOf: ReadonlyMap<FsNode, number>;
+      leafBlocks: ReadonlyMap<FsNode, number>;
+    },
+  ): Promise<void> {
     const slice = new Uint8Array(Math.min(ipg, ITABLE_SLICE) * INODE_SIZE);
     for (let g = 0; g < groups; g++) {
       for (let first = 0; first < ipg; first += ITABLE_SLICE) {
@@ -592,34 +695,15 @@ export class Ext4Writer {
             part,
             i * INODE_SIZE,
             n.links,
-            xattrArea.get(n),
-            xattrBlockOf.get(n) ?? 0,
-            leafOf.get(n),
-            leafBlocks.get(n) ?? 0,
+            placed.xattrArea.get(n),
+            placed.xattrBlockOf.get(n) ?? 0,
+            placed.leafOf.get(n),
+            placed.leafBlocks.get(n) ?? 0,
           );
         }
-        await out.append(part);
+        await this.#out.append(part);
       }
     }
-    if (out.offset !== metaEnd * BLOCK_SIZE) {
-      throw new Ext4Error(
-        'ERR_INTERNAL',
-        `metadata ends at byte ${out.offset}, planned ${metaEnd * BLOCK_SIZE} (a bug in @lcow/ext4)`,
-      );
-    }
-    await out.flush();
-
-    // 5. Group descriptors and superblock at the front; the file gets its full size.
-    const gdt = new Uint8Array(this.#gdtBlocks * BLOCK_SIZE);
-    descs.forEach((d, g) => GroupDesc.encodeInto(d, gdt, g * GroupDesc.size));
-    const uuid = this.#opts.uuid ?? uuidFrom(out.digest());
-    const sb = this.#superblock({ total, groups, ipg, freeBlocks, freeInodes, uuid });
-    const head = new Uint8Array(BLOCK_SIZE);
-    head.set(sb, SUPERBLOCK_OFFSET);
-    await this.#fh.write(head, 0, BLOCK_SIZE, 0);
-    await this.#fh.write(gdt, 0, gdt.length, BLOCK_SIZE);
-    await this.#fh.truncate(total * BLOCK_SIZE);
-    return { bytes: total * BLOCK_SIZE, blocks: total, inodes: groups * ipg, ...this.#stats, uuid };
   }
 
   async #writeDir(dir: FsNode, parent: FsNode): Promise<void> {
