@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, oracle, tempDir } from '@lcow/testkit';
 import { LcowDriver, parseDriverOptions } from '../src/index.ts';
 import { hcsBackend } from '../src/backends/hcs.ts';
-import { fakeControls, fakeLibrary } from '../../hcs/test/fake.ts';
+import { fakeControls, fakeLibrary } from '@lcow/testkit/fake-vmcompute';
 
 const hasCc = oracle('cc');
 let dir: { path: string; cleanup: () => Promise<void> };

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { oracle } from '@lcow/testkit';
 import { ComputeSystem, HResult, HcsError, Notification, libraryPath } from '../src/index.ts';
-import { useFakeVmcompute, type fakeControls } from './fake.ts';
+import { useFakeVmcompute, type fakeControls } from '@lcow/testkit/fake-vmcompute';
 
 const hasCc = oracle('cc');
 let library: string;

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { oracle } from '@lcow/testkit';
 import { ComputeSystem, HResult, processParameters } from '../src/index.ts';
-import { useFakeVmcompute } from './fake.ts';
+import { useFakeVmcompute } from '@lcow/testkit/fake-vmcompute';
 
 const hasCc = oracle('cc');
 let library: string;

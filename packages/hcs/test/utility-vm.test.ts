@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { oracle } from '@lcow/testkit';
 import { LcowUtilityVm } from '../src/index.ts';
-import { useFakeVmcompute, type fakeControls } from './fake.ts';
+import { useFakeVmcompute, type fakeControls } from '@lcow/testkit/fake-vmcompute';
 
 const hasCc = oracle('cc');
 let library: string;

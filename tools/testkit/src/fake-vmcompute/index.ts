@@ -1,5 +1,5 @@
-// Builds the fake vmcompute (test/fake/fake_vmcompute.c) with the system C compiler, once per process,
-// and gives tests its fault-injection exports.
+// Builds the fake vmcompute (fake_vmcompute.c, beside this file) with the system C compiler, once per
+// process, and gives tests its fault-injection exports: @lcow/hcs's tests and the driver's hcs backend use it.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
@@ -16,7 +16,7 @@ let built: string | null = null;
  */
 export function fakeLibrary(): string {
   if (built) return built;
-  const source = join(import.meta.dirname, 'fake/fake_vmcompute.c');
+  const source = join(import.meta.dirname, 'fake_vmcompute.c');
   const tag = createHash('sha256').update(readFileSync(source)).digest('hex').slice(0, 16);
   const out = join(tmpdir(), `lcow-fake-vmcompute-${tag}.so`);
   if (!existsSync(out)) {
