@@ -190,6 +190,31 @@ async function* decompressed(input: AsyncIterable<Uint8Array>, flag: { gzip: boo
   }
 }
 
+/** The writer of the layout `options` ask for: ours, or hcsshim's byte for byte. */
+function layoutWriter(
+  fh: FileHandle,
+  options: ConvertOptions,
+): Pick<Ext4Writer, 'entry' | 'data'> & { finish(): Promise<WriterSummary> } {
+  return options.layout === 'hcsshim'
+    ? new HcsshimWriter(fh, {
+        convertWhiteouts: options.convertWhiteouts ?? false,
+        inlineData: options.inlineData ?? false,
+        maximumDiskSize: options.maximumDiskSize ?? HCSSHIM_DEFAULT_MAX,
+        ...(options.uuid ? { uuid: uuidBytes(options.uuid) } : {}),
+        ...(options.label ? { volumeName: labelBytes(options.label) } : {}),
+      })
+    : new Ext4Writer(fh, {
+        convertWhiteouts: options.convertWhiteouts ?? false,
+        inlineData: options.inlineData ?? false,
+        maximumDiskSize: options.maximumDiskSize ?? DEFAULT_MAX,
+        ...(options.sizeLimit !== undefined ? { sizeLimit: options.sizeLimit } : {}),
+        ...(options.uuid ? { uuid: options.uuid } : {}),
+        ...(options.timestamp ? { timestamp: options.timestamp } : {}),
+        ...(options.label ? { label: options.label } : {}),
+        warn: (code, message) => options.onWarning?.({ code, message }),
+      });
+}
+
 /**
  * Converts a tar (an OCI layer; plain or gzip; a path, a Readable or any async iterable of bytes) into a
  * compact read-only ext4 image, optionally followed by a fixed VHD footer. `output` is a path — written under a temporary name in the same folder and
@@ -201,7 +226,6 @@ export async function convert(
   output: string | number | FileHandle,
   options: ConvertOptions = {},
 ): Promise<ConvertResult> {
-  const maximumDiskSize = options.maximumDiskSize ?? DEFAULT_MAX;
   const { signal } = options;
   signal?.throwIfAborted();
   let fh: FileHandle;
@@ -215,25 +239,7 @@ export async function convert(
   } else fh = output;
   try {
     await fh.truncate(0);
-    const writer: Pick<Ext4Writer, 'entry' | 'data'> & { finish(): Promise<WriterSummary> } =
-      options.layout === 'hcsshim'
-        ? new HcsshimWriter(fh, {
-            convertWhiteouts: options.convertWhiteouts ?? false,
-            inlineData: options.inlineData ?? false,
-            maximumDiskSize: options.maximumDiskSize ?? HCSSHIM_DEFAULT_MAX,
-            ...(options.uuid ? { uuid: uuidBytes(options.uuid) } : {}),
-            ...(options.label ? { volumeName: labelBytes(options.label) } : {}),
-          })
-        : new Ext4Writer(fh, {
-            convertWhiteouts: options.convertWhiteouts ?? false,
-            inlineData: options.inlineData ?? false,
-            maximumDiskSize,
-            ...(options.sizeLimit !== undefined ? { sizeLimit: options.sizeLimit } : {}),
-            ...(options.uuid ? { uuid: options.uuid } : {}),
-            ...(options.timestamp ? { timestamp: options.timestamp } : {}),
-            ...(options.label ? { label: options.label } : {}),
-            warn: (code, message) => options.onWarning?.({ code, message }),
-          });
+    const writer = layoutWriter(fh, options);
     const slash = options.convertSlash === true;
     const parser = new TarParser({
       entry: (e) =>
