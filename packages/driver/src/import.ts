@@ -47,6 +47,24 @@ async function* counted(src: AsyncIterable<Uint8Array>, add: (n: number) => void
 }
 
 /** Imports the image `reference` names (any transport of @lcow/image) into `driver`'s data root. */
+/**
+ * Which layers are new: a layer already in the data root on the same parent is reused; one made some other
+ * way (created, never applied) is removed, to be made again.
+ */
+async function freshLayers(driver: LcowDriver, image: Image): Promise<boolean[]> {
+  const fresh: boolean[] = [];
+  let parentId: string | null = null;
+  for (const layer of image.layers) {
+    const id = image.chainIds[layer.index]!;
+    const have = (await driver.exists(id)) ? await driver.store.info(id) : null;
+    const keep = have?.kind === 'layer' && (have.parentIds[0] ?? null) === parentId;
+    if (have && !keep) await driver.remove(id);
+    fresh.push(!keep);
+    parentId = id;
+  }
+  return fresh;
+}
+
 export async function importImage(
   driver: LcowDriver,
   reference: string,
@@ -59,18 +77,7 @@ export async function importImage(
     let done = 0;
     const report = (layer: number): void => opts.onProgress?.({ done, total, layer, layers: image.layers.length });
     const reused: string[] = [];
-    // Which layers are new: a layer already in the data root on the same parent is reused; one made some
-    // other way (created, never applied) is made again.
-    const fresh: boolean[] = [];
-    let parentId: string | null = null;
-    for (const layer of image.layers) {
-      const id = image.chainIds[layer.index]!;
-      const have = (await driver.exists(id)) ? await driver.store.info(id) : null;
-      const keep = have?.kind === 'layer' && (have.parentIds[0] ?? null) === parentId;
-      if (have && !keep) await driver.remove(id);
-      fresh.push(!keep);
-      parentId = id;
-    }
+    const fresh = await freshLayers(driver, image);
     // New layers are converted `parallel` at a time (each in its converter child, both cores busy) into
     // staging folders, and committed bottom up as their parents are: a failure commits nothing above it.
     const parallel = Math.max(1, opts.parallel ?? availableParallelism());
