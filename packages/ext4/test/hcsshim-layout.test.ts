@@ -35,6 +35,8 @@ const sha = async (p: string): Promise<string> =>
 /** Our error code for each reason hcsshim gives in golden.json ("error: ENTRY: REASON"). */
 const REASONS: Record<string, string> = {
   'cannot overwrite file with non-inline data': 'ERR_TAR_FORMAT',
+  'path not found': 'ERR_TAR_FORMAT',
+  'could not fit xattr user.k25': 'ERR_TAR_FORMAT',
 };
 
 /**

@@ -505,8 +505,13 @@ export class HcsshimLayout {
     let path = '';
     for (const part of parents.split('/')) {
       path += `/${part}`;
-      if (!parent.children?.has(part))
-        await this.create(path, {
+      if (!parent.children?.has(part)) {
+        if (parent.type !== FileMode.DIR)
+          throw new Ext4Error('ERR_TAR_FORMAT', `${path}: its directory does not exist`);
+        if (part.length > 0xff)
+          throw new Ext4Error('ERR_TAR_FORMAT', `${path}: name is empty or longer than 255 bytes`);
+        // Placed in the parent in hand: looking each prefix up again would cost the square of the depth.
+        await this.#place(parent, null, part, path, {
           mode: parent.mode,
           uid: parent.uid,
           gid: parent.gid,
@@ -517,6 +522,7 @@ export class HcsshimLayout {
           ctime: unstamp(parent.ctimeLo, parent.ctimeHi),
           crtime: unstamp(parent.crtimeLo, parent.crtimeHi),
         });
+      }
       parent = parent.children!.get(part)!;
     }
   }
@@ -524,7 +530,18 @@ export class HcsshimLayout {
   /** Creates (or, for a directory or a file with one link, updates) `name`; a file's body follows by {@link data}. */
   async create(name: string, f: LayoutFile): Promise<void> {
     await this.#endFile();
-    const { dir, child: existing, childName } = this.#lookup(name, false);
+    const { dir, child, childName } = this.#lookup(name, false);
+    await this.#place(dir, child, childName, name, f);
+  }
+
+  /** Creates `childName` in `dir` (where `existing` is), as {@link create} does for the entry `name`. */
+  async #place(
+    dir: LayoutNode,
+    existing: LayoutNode | null,
+    childName: string,
+    name: string,
+    f: LayoutFile,
+  ): Promise<void> {
     let reuse: LayoutNode | null = null;
     const isDir = (f.mode & S_IFMT) === FileMode.DIR;
     if (existing) {

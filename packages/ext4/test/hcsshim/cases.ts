@@ -93,6 +93,21 @@ export const CASES: Record<string, () => TarSpec[]> = {
     d('later/', { mtime: 0, pax: { mtime: '17000000000.25' } }),
     { path: 'later/x/y', body: 'y' },
   ],
+  // Hostile input, where hcsshim refuses or copes: a path out of the root (cleaned into it), a write through
+  // a symlinked directory (refused), more attributes than fit (refused), a 10 000-deep tree (made).
+  escape: () => [
+    { path: '../../etc/evil', body: 'x' },
+    { path: 'a', type: 'symlink', linkname: '/etc' },
+    { path: 'a/passwd', body: 'pwn' },
+  ],
+  xattrflood: () => [
+    {
+      path: 'many',
+      body: 'x',
+      pax: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`SCHILY.xattr.user.k${i}`, 'v'.repeat(200)])),
+    },
+  ],
+  depth: () => [{ path: `${Array.from({ length: 10_000 }, () => 'd').join('/')}/f`, body: 'deep' }],
   manyextents: () => [{ path: 'huge', body: new Uint8Array(600 << 20) }],
 };
 
