@@ -92,7 +92,7 @@ function syntheticTar(bytes: number, out: NodeJS.WritableStream): Promise<void> 
 function convertSynthetic(bytes: number, output: string): Promise<Measured> {
   return new Promise((done, fail) => {
     const started = process.hrtime.bigint();
-    const child = spawn(process.execPath, [bin, 'tar2ext4', '-i', '-', '-o', output, '--vhd', '--no-fsync'], {
+    const child = spawn(bin, ['tar2ext4', '-i', '-', '-o', output, '--vhd', '--no-fsync'], {
       stdio: ['pipe', 'ignore', 'pipe'],
       env,
     });
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
     const lcow =
       (...args: string[]) =>
       (): Promise<Measured> =>
-        runMeasured(process.execPath, [bin, ...args], env);
+        runMeasured(bin, args, env);
     const image = join(out, 'out.vhd');
     const hasAnchor = existsSync(anchor);
 
@@ -213,7 +213,7 @@ async function main(): Promise<void> {
     printTable(
       ['command', 'best', 'median'],
       starts.map(([name, args]) => {
-        const t = coldStart(process.execPath, args, 20);
+        const t = args[0] === bin ? coldStart(bin, args.slice(1), 20) : coldStart(process.execPath, args, 20);
         return [name, `${t.best.toFixed(0)} ms`, `${t.median.toFixed(0)} ms`];
       }),
     );
