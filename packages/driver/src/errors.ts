@@ -23,7 +23,8 @@ export type DriverErrorCode =
   | 'ERR_UNSUPPORTED'
   | 'ERR_HOST_COMMAND'
   | 'ERR_APPLY'
-  | 'ERR_INVALID_ARGUMENT';
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_ABORTED';
 
 /** The one error class of `@lcow/driver`. */
 export class DriverError extends Error {

@@ -98,10 +98,27 @@ export function describeError(e: unknown): { code: string; message: string } {
   return { code: 'ERR_INTERNAL', message: text };
 }
 
+/** The signals that end a command cleanly (see {@link main}). */
+const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
 /** Runs the `lcow` command line; returns the exit status. */
 export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
   const ac = new AbortController();
-  const onSigint = (): void => ac.abort();
+  // SIGINT, SIGTERM and SIGHUP abort the command, which removes what it had not finished (temporary files,
+  // half-made layers); the status is then 128 + the signal's number, as a shell reports a killed process. The
+  // handler is taken once: a second signal of the same kind kills at once.
+  let caught: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    caught ??= sig;
+    ac.abort(new DriverError('ERR_ABORTED', `interrupted by ${sig}`));
+  };
+  // A reader that goes away (`lcow ext4 export … -o - | head`) ends the command quietly, as SIGPIPE ends cat.
+  let pipeClosed = false;
+  const onStdoutError = (e: NodeJS.ErrnoException): void => {
+    if (e.code !== 'EPIPE') throw e;
+    pipeClosed = true;
+    ac.abort(new DriverError('ERR_ABORTED', 'standard output closed'));
+  };
   const full: Io = {
     out: (t) => process.stdout.write(`${t}\n`),
     err: (t) => process.stderr.write(`${t}\n`),
@@ -110,7 +127,12 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
     signal: ac.signal,
     ...io,
   };
-  if (!io?.signal) process.once('SIGINT', onSigint);
+  const ownSignals = !io?.signal;
+  if (ownSignals) for (const sig of EXIT_SIGNALS) process.once(sig, onSignal);
+  const ownStdout = !io?.stdout;
+  if (ownStdout) process.stdout.on('error', onStdoutError);
+  const status = (code: number): number =>
+    pipeClosed ? 128 + osConstants.signals.SIGPIPE : caught ? 128 + osConstants.signals[caught] : code;
   try {
     const args = [...argv];
     // Global options, before the command.
@@ -155,14 +177,16 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
       return 0;
     }
     const cmd = await LOADERS[known]();
-    return await cmd.run(rest, full);
+    return status(await cmd.run(rest, full));
   } catch (e) {
-    const { code, message } = describeError(e);
+    if (pipeClosed) return status(1);
+    const { code, message } = describeError(caught ? ac.signal.reason : e);
     full.err(`lcow: ${code}: ${message}`);
     if (code === 'ERR_INTERNAL' && process.env.LCOW_DEBUG) full.err(String((e as Error).stack));
     // A reference that does not parse is a command line that cannot run, like a bad option.
-    return code === 'ERR_USAGE' || code === 'ERR_INVALID_REFERENCE' ? 2 : 1;
+    return status(code === 'ERR_USAGE' || code === 'ERR_INVALID_REFERENCE' ? 2 : 1);
   } finally {
-    process.off('SIGINT', onSigint);
+    if (ownSignals) for (const sig of EXIT_SIGNALS) process.off(sig, onSignal);
+    if (ownStdout) process.stdout.off('error', onStdoutError);
   }
 }
