@@ -92,7 +92,7 @@ function syntheticTar(bytes: number, out: NodeJS.WritableStream): Promise<void> 
 function convertSynthetic(bytes: number, output: string): Promise<Measured> {
   return new Promise((done, fail) => {
     const started = process.hrtime.bigint();
-    const child = spawn(bin, ['tar2ext4', '-i', '-', '-o', output, '--vhd', '--no-fsync'], {
+    const child = spawn(bin, ['tar2ext4', '-i', '-', '-o', output, '--vhd', '--no-fsync', '--force'], {
       stdio: ['pipe', 'ignore', 'pipe'],
       env,
     });
@@ -146,9 +146,12 @@ async function main(): Promise<void> {
     const cases: [string, () => Promise<Measured>][] = [
       [
         'lcow tar2ext4 --vhd --whiteouts --no-fsync',
-        lcow('tar2ext4', '-i', tar, '-o', image, '--vhd', '--whiteouts', '--no-fsync'),
+        lcow('tar2ext4', '-i', tar, '-o', image, '--vhd', '--whiteouts', '--no-fsync', '--force'),
       ],
-      ['lcow tar2ext4 --vhd --whiteouts (fsync)', lcow('tar2ext4', '-i', tar, '-o', image, '--vhd', '--whiteouts')],
+      [
+        'lcow tar2ext4 --vhd --whiteouts (fsync)',
+        lcow('tar2ext4', '-i', tar, '-o', image, '--vhd', '--whiteouts', '--force'),
+      ],
     ];
     if (hasAnchor)
       cases.push([

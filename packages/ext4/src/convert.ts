@@ -1,7 +1,7 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { DurableFile } from '@lcow/durable';
+import { DurableError, DurableFile } from '@lcow/durable';
 import { appendVerity, createFixedFooter } from '@lcow/vhd';
 import { Ext4Error } from './errors.ts';
 import { TarParser } from './tar/parser.ts';
@@ -73,6 +73,13 @@ export interface ConvertOptions {
    */
   fsync?: boolean;
   signal?: AbortSignal;
+  /**
+   * Replace an existing file at a path `output` (default true); false refuses with `ERR_EXISTS`, checked at
+   * once and again, atomically, when the finished image is put in place.
+   */
+  overwrite?: boolean;
+  /** Whether input of no bytes at all converts to an empty image (default true, as hcsshim); false refuses it. */
+  allowEmpty?: boolean;
   onProgress?: (p: ConvertProgress) => void;
   /** Recoverable oddities in the input (skipped AUFS metadata, a lone zero block…). */
   onWarning?: (w: { code: string; message: string }) => void;
@@ -146,6 +153,20 @@ async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
 }
 
 /** Peeks at the first bytes: gzip (1f 8b) is decompressed on the fly. */
+/** Compressions recognised by their magic bytes, to refuse them by name rather than as a bad tar header. */
+const MAGIC: readonly (readonly [string, readonly number[]])[] = [
+  ['zstd', [0x28, 0xb5, 0x2f, 0xfd]],
+  ['xz', [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]],
+  // "BZh", a block size digit, then the first block's magic (π's digits): a tar's first name cannot pass.
+  ['bzip2', [0x42, 0x5a, 0x68, -1, 0x31, 0x41, 0x59, 0x26, 0x53, 0x59]],
+  ['lz4', [0x04, 0x22, 0x4d, 0x18]],
+];
+
+function compressionOf(head: Uint8Array): string | null {
+  for (const [name, magic] of MAGIC) if (magic.every((b, i) => b === -1 || head[i] === b)) return name;
+  return null;
+}
+
 async function* decompressed(input: AsyncIterable<Uint8Array>, flag: { gzip: boolean }): AsyncGenerator<Uint8Array> {
   const it = input[Symbol.asyncIterator]();
   // However the consumer stops (an error in a later entry, an abort), the source is told, so a file
@@ -162,6 +183,12 @@ async function* decompressed(input: AsyncIterable<Uint8Array>, flag: { gzip: boo
         yield n.value;
       }
     })();
+    const other = compressionOf(first.value);
+    if (other)
+      throw new Ext4Error(
+        'ERR_TAR_FORMAT',
+        `unsupported compression: the input is ${other}-compressed (gzip is read); decompress it first (\`lcow import\` reads zstd layers)`,
+      );
     if (first.value[0] === 0x1f && first.value[1] === 0x8b) {
       flag.gzip = true;
       const gunzip = createGunzip({ chunkSize: 256 * 1024 });
@@ -231,7 +258,18 @@ export async function convert(
   let fh: FileHandle;
   let durable: DurableFile | null = null;
   if (typeof output === 'string') {
-    durable = await DurableFile.create(output, { fsync: options.fsync !== false });
+    if (
+      options.overwrite === false &&
+      (await lstat(output).then(
+        () => true,
+        () => false,
+      ))
+    )
+      throw new Ext4Error('ERR_EXISTS', `${output}: already exists`);
+    durable = await DurableFile.create(output, {
+      fsync: options.fsync !== false,
+      overwrite: options.overwrite !== false,
+    });
     fh = durable.handle;
   } else if (typeof output === 'number') {
     // Node has no public FileHandle-from-fd; /proc/self/fd opens a second handle on the same file (Linux).
@@ -276,6 +314,8 @@ export async function convert(
         options.onProgress({ bytes: tarBytes, entries: parser.entries });
       }
     }
+    if (tarBytes === 0 && options.allowEmpty === false)
+      throw new Ext4Error('ERR_TAR_FORMAT', 'empty input: not a tar archive (not even its end marker)');
     parser.end();
     const summary = await writer.finish();
     if (options.sizeLimit !== undefined && summary.bytes > options.sizeLimit)
@@ -309,7 +349,11 @@ export async function convert(
         cause: signal.reason,
       });
     if (durable) {
-      await durable.commit();
+      await durable.commit().catch((e: unknown) => {
+        throw e instanceof DurableError && e.code === 'ERR_EXISTS'
+          ? new Ext4Error('ERR_EXISTS', `${output as string}: already exists`, { cause: e })
+          : e;
+      });
       durable = null;
     }
     return { ...summary, size, tarBytes, gzip: flag.gzip, ...(verity ?? {}) };

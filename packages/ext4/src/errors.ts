@@ -20,6 +20,7 @@ export type Ext4ErrorCode =
   | 'ERR_NOT_A_DIRECTORY'
   | 'ERR_IS_A_DIRECTORY'
   | 'ERR_SYMLINK_LOOP'
+  | 'ERR_EXISTS'
   | 'ERR_INTERNAL';
 
 /** The one error class of `@lcow/ext4`. */

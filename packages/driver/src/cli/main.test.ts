@@ -124,6 +124,54 @@ describe('lcow tar2ext4', () => {
     await expect(stat(out)).rejects.toMatchObject({ code: 'ENOENT' });
     expect((await lcow('tar2ext4', '-i', tar)).status).toBe(2);
   });
+
+  it('an existing output is kept without --force (ERR_EXISTS) and replaced with it', async () => {
+    const tar = join(dir.path, 'f.tar');
+    await writeFile(tar, makeTar([{ path: 'f', body: 'new' }]));
+    const out = join(dir.path, 'f.img');
+    await writeFile(out, 'precious');
+    const r = await lcow('tar2ext4', '-i', tar, '-o', out);
+    expect(r.status).toBe(1);
+    expect(r.err).toBe(`lcow: ERR_EXISTS: ${out}: already exists\n`);
+    expect(await readFile(out, 'utf8')).toBe('precious');
+    expect((await lcow('tar2ext4', '-i', tar, '-o', out, '--force')).status).toBe(0);
+    expect((await stat(out)).size).toBeGreaterThanOrEqual(1 << 20);
+  });
+
+  it('arguments are checked before any work: -o -, a bad --uuid (exit 2, even with a missing input)', async () => {
+    const missing = join(dir.path, 'missing.tar');
+    const pipe = await lcow('tar2ext4', '-i', missing, '-o', '-');
+    expect(pipe.status).toBe(2);
+    expect(pipe.err).toMatch(/^lcow: ERR_USAGE: -o -: an ext4 image is written by position/);
+    const uuid = await lcow('tar2ext4', '-i', missing, '-o', join(dir.path, 'u.img'), '--uuid', 'not-a-uuid');
+    expect(uuid.status).toBe(2);
+    expect(uuid.err).toBe('lcow: ERR_USAGE: --uuid "not-a-uuid": not a UUID\n');
+  });
+
+  it('an empty input and a zstd, xz or bzip2 one are refused by name; no output is left', async () => {
+    const out = join(dir.path, 'e.img');
+    const empty = join(dir.path, 'empty.tar');
+    await writeFile(empty, '');
+    const e = await lcow('tar2ext4', '-i', empty, '-o', out);
+    expect(e.status).toBe(1);
+    expect(e.err).toMatch(/^lcow: ERR_TAR_FORMAT: empty input/);
+    await expect(stat(out)).rejects.toMatchObject({ code: 'ENOENT' });
+    const heads: Record<string, number[]> = {
+      zstd: [0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0],
+      xz: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0, 0],
+      bzip2: [0x42, 0x5a, 0x68, 0x39, 0x31, 0x41, 0x59, 0x26, 0x53, 0x59],
+    };
+    for (const [name, head] of Object.entries(heads)) {
+      const f = join(dir.path, `c.${name}`);
+      await writeFile(f, Buffer.concat([Buffer.from(head), Buffer.alloc(600)]));
+      const r = await lcow('tar2ext4', '-i', f, '-o', out);
+      expect(r.status, name).toBe(1);
+      expect(r.err).toMatch(
+        new RegExp(`^lcow: ERR_TAR_FORMAT: unsupported compression: the input is ${name}-compressed`),
+      );
+      await expect(stat(out)).rejects.toMatchObject({ code: 'ENOENT' });
+    }
+  });
 });
 
 describe('lcow verity', () => {

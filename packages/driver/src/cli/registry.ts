@@ -81,7 +81,7 @@ export const SPECS = {
   tar2ext4: {
     summary: 'convert a layer tar (plain or gzip, file or stdin) into an ext4 image, optionally a layer.vhd',
     usage: [
-      'lcow tar2ext4 [-i IN.tar|-] -o OUT [--vhd] [--whiteouts] [--inline-data] [--verity] [--max-size 128G] [--uuid UUID] [--layout lcow|hcsshim] [--convert-slash] [--no-fsync] [--json]',
+      'lcow tar2ext4 [-i IN.tar|-] -o OUT [--vhd] [--whiteouts] [--inline-data] [--verity] [--max-size 128G] [--uuid UUID] [--layout lcow|hcsshim] [--convert-slash] [--no-fsync] [--force] [--json]',
     ],
   },
   ext4: {

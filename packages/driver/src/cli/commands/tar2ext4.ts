@@ -44,8 +44,18 @@ export const tar2ext4Command: Command = {
       throw new DriverError('ERR_USAGE', `--layout ${JSON.stringify(layout)}: lcow or hcsshim`);
     const convertSlash = flag(args, '--convert-slash');
     const uuid = option(args, '--uuid');
+    const force = flag(args, '--force');
     positional(args, 0, USAGE);
+    // Every argument is checked before any work (a bad --uuid used to fail after the whole tar).
     if (!output) throw new DriverError('ERR_USAGE', `-o OUT is required; usage: ${USAGE}`);
+    if (output === '-')
+      throw new DriverError(
+        'ERR_USAGE',
+        '-o -: an ext4 image is written by position (its metadata last, at the front), so it cannot go to a pipe',
+      );
+    if (uuid !== undefined && !/^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i.test(uuid))
+      throw new DriverError('ERR_USAGE', `--uuid ${JSON.stringify(uuid)}: not a UUID`);
+    const maximumDiskSize = maxSize ? parseSize(maxSize, '--max-size') : undefined;
     const total = input === '-' ? 0 : (await stat(input)).size;
     const source = input === '-' ? stdinSource() : input;
     const bar = progressBar(`tar2ext4 ${input === '-' ? 'stdin' : input}`, io.progress);
@@ -56,10 +66,12 @@ export const tar2ext4Command: Command = {
       inlineData: inline,
       fsync: !noFsync,
       verity,
-      ...(maxSize ? { maximumDiskSize: parseSize(maxSize, '--max-size') } : {}),
+      ...(maximumDiskSize !== undefined ? { maximumDiskSize } : {}),
       layout,
       convertSlash,
       ...(uuid ? { uuid } : {}),
+      overwrite: force,
+      allowEmpty: false,
       signal: io.signal,
       // Compressed input: progress counts tar bytes, so the total is unknown.
       onProgress: (p) => bar.update({ done: p.bytes, total: Math.max(total, p.bytes) }),
