@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -16,6 +17,18 @@ function uuidBytes(uuid: string): Uint8Array {
   if (!/^[0-9a-f]{32}$/i.test(hex))
     throw new Ext4Error('ERR_INVALID_ARGUMENT', `uuid ${JSON.stringify(uuid)}: not a UUID`);
   return Buffer.from(hex, 'hex');
+}
+
+/**
+ * The dm-verity superblock's UUID for our layout: derived from the filesystem's (itself derived from the
+ * content unless given), so the same tar and options give the same bytes, tree included.
+ */
+function verityUuidFor(fsUuid: string): string {
+  const b = createHash('sha256').update('lcow dm-verity ').update(uuidBytes(fsUuid)).digest().subarray(0, 16);
+  b[6] = (b[6]! & 0x0f) | 0x50;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 function labelBytes(label: string): Uint8Array {
@@ -41,7 +54,8 @@ export interface ConvertOptions {
   appendVhdFooter?: boolean;
   /**
    * Append a dm-verity superblock and hash tree after the filesystem (SHA-256, 4 KiB blocks, salt 32 zero
-   * bytes unless given, as hcsshim's AppendDMVerity) and return its root digest (default false).
+   * bytes unless given, as hcsshim's AppendDMVerity) and return its root digest (default false). Its UUID,
+   * unless given: derived from the filesystem's in our layout (reproducible), random in hcsshim's (as hcsshim).
    */
   verity?: boolean | { salt?: Uint8Array; uuid?: string };
   /**
@@ -63,7 +77,11 @@ export interface ConvertOptions {
   sizeLimit?: number;
   /** Filesystem UUID; default: derived from the content, so the same tar gives the same bytes. */
   uuid?: string;
-  /** Time stamp for the superblock and the VHD footer; default: 0 in the superblock, now in the footer. */
+  /**
+   * Time stamp for the superblock and the VHD footer; default: 0 in the superblock, now in the footer. With
+   * it, the same tar and options give the same bytes, footer included (`lcow tar2ext4` takes it from
+   * `--timestamp` or `SOURCE_DATE_EPOCH`).
+   */
   timestamp?: Date;
   /** Volume label (≤ 16 bytes). */
   label?: string;
@@ -326,7 +344,9 @@ export async function convert(
     let size = summary.bytes;
     let verity: { rootDigest: string; verityHashSize: number } | null = null;
     if (options.verity) {
+      // hcsshim's layout keeps its random verity UUID (as hcsshim); ours is reproducible.
       const v = await appendVerity(fh, summary.bytes, {
+        ...(options.layout === 'hcsshim' ? {} : { uuid: verityUuidFor(summary.uuid) }),
         ...(typeof options.verity === 'object' ? options.verity : {}),
         ...(signal ? { signal } : {}),
       });

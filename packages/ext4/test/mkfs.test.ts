@@ -147,7 +147,7 @@ describe.skipIf(!hasE2fs)('e2fsck and dumpe2fs', () => {
   it('an existing file is not replaced without overwrite; an abort leaves nothing', async () => {
     const p = join(dir.path, 'keep.img');
     await writeFile(p, 'precious');
-    await expect(mkfs(p, { size: 2 ** 30 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+    await expect(mkfs(p, { size: 2 ** 30 })).rejects.toMatchObject({ code: 'ERR_EXISTS' });
     expect(await readFile(p, 'utf8')).toBe('precious');
     const ac = new AbortController();
     ac.abort();

@@ -51,7 +51,7 @@ export async function convertRawImage(input: string, output: string, opts: Conve
       () => true,
       () => false,
     );
-    if (exists) throw new VhdError('ERR_INVALID_ARGUMENT', `${output}: already exists`);
+    if (exists) throw new VhdError('ERR_EXISTS', `${output}: already exists`);
   }
   const publish = { overwrite: opts.overwrite === true };
   const src = await open(input, 'r');
@@ -104,7 +104,7 @@ export async function convertRawImage(input: string, output: string, opts: Conve
   } catch (e) {
     if (tmp) await rm(tmp, { force: true });
     if (e instanceof DurableError && e.code === 'ERR_EXISTS')
-      throw new VhdError('ERR_INVALID_ARGUMENT', `${output}: already exists`, { cause: e });
+      throw new VhdError('ERR_EXISTS', `${output}: already exists`, { cause: e });
     throw e;
   } finally {
     await src.close();

@@ -6,10 +6,11 @@
  *   replay, a differencing disk, an unknown required region or metadata item).
  * - `ERR_INVALID_ARGUMENT`: a caller's argument is out of range (size, offset, block size).
  * - `ERR_READ_ONLY`: a write to a disk opened read-only.
+ * - `ERR_EXISTS`: the output exists and `overwrite` was not given.
  * - `ERR_ABORTED`: the operation's `AbortSignal` fired.
  */
 export type VhdErrorCode =
-  'ERR_VHD_FORMAT' | 'ERR_VHD_UNSUPPORTED' | 'ERR_INVALID_ARGUMENT' | 'ERR_READ_ONLY' | 'ERR_ABORTED';
+  'ERR_VHD_FORMAT' | 'ERR_VHD_UNSUPPORTED' | 'ERR_INVALID_ARGUMENT' | 'ERR_READ_ONLY' | 'ERR_EXISTS' | 'ERR_ABORTED';
 
 /** The one error class of `@lcow/vhd`; `code` is stable, the message starts with the file or value concerned. */
 export class VhdError extends Error {

@@ -47,3 +47,30 @@ export function escapeName(name: string): string {
   // eslint-disable-next-line no-control-regex
   return name.replace(/[\x00-\x1f\x7f\\]/g, (c) => C_ESCAPES[c] ?? `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
 }
+
+/**
+ * The time an output records: `--timestamp` (seconds since 1970, or an ISO date), else `SOURCE_DATE_EPOCH`
+ * (seconds, as reproducible-builds.org defines it), else undefined (now). A value that does not parse is a
+ * usage error, not a silent "now".
+ */
+export function outputTime(given: string | undefined, env: Record<string, string | undefined>): Date | undefined {
+  const [text, what] = given !== undefined ? [given, '--timestamp'] : [env.SOURCE_DATE_EPOCH, 'SOURCE_DATE_EPOCH'];
+  if (text === undefined || text === '') return undefined;
+  const d = /^\d+$/.test(text)
+    ? new Date(Number(text) * 1000)
+    : what === '--timestamp'
+      ? new Date(text)
+      : new Date(Number.NaN);
+  if (Number.isNaN(d.getTime()))
+    throw new DriverError(
+      'ERR_USAGE',
+      `${what} ${JSON.stringify(text)}: expected seconds since 1970${what === '--timestamp' ? ' or an ISO date' : ''}`,
+    );
+  return d;
+}
+
+/** Refuses `-` where an output cannot be a pipe, before any work. */
+export function fileOutput(out: string, why: string): string {
+  if (out === '-') throw new DriverError('ERR_USAGE', `-o -: ${why}, so it cannot go to standard output`);
+  return out;
+}

@@ -5,6 +5,7 @@ import { caseTar } from '../../../ext4/test/hcsshim/cases.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, oracle, pseudoRandomBytes, run, tempDir } from '@lcow/testkit';
 import { parseSize } from './format.ts';
+import { synopses } from './main.ts';
 
 const hasMkfs = oracle('mkfs.ext4');
 const hasE2fsck = oracle('e2fsck');
@@ -61,7 +62,7 @@ describe('lcow vhd', () => {
     );
     expect(await lcow('vhd', 'create', join(dir.path, 'x.vhdx'))).toMatchObject({
       status: 2,
-      err: expect.stringMatching(/^lcow: ERR_USAGE: --size is required/),
+      err: expect.stringMatching(/^lcow: ERR_USAGE: lcow vhd create: --size is required/),
     });
     expect((await lcow('vhd', 'create', join(dir.path, 'x.vhdx'), '--size', '1000')).err).toMatch(
       /^lcow: ERR_INVALID_ARGUMENT: size 1000/,
@@ -105,11 +106,13 @@ describe('lcow tar2ext4', () => {
     const r = await lcow('tar2ext4', '-i', tar, '-o', out, '--vhd', '--whiteouts', '--json');
     expect(r.status).toBe(0);
     const j = JSON.parse(r.out);
-    expect(j).toMatchObject({ bytes: (await stat(out)).size, entries: 2, whiteouts: 1, seconds: expect.any(Number) });
+    // The library's names: `size` the file, `bytes` the filesystem in it.
+    expect(j).toMatchObject({ size: (await stat(out)).size, entries: 2, whiteouts: 1, seconds: expect.any(Number) });
+    expect(j.bytes).toBe(j.size - 512);
     const info = JSON.parse((await lcow('vhd', 'info', out, '--json')).out);
     expect(info).toMatchObject({
       verdict: 'ok',
-      disk: { format: 'vhd', virtualSize: j.filesystemBytes },
+      disk: { format: 'vhd', virtualSize: j.bytes },
       contents: { type: 'ext4' },
     });
   });
@@ -132,7 +135,7 @@ describe('lcow tar2ext4', () => {
     await writeFile(out, 'precious');
     const r = await lcow('tar2ext4', '-i', tar, '-o', out);
     expect(r.status).toBe(1);
-    expect(r.err).toBe(`lcow: ERR_EXISTS: ${out}: already exists\n`);
+    expect(r.err).toBe(`lcow: ERR_EXISTS: ${out}: already exists (--force to replace it)\n`);
     expect(await readFile(out, 'utf8')).toBe('precious');
     expect((await lcow('tar2ext4', '-i', tar, '-o', out, '--force')).status).toBe(0);
     expect((await stat(out)).size).toBeGreaterThanOrEqual(1 << 20);
@@ -303,5 +306,214 @@ describe('lcow verity digest --layout hcsshim', () => {
     const mine = await lcow('verity', 'digest', join(dir.path, 'golden-xattrs.tar'));
     expect(mine.out.trim()).not.toBe(golden.xattrs!.digest);
     expect((await lcow('verity', 'digest', 'x.tar', '--layout', 'windows')).status).toBe(2);
+  });
+});
+
+describe('the command line', () => {
+  it("the root README's CLI block is exactly the synopses `lcow --help` prints", async () => {
+    const readme = await readFile(join(import.meta.dirname, '..', '..', '..', '..', 'README.md'), 'utf8');
+    const block = /## The `lcow` command\n[\s\S]*?```\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBe(`${synopses().join('\n')}\n`);
+    const help = (await lcow('--help')).out;
+    for (const s of synopses()) expect(help).toContain(`  ${s}\n`);
+  });
+
+  it('--version, bare lcow (help on stderr, 2), COMMAND --help with every option and its default', async () => {
+    const pkg = JSON.parse(await readFile(join(import.meta.dirname, '..', '..', 'package.json'), 'utf8'));
+    expect(await lcow('--version')).toMatchObject({ status: 0, out: `lcow ${pkg.version}\n` });
+    expect(await lcow('vhd', 'info', '--version')).toMatchObject({ status: 0, out: `lcow ${pkg.version}\n` });
+    const bare = await lcow();
+    expect(bare).toMatchObject({ status: 2, out: '' });
+    expect(bare.err).toMatch(/^lcow — /);
+    const mkfs = await lcow('mkfs', '--help');
+    expect(mkfs.status).toBe(0);
+    expect(mkfs.out).toMatch(/--inode-ratio BYTES\s+bytes per inode \(default: 16384\)/);
+    expect(mkfs.out).toMatch(/--reserved PERCENT\s+blocks reserved for root \(default: 5\)/);
+    const vhd = await lcow('vhd', '--help');
+    for (const sub of ['info', 'create', 'convert']) expect(vhd.out).toContain(`usage: lcow vhd ${sub} `);
+    expect((await lcow('vhd', 'create', '--help')).out).not.toContain('usage: lcow vhd info');
+  });
+
+  it('parse forms: --opt=value, a repeated flag, --, a global option after the command, - as an operand', async () => {
+    const data = join(dir.path, 'forms-root');
+    // --root after the command, and as --root=DIR before it: the same data root.
+    expect(await lcow('ls', '--root', data, '--json', '--json')).toMatchObject({ status: 0, out: '[]\n' });
+    expect(await lcow(`--root=${data}`, 'status', '--json')).toMatchObject({ status: 0 });
+    expect(JSON.parse((await lcow('status', `--root=${data}`, '--json')).out).root).toBe(data);
+    // An operand that starts with a dash, after --.
+    const dashed = await lcow('vhd', 'info', '--', '-not-an-option');
+    expect(dashed.status).toBe(1);
+    expect(dashed.err).toMatch(/^lcow: ERR_NOT_FOUND: .*'-not-an-option' \(ENOENT\)\n$/);
+    // Without -- it is an unknown option: a usage error naming the command.
+    expect(await lcow('vhd', 'info', '-not-an-option')).toMatchObject({
+      status: 2,
+      err: expect.stringMatching(/^lcow: ERR_USAGE: lcow vhd info: Unknown option '-n'/),
+    });
+    // - is standard input for verity digest: the tar comes through io.stdin.
+    const tar = makeTar([{ path: 'a', body: 'x' }]);
+    const file = join(dir.path, 'forms.tar');
+    await writeFile(file, tar);
+    const fromFile = (await lcow('verity', 'digest', file)).out;
+    const { PassThrough } = await import('node:stream');
+    const stdin = new PassThrough();
+    stdin.end(tar);
+    const { lcowWith } = await import('../../test/lcow.ts');
+    expect((await lcowWith({ stdin }, 'verity', 'digest', '-')).out).toBe(fromFile);
+    // Too many operands, a missing value, an unknown subcommand: status 2 before any work.
+    expect((await lcow('vhd', 'info', 'a', 'b')).err).toMatch(/takes FILE: unexpected "b"/);
+    expect((await lcow('mkfs', 'x.img', '--size')).err).toMatch(/ERR_USAGE: lcow mkfs: Option '--size <value>'/);
+    expect((await lcow('vhd', 'frob')).status).toBe(2);
+    expect((await lcow('ls', '--backend', 'vmware')).err).toMatch(/--backend "vmware": host, inproc or hcs/);
+  });
+
+  it('-o - and --force alike everywhere: refused at once where the output cannot stream', async () => {
+    for (const argv of [
+      ['mkfs', '-', '--size', '1G'],
+      ['vhd', 'create', '-', '--size', '1G'],
+      ['vhd', 'convert', join(dir.path, 'none.raw'), '-'],
+      ['tar2ext4', '-i', join(dir.path, 'none.tar'), '-o', '-'],
+      ['image', 'create', 'oci:/nowhere', '-o', '-'],
+    ]) {
+      const r = await lcow(...argv);
+      expect(r.status, argv.join(' ')).toBe(2);
+      expect(r.err, argv.join(' ')).toMatch(/^lcow: ERR_USAGE: /);
+    }
+    // Existing outputs: kept without --force, replaced with it (mkfs, vhd create, ext4 export, demo).
+    const keep = join(dir.path, 'keep.out');
+    for (const argv of [
+      ['mkfs', keep, '--size', '64M'],
+      ['vhd', 'create', `${keep}.vhd`, '--size', '1M'],
+    ]) {
+      const target = argv[1] === 'create' ? argv[2]! : argv[1]!;
+      await writeFile(target, 'precious');
+      const r = await lcow(...argv);
+      expect(r, argv.join(' ')).toMatchObject({ status: 1, err: expect.stringMatching(/^lcow: ERR_EXISTS: /) });
+      expect(await readFile(target, 'utf8')).toBe('precious');
+      expect((await lcow(...argv, '--force')).status, argv.join(' ')).toBe(0);
+    }
+    const img = join(dir.path, 'export-src.img');
+    await writeFile(join(dir.path, 'export.tar'), makeTar([{ path: 'f', body: 'x' }]));
+    expect((await lcow('tar2ext4', '-i', join(dir.path, 'export.tar'), '-o', img)).status).toBe(0);
+    const tarOut = join(dir.path, 'export-out.tar');
+    await writeFile(tarOut, 'precious');
+    expect((await lcow('ext4', 'export', img, '-o', tarOut)).err).toMatch(/^lcow: ERR_EXISTS: /);
+    expect(await readFile(tarOut, 'utf8')).toBe('precious');
+    expect((await lcow('ext4', 'export', img, '-o', tarOut, '--force')).status).toBe(0);
+    expect((await stat(tarOut)).size).toBeGreaterThan(1024);
+  });
+
+  it("hcsshim's tar2ext4 spellings: its layout and bytes, -digest, -only-vhd", async () => {
+    const tar = join(dir.path, 'hcs.tar');
+    await writeFile(
+      tar,
+      makeTar([
+        { path: 'etc/', type: 'dir' },
+        { path: 'etc/hosts', body: '127.0.0.1 localhost\n' },
+        { path: '.wh.gone', body: '' },
+      ]),
+    );
+    const go = join(dir.path, 'go.vhd');
+    const r = await lcow('tar2ext4', '-i', tar, '-o', go, '-overlay', '-vhd', '-max-size=1073741824', '--json');
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ layout: 'hcsshim', whiteouts: 1 });
+    const ours = join(dir.path, 'ours.vhd');
+    await lcow('tar2ext4', '-i', tar, '-o', ours, '--whiteouts', '--vhd', '--layout', 'hcsshim', '--max-size', '1G');
+    const a = await readFile(go);
+    const b = await readFile(ours);
+    expect(a.subarray(0, -512).equals(b.subarray(0, -512))).toBe(true);
+    // -digest: hcsshim's ConvertAndComputeRootDigest, equal to verity digest --layout hcsshim.
+    const digest = await lcow('tar2ext4', '-digest', '-i', tar);
+    expect(digest.out).toBe((await lcow('verity', 'digest', tar, '--layout', 'hcsshim')).out);
+    expect(digest.out).toMatch(/^[0-9a-f]{64}\n$/);
+    // -only-vhd: the input image copied, a footer appended.
+    const copy = join(dir.path, 'only.vhd');
+    const img = join(dir.path, 'only.img');
+    await lcow('tar2ext4', '-i', tar, '-o', img);
+    expect((await lcow('tar2ext4', '-i', img, '-only-vhd', '-o', copy)).status).toBe(0);
+    const src = await readFile(img);
+    const out = await readFile(copy);
+    expect(out.length).toBe(src.length + 512);
+    expect(out.subarray(0, src.length).equals(src)).toBe(true);
+    expect(out.subarray(src.length, src.length + 8).toString()).toBe('conectix');
+    expect((await lcow('tar2ext4', '-i', img, '-only-vhd', '-verity', '-o', `${copy}2`)).status).toBe(2);
+  });
+
+  it('reproducible: SOURCE_DATE_EPOCH or --timestamp gives the same .vhd byte for byte (verity included)', async () => {
+    const tar = join(dir.path, 'repro.tar');
+    await writeFile(tar, makeTar([{ path: 'x', body: 'same' }]));
+    const outs = [join(dir.path, 'r1.vhd'), join(dir.path, 'r2.vhd'), join(dir.path, 'r3.vhd')];
+    const env = { SOURCE_DATE_EPOCH: '1700000000' };
+    const { lcowWith } = await import('../../test/lcow.ts');
+    await lcowWith({ env }, 'tar2ext4', '-i', tar, '-o', outs[0]!, '--vhd', '--verity');
+    await new Promise((r) => setTimeout(r, 1100));
+    await lcowWith({ env }, 'tar2ext4', '-i', tar, '-o', outs[1]!, '--vhd', '--verity');
+    await lcow('tar2ext4', '-i', tar, '-o', outs[2]!, '--vhd', '--verity', '--timestamp', '2023-11-14T22:13:20Z');
+    const [a, b, c] = await Promise.all(outs.map((o) => readFile(o)));
+    expect(a!.equals(b!)).toBe(true);
+    expect(a!.equals(c!)).toBe(true);
+    const info = JSON.parse((await lcow('vhd', 'info', outs[0]!, '--json')).out);
+    expect(info.disk.footer.date).toBe('2023-11-14T22:13:20.000Z');
+    const bad = await lcowWith({ env: { SOURCE_DATE_EPOCH: 'soon' } }, 'tar2ext4', '-i', tar, '-o', outs[0]!);
+    expect(bad).toMatchObject({
+      status: 2,
+      err: 'lcow: ERR_USAGE: SOURCE_DATE_EPOCH "soon": expected seconds since 1970\n',
+    });
+  });
+
+  it('verity info on an image without a tree says so plainly', async () => {
+    const tar = join(dir.path, 'plain.tar');
+    await writeFile(tar, makeTar([{ path: 'x', body: 'y' }]));
+    const img = join(dir.path, 'plain.vhd');
+    await lcow('tar2ext4', '-i', tar, '-o', img, '--vhd');
+    const r = await lcow('verity', 'info', img);
+    expect(r.status).toBe(1);
+    expect(r.err).toMatch(
+      /^lcow: ERR_NOT_FOUND: .*plain\.vhd: no dm-verity tree after the ext4 filesystem .*a VHD footer follows.*made without --verity\n$/,
+    );
+  });
+});
+
+describe('progress', () => {
+  it('a known total draws a percentage; stdin and gzip (total unknown) draw bytes and rate, never a false 100 %', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const { PassThrough } = await import('node:stream');
+    const { lcowWith } = await import('../../test/lcow.ts');
+    const tarBytes = makeTar([{ path: 'big', body: pseudoRandomBytes(4 << 20, 7) }]);
+    const plain = join(dir.path, 'p.tar');
+    const gz = join(dir.path, 'p.tar.gz');
+    await writeFile(plain, tarBytes);
+    await writeFile(gz, gzipSync(tarBytes));
+    const drawn = async (input: string, stdin?: NodeJS.ReadableStream): Promise<string> => {
+      let text = '';
+      const sink = new PassThrough();
+      sink.on('data', (c: Buffer) => (text += c.toString()));
+      const tty = Object.assign(sink, { isTTY: true }) as unknown as NodeJS.WriteStream;
+      const out = join(dir.path, `prog-${Math.random().toString(36).slice(2)}.img`);
+      const r = await lcowWith({ progress: tty, ...(stdin ? { stdin } : {}) }, 'tar2ext4', '-i', input, '-o', out);
+      expect(r.status, r.err).toBe(0);
+      return text;
+    };
+    expect(await drawn(plain)).toMatch(/\] +\d+% /);
+    for (const text of [await drawn(gz), await drawn('-', new PassThrough().end(tarBytes))]) {
+      expect(text).toMatch(/ \d+(\.\d+)? (B|KiB|MiB) {2}\d+(\.\d+)? (B|KiB|MiB|GiB)\/s/);
+      expect(text).not.toMatch(/%/);
+    }
+  });
+});
+
+describe('describeError', () => {
+  it('one code, the errno once, and the output rather than a temporary name for a failed rename', async () => {
+    const { describeError } = await import('./main.ts');
+    const e = Object.assign(new Error("ENOENT: no such file or directory, rename '/d/.out-p1-abc.tmp' -> '/d/out'"), {
+      code: 'ENOENT',
+      errno: -2,
+      syscall: 'rename',
+      path: '/d/.out-p1-abc.tmp',
+      dest: '/d/out',
+    });
+    expect(describeError(e)).toEqual({
+      code: 'ERR_NOT_FOUND',
+      message: "no such file or directory, rename to '/d/out' (ENOENT)",
+    });
   });
 });

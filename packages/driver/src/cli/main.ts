@@ -1,28 +1,80 @@
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { DriverError } from '../errors.ts';
-import { LOADERS, SPECS, type CommandName } from './registry.ts';
+import {
+  GLOBAL_OPTIONS,
+  formOptions,
+  optionHelp,
+  parseForm,
+  wrap,
+  splitSubcommand,
+  synopsis,
+  type FormSpec,
+  type Parsed,
+} from './args.ts';
+import { LOADERS, SPECS, type CommandName, type CommandSpec } from './registry.ts';
 import type { Io } from './types.ts';
 
 export type { Command, Io } from './types.ts';
 
-function help(): string {
+/** `lcow X.Y.Z`, from the package this command belongs to. */
+export function version(): string {
+  // The same two levels up from src/cli, dist/cli and the bundle's dist/bin.
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `lcow ${pkg.version}`;
+}
+
+/** Every form's synopsis, as `lcow --help` and the README list them. */
+export function synopses(): string[] {
+  return Object.entries(SPECS).flatMap(([name, c]) =>
+    Object.entries(c.forms as Record<string, FormSpec>).map(([sub, f]) =>
+      synopsis(`lcow ${name}${sub ? ` ${sub}` : ''}`, f),
+    ),
+  );
+}
+
+/** `lcow --help`. */
+export function help(): string {
   return [
     'lcow — LCOW container layers as ext4 in VHD/VHDX, on Linux and Windows',
     '',
-    'usage: lcow [--root DIR] [--backend host|inproc|hcs] [--storage-opt lcow.KEY=VALUE]… <command> …',
-    '       (--help after any command; storage options as dockerd passes them, e.g. lcow.maxlayersize=GiB)',
+    'usage: lcow [global options] COMMAND [options] [operands]',
+    '       lcow COMMAND --help    (its options, their meanings and defaults)',
+    '',
+    'global options (before or after a command that opens the data root):',
+    ...optionHelp({
+      ...GLOBAL_OPTIONS,
+      help: { kind: 'flag', short: 'h', help: 'print this help and exit' },
+      version: { kind: 'flag', help: "print lcow's version and exit" },
+    }),
     '',
     'commands:',
-    ...Object.entries(SPECS).flatMap(([name, c]) => [
-      `  ${name.padEnd(10)}${c.summary}`,
-      ...c.usage.map((u) => `              ${u}`),
-    ]),
+    ...Object.entries(SPECS).flatMap(([name, c]) =>
+      wrap(c.summary, 96).map((line, i) => `  ${(i === 0 ? name : '').padEnd(11)}${line}`),
+    ),
     '',
-    'Errors print "lcow: CODE: message" on stderr and exit with status 1 (2 for usage errors).',
+    'synopses:',
+    ...synopses().map((s) => `  ${s}`),
+    '',
+    'Errors print "lcow: CODE: message" on stderr and exit with status 1 (2 for usage errors, 128+n when',
+    'ended by signal n). Outputs are written under a temporary name and renamed when complete.',
   ].join('\n');
+}
+
+/** `lcow COMMAND --help`, or `lcow COMMAND SUB --help` for one form. */
+function commandHelp(name: string, spec: CommandSpec, only?: string): string {
+  const forms = Object.entries(spec.forms).filter(([sub]) => only === undefined || sub === only);
+  const lines = [`lcow ${name}: ${spec.summary}`];
+  for (const [sub, f] of forms) {
+    const what = `lcow ${name}${sub ? ` ${sub}` : ''}`;
+    lines.push('', `usage: ${synopsis(what, f)}`);
+    if (f.summary) lines.push(`  ${f.summary}`);
+    lines.push('', 'options:', ...optionHelp(formOptions(f)));
+    for (const n of f.notes ?? []) lines.push('', n);
+  }
+  return lines.join('\n');
 }
 
 /** `lcow-NAME` on PATH, for a NAME that could be a command, or null. */
@@ -91,11 +143,31 @@ export function describeError(e: unknown): { code: string; message: string } {
   const raw = typeof err?.code === 'string' ? err.code : null;
   const text = err instanceof Error ? err.message : String(e);
   if (raw && /^E[A-Z0-9]+$/.test(raw) && (typeof err.errno === 'number' || typeof err.syscall === 'string')) {
-    const message = text.startsWith(`${raw}: `) ? text.slice(raw.length + 2) : text;
+    let message = text.startsWith(`${raw}: `) ? text.slice(raw.length + 2) : text;
+    // A rename or link of a finished temporary file names the output, not our hidden temporary name.
+    const dest = (err as { dest?: unknown }).dest;
+    if (typeof dest === 'string') message = message.replace(/, (rename|link) '.*' -> '.*'$/, `, $1 to '${dest}'`);
     return { code: ERRNO_CODES[raw] ?? 'ERR_IO', message: `${message} (${raw})` };
   }
   if (raw?.startsWith('ERR_')) return { code: raw, message: text };
   return { code: 'ERR_INTERNAL', message: text };
+}
+
+/** `--root`, `--backend` and `--storage-opt`, checked, into the command's I/O. */
+function applyGlobals(p: Parsed, io: Io): void {
+  const root = p.value('root');
+  if (root !== undefined) io.root = root;
+  const backend = p.value('backend');
+  if (backend !== undefined) {
+    if (!['host', 'inproc', 'hcs'].includes(backend))
+      throw new DriverError('ERR_USAGE', `--backend ${JSON.stringify(backend)}: host, inproc or hcs`);
+    io.backend = backend;
+  }
+  for (const v of p.list('storage-opt')) {
+    if (!/^lcow\.[a-z]+=/i.test(v))
+      throw new DriverError('ERR_USAGE', `--storage-opt ${JSON.stringify(v)}: expected lcow.KEY=VALUE`);
+    io.storageOpts = [...(io.storageOpts ?? []), v];
+  }
 }
 
 /** The signals that end a command cleanly (see {@link main}). */
@@ -134,33 +206,30 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
   const status = (code: number): number =>
     pipeClosed ? 128 + osConstants.signals.SIGPIPE : caught ? 128 + osConstants.signals[caught] : code;
   try {
-    const args = [...argv];
-    // Global options, before the command.
-    for (;;) {
-      const g = args[0];
-      if (g === '--root' || g === '--backend' || g === '--storage-opt') {
-        const v = args[1];
-        if (v === undefined) throw new DriverError('ERR_USAGE', `${g} needs a value`);
-        if (g === '--root') full.root = v;
-        else if (g === '--storage-opt') {
-          if (!/^lcow\.[a-z]+=/i.test(v))
-            throw new DriverError('ERR_USAGE', `--storage-opt ${JSON.stringify(v)}: expected lcow.KEY=VALUE`);
-          full.storageOpts = [...(full.storageOpts ?? []), v];
-        } else {
-          if (!['host', 'inproc', 'hcs'].includes(v))
-            throw new DriverError('ERR_USAGE', `--backend ${JSON.stringify(v)}: host, inproc or hcs`);
-          full.backend = v;
-        }
-        args.splice(0, 2);
-      } else if (g?.startsWith('--root=') || g?.startsWith('--backend=') || g?.startsWith('--storage-opt=')) {
-        const eq = g.indexOf('=');
-        args.splice(0, 1, g.slice(0, eq), g.slice(eq + 1));
-      } else break;
+    // Global options before the command (checked by the same parser).
+    let at = 0;
+    while (at < argv.length) {
+      const g = argv[at]!;
+      const bare = g.split('=')[0]!;
+      if (bare === '--root' || bare === '--backend' || bare === '--storage-opt') at += g.includes('=') ? 1 : 2;
+      else if (g === '--help' || g === '-h' || g === '--version') at++;
+      else break;
     }
-    const [name, ...rest] = args;
-    if (!name || name === 'help' || name === '--help' || name === '-h') {
+    const lead = parseForm('lcow', { operands: [], options: GLOBAL_OPTIONS, driver: false }, argv.slice(0, at));
+    applyGlobals(lead, full);
+    const [name, ...rest] = argv.slice(at);
+    if (lead.flag('version') && !lead.flag('help')) {
+      full.out(version());
+      return 0;
+    }
+    if (!name || name === 'help' || lead.flag('help')) {
+      // A bare `lcow` is a command line that cannot run: its help goes to stderr, status 2.
+      if (!name && !lead.flag('help')) {
+        full.err(help());
+        return 2;
+      }
       full.out(help());
-      return name ? 0 : 2;
+      return 0;
     }
     const known = Object.hasOwn(SPECS, name) ? (name as CommandName) : null;
     // `lcow NAME …` runs a separately installed `lcow-NAME` (as git does): `lcow docker-plugin` is
@@ -168,16 +237,42 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
     const external = known ? null : findExternal(name);
     if (external) return await runExternal(external, rest, full.signal);
     if (!known) {
-      full.err(`lcow: ERR_USAGE: unknown command ${JSON.stringify(name)}\n\n${help()}`);
+      full.err(`lcow: ERR_USAGE: unknown command ${JSON.stringify(name)} (see lcow --help)`);
       return 2;
     }
-    if (rest.includes('--help') || rest.includes('-h')) {
-      const spec = SPECS[known];
-      full.out([`lcow ${known}: ${spec.summary}`, '', ...spec.usage.map((u) => `usage: ${u}`)].join('\n'));
+    const spec: CommandSpec = SPECS[known];
+    const forms = spec.forms as Record<string, FormSpec>;
+    let form = '';
+    let args = rest;
+    if (!Object.hasOwn(forms, '')) {
+      const split = splitSubcommand(rest, forms);
+      if (split.sub === undefined || !Object.hasOwn(forms, split.sub)) {
+        if (split.sub === undefined && (rest.includes('--help') || rest.includes('-h'))) {
+          full.out(commandHelp(known, spec));
+          return 0;
+        }
+        const subs = Object.keys(forms).join(', ');
+        throw new DriverError(
+          'ERR_USAGE',
+          `lcow ${known}: ${split.sub === undefined ? 'a subcommand is needed' : `unknown subcommand ${JSON.stringify(split.sub)}`}: ${subs} (see lcow ${known} --help)`,
+        );
+      }
+      form = split.sub;
+      args = split.rest;
+    }
+    const what = `lcow ${known}${form ? ` ${form}` : ''}`;
+    const parsed = parseForm(what, forms[form]!, args);
+    if (parsed.flag('help')) {
+      full.out(commandHelp(known, spec, form));
       return 0;
     }
+    if (parsed.flag('version')) {
+      full.out(version());
+      return 0;
+    }
+    applyGlobals(parsed, full);
     const cmd = await LOADERS[known]();
-    return status(await cmd.run(rest, full));
+    return status(await cmd.run(form, parsed, full));
   } catch (e) {
     if (pipeClosed) return status(1);
     const { code, message } = describeError(caught ? ac.signal.reason : e);

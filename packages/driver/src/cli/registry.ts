@@ -1,123 +1,406 @@
-// The command table: every command's name, one-line summary and usage lines, and how to load it. `lcow --help`
-// and argument errors need only this file; a command's code (and the packages it uses) is loaded when it runs,
-// so the process starts in the time Node itself takes plus this table.
+// The command table: every command's forms, operands and options, and how to load it. `lcow --help`, each
+// command's `--help` and every argument check before work need only this file; a command's code (and the
+// packages it uses) is loaded when it runs, so the process starts in the time Node itself takes plus this table.
+import type { FormSpec, OptionSpec } from './args.ts';
 import type { Command } from './types.ts';
 
-/** What `--help` prints for a command. */
+/** A command: one line of meaning and its forms (`''` when it has no subcommands). */
 export interface CommandSpec {
   summary: string;
-  usage: readonly string[];
+  forms: Readonly<Record<string, FormSpec>>;
 }
+
+const json = { kind: 'flag', help: 'print the result as JSON on standard output' } as const satisfies OptionSpec;
+const force = {
+  kind: 'flag',
+  help: 'replace an output that already exists (refused otherwise)',
+} as const satisfies OptionSpec;
+const parent = {
+  kind: 'value',
+  arg: 'P',
+  help: "the layer to compare with (default: the layer's own parent)",
+} as const satisfies OptionSpec;
+const parallel = {
+  kind: 'value',
+  arg: 'N',
+  help: 'layers converted at once, each in a child process of its own (1 to 64)',
+  default: 'the number of cores',
+} as const satisfies OptionSpec;
+const timestamp = {
+  kind: 'value',
+  arg: 'TIME',
+  help: 'the time written into the output (VHD footer, superblock): seconds since 1970 or an ISO date; makes the same input give the same bytes',
+  default: '$SOURCE_DATE_EPOCH if set, else now',
+} as const satisfies OptionSpec;
+const layout = {
+  kind: 'value',
+  arg: 'lcow|hcsshim',
+  help: "the image layout: ours (lcow), or hcsshim's tar2ext4 byte for byte, so root digests match a Windows host's",
+  default: 'lcow',
+} as const satisfies OptionSpec;
+
+/** skopeo's and dmverity-vhd's ways of saying how to reach an image. */
+const SOURCE = {
+  platform: { kind: 'value', arg: 'OS/ARCH', help: 'the platform to take from an image index', group: 'source' },
+  creds: { kind: 'value', arg: 'USER:PASS', help: 'registry credentials', group: 'source' },
+  username: { kind: 'value', short: 'u', arg: 'USER', help: 'registry user (with --password)', group: 'source' },
+  password: { kind: 'value', short: 'p', arg: 'PASS', help: 'registry password (with --username)', group: 'source' },
+  authfile: {
+    kind: 'value',
+    arg: 'FILE',
+    help: 'credentials file (containers-auth.json or ~/.docker/config.json form)',
+    default: '$REGISTRY_AUTH_FILE, then the usual places',
+    group: 'source',
+  },
+  'cert-dir': {
+    kind: 'value',
+    arg: 'DIR',
+    help: 'CA certificates (*.crt) and client certificates (*.cert/*.key) for the registry',
+    group: 'source',
+  },
+  'tls-verify': {
+    kind: 'bool',
+    help: "check the registry's certificate",
+    default: 'true',
+    group: 'source',
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+/** dmverity-vhd's way of naming the image: `-i REF` with `--tarball FILE` or `--docker`. */
+const IMAGE_NAMING = {
+  image: { kind: 'value', short: 'i', arg: 'REF', help: 'the image (instead of the REF operand)', group: 'naming' },
+  tarball: {
+    kind: 'value',
+    short: 't',
+    arg: 'FILE',
+    help: 'the image is in this docker-save archive',
+    group: 'naming',
+  },
+  docker: { kind: 'flag', short: 'd', help: 'the image is in the Docker daemon', group: 'naming' },
+} as const satisfies Record<string, OptionSpec>;
+
+const REF_NOTE =
+  'REF: docker://HOST/REPO:TAG, docker-daemon:NAME:TAG, docker-archive:PATH, oci-archive:PATH, oci:PATH, or a docker-save/OCI tarball';
 
 export const SPECS = {
   import: {
     summary:
-      'apply an image — docker://HOST/REPO:TAG, docker-daemon:NAME:TAG, docker-archive:/oci-archive:/oci:PATH, or a docker-save/OCI tarball — as a layer chain with a sandbox on top (no REF: the embedded example, read back through get)',
-    usage: [
-      'lcow import [REF] [--sandbox ID] [--no-sandbox] [--verity] [--parallel N] [--platform OS/ARCH] [--creds U:P] [--authfile F] [--cert-dir D] [--tls-verify=false] [--json]',
-    ],
+      'apply an image as a layer chain with a sandbox on top (no REF: the embedded example, read back through get)',
+    forms: {
+      '': {
+        operands: ['[REF]'],
+        driver: true,
+        options: {
+          sandbox: {
+            kind: 'value',
+            arg: 'ID',
+            help: 'the sandbox made on top',
+            default: 'the image name, "example" for the example',
+          },
+          'no-sandbox': { kind: 'flag', help: 'make no sandbox' },
+          verity: { kind: 'flag', help: 'append a dm-verity tree to each layer and keep its root digest' },
+          parallel,
+          ...SOURCE,
+          json,
+        },
+        notes: [REF_NOTE],
+      },
+    },
   },
   create: {
     summary: 'create a read-only layer (apply fills it)',
-    usage: ['lcow create ID [--parent P]'],
+    forms: { '': { operands: ['ID'], driver: true, options: { parent: { ...parent, help: 'its parent layer' } } } },
   },
   'create-rw': {
-    summary: 'create a sandbox (ext4 in a VHDX, 20 GB unless --size)',
-    usage: ['lcow create-rw ID [--parent P] [--size GB]'],
+    summary: 'create a sandbox (ext4 in a VHDX)',
+    forms: {
+      '': {
+        operands: ['ID'],
+        driver: true,
+        options: {
+          parent: { ...parent, help: 'its parent layer' },
+          size: { kind: 'value', arg: 'GB', help: 'its size in GB', default: '20, or lcow.sandboxsize' },
+        },
+      },
+    },
   },
   apply: {
-    summary: 'apply a layer tar (plain or gzip) to a created layer; prints the bytes applied',
-    usage: ['lcow apply ID [-i IN.tar|-] [--verity]'],
+    summary: 'apply a layer tar (plain, gzip or zstd) to a created layer; prints the bytes applied',
+    forms: {
+      '': {
+        operands: ['ID'],
+        driver: true,
+        options: {
+          input: { kind: 'value', short: 'i', arg: 'IN.tar|-', help: 'the layer tar', default: 'standard input' },
+          verity: { kind: 'flag', help: 'append a dm-verity tree and keep its root digest' },
+        },
+      },
+    },
   },
   diff: {
     summary: "write a layer's changes as an OCI layer tar",
-    usage: ['lcow diff ID [--parent P] [-o OUT.tar|-]'],
+    forms: {
+      '': {
+        operands: ['ID'],
+        driver: true,
+        options: {
+          parent,
+          output: { kind: 'value', short: 'o', arg: 'OUT.tar|-', help: 'where', default: 'standard output' },
+          force,
+        },
+      },
+    },
   },
   changes: {
     summary: 'list what a layer adds (A), changes (C) and deletes (D)',
-    usage: ['lcow changes ID [--parent P] [--json]'],
+    forms: { '': { operands: ['ID'], driver: true, options: { parent, json } } },
   },
   'diff-size': {
     summary: 'bytes of regular files a layer adds or changes',
-    usage: ['lcow diff-size ID [--parent P]'],
+    forms: { '': { operands: ['ID'], driver: true, options: { parent } } },
   },
   mount: {
     summary: "mount a layer's union on the host and print its path (host backend)",
-    usage: ['lcow mount ID'],
+    forms: { '': { operands: ['ID'], driver: true, options: {} } },
   },
   unmount: {
     summary: 'unmount what `lcow mount` mounted',
-    usage: ['lcow unmount ID'],
+    forms: { '': { operands: ['ID'], driver: true, options: {} } },
   },
   cat: {
     summary: "print a file as the layer's union shows it",
-    usage: ['lcow cat ID PATH'],
+    forms: { '': { operands: ['ID', 'PATH'], driver: true, options: {} } },
   },
   rm: {
     summary: 'remove layers',
-    usage: ['lcow rm ID...'],
+    forms: { '': { operands: ['ID...'], driver: true, options: {} } },
   },
   ls: {
     summary: 'list the layers of the data root',
-    usage: ['lcow ls [--json]'],
+    forms: { '': { operands: [], driver: true, options: { json } } },
   },
   status: {
     summary: 'backend, mode, data root, VMs and layers',
-    usage: ['lcow status [--json]'],
+    forms: { '': { operands: [], driver: true, options: { json } } },
   },
   cleanup: {
     summary: 'unmount what killed or detached processes left; finish interrupted removals',
-    usage: ['lcow cleanup [--json]'],
+    forms: { '': { operands: [], driver: true, options: { json } } },
   },
   image: {
     summary:
-      'an image from a registry (docker://), the daemon (docker-daemon:), or an archive: describe it, or its layers’ dm-verity root hashes and VHDs as hcsshim’s dmverity-vhd',
-    usage: [
-      'lcow image inspect REF [--platform OS/ARCH] [--creds U:P] [--authfile F] [--cert-dir D] [--tls-verify=false] [--json]',
-      'lcow image roothash REF|-i REF [--tarball FILE|--docker] [--parallel N] [source options] [--json]',
-      'lcow image create REF|-i REF -o DIR [--hash-dev-vhd] [--force] [--tarball FILE|--docker] [source options] [--json]',
-    ],
+      'an image from a registry, the daemon or an archive: describe it, or its layers’ dm-verity root hashes and VHDs as hcsshim’s dmverity-vhd',
+    forms: {
+      inspect: {
+        summary: 'the image: name, manifest, platform, layers',
+        operands: ['[REF]'],
+        options: { ...IMAGE_NAMING, ...SOURCE, json },
+        notes: [REF_NOTE],
+      },
+      roothash: {
+        summary: 'each layer\'s dm-verity root hash as a Windows host computes it ("Layer N root hash: HEX")',
+        operands: ['[REF]'],
+        options: { ...IMAGE_NAMING, parallel, ...SOURCE, json },
+        notes: [REF_NOTE, 'dmverity-vhd spellings are accepted: -i REF, --tarball FILE, --docker, -u, -p.'],
+      },
+      create: {
+        summary: 'one <diff id>.vhd per layer (ext4, dm-verity tree, VHD footer), as dmverity-vhd create',
+        operands: ['[REF]'],
+        options: {
+          'out-dir': {
+            kind: 'value',
+            short: 'o',
+            arg: 'DIR',
+            help: 'the folder the VHDs go to',
+            required: true,
+          },
+          'hash-dev-vhd': {
+            kind: 'flag',
+            help: 'the dm-verity tree in a <diff id>.hash-dev.vhd of its own',
+            aliases: ['--hdv'],
+          },
+          force,
+          ...IMAGE_NAMING,
+          parallel,
+          ...SOURCE,
+          json,
+        },
+        notes: [REF_NOTE],
+      },
+    },
   },
   tar2ext4: {
     summary: 'convert a layer tar (plain or gzip, file or stdin) into an ext4 image, optionally a layer.vhd',
-    usage: [
-      'lcow tar2ext4 [-i IN.tar|-] -o OUT [--vhd] [--whiteouts] [--inline-data] [--verity] [--max-size 128G] [--uuid UUID] [--layout lcow|hcsshim] [--convert-slash] [--no-fsync] [--force] [--json]',
-    ],
+    forms: {
+      '': {
+        operands: [],
+        options: {
+          input: {
+            kind: 'value',
+            short: 'i',
+            arg: 'IN.tar|-',
+            help: 'the layer tar',
+            default: 'standard input',
+          },
+          output: {
+            kind: 'value',
+            short: 'o',
+            arg: 'OUT',
+            help: 'the image (a file: an ext4 image is written by position, so not a pipe)',
+          },
+          vhd: { kind: 'flag', help: 'append a fixed VHD footer (a layer.vhd)', aliases: ['-vhd'] },
+          whiteouts: {
+            kind: 'flag',
+            help: 'turn .wh. whiteouts into overlayfs ones (character devices 0:0, trusted.overlay.opaque)',
+            aliases: ['-overlay', '--overlay'],
+          },
+          'inline-data': { kind: 'flag', help: 'small files inside their inode', aliases: ['-inline', '--inline'] },
+          verity: {
+            kind: 'flag',
+            help: 'append a dm-verity hash tree with its superblock; prints the root digest on stderr',
+            aliases: ['-verity'],
+          },
+          'max-size': {
+            kind: 'value',
+            arg: 'SIZE',
+            help: 'refuse an image larger than this (bytes, or 128G…)',
+            default: '128G (16G for --layout hcsshim)',
+            aliases: ['-max-size'],
+          },
+          uuid: { kind: 'value', arg: 'UUID', help: "the filesystem's UUID", default: 'derived from the contents' },
+          layout,
+          'convert-slash': {
+            kind: 'flag',
+            help: 'turn backslashes in names into slashes',
+            aliases: ['-convert-slash'],
+          },
+          timestamp,
+          'no-fsync': { kind: 'flag', help: 'do not wait for the output to reach the disk' },
+          'only-vhd': {
+            kind: 'flag',
+            help: 'the input is already an image: copy it and append a VHD footer',
+            aliases: ['-only-vhd'],
+          },
+          digest: {
+            kind: 'flag',
+            help: "print the dm-verity root digest of the image the tar converts to (whiteouts converted, 128 GiB maximum) and write nothing, as hcsshim's -digest",
+            aliases: ['-digest'],
+          },
+          force,
+          json,
+        },
+        notes: [
+          "hcsshim's tar2ext4 spellings work as they are (-i -o -overlay -vhd -only-vhd -inline -verity -convert-slash -max-size -digest); any of its one-dash long forms selects --layout hcsshim unless --layout is given, so a script gets hcsshim's bytes.",
+        ],
+      },
+    },
   },
   ext4: {
     summary: 'read an ext4 filesystem (raw image, .vhd or .vhdx) without mounting it',
-    usage: [
-      'lcow ext4 ls IMAGE [PATH] [--json]',
-      'lcow ext4 cat IMAGE PATH',
-      'lcow ext4 export IMAGE [-o OUT.tar|-] [--root PATH] [--no-whiteouts] [--json]',
-    ],
+    forms: {
+      ls: { summary: 'list a folder (or one entry)', operands: ['IMAGE', '[PATH]'], options: { json } },
+      cat: { summary: 'print a file', operands: ['IMAGE', 'PATH'], options: {} },
+      export: {
+        summary: 'the filesystem (or a folder of it) as a tar',
+        operands: ['IMAGE'],
+        options: {
+          output: { kind: 'value', short: 'o', arg: 'OUT.tar|-', help: 'where', default: 'standard output' },
+          root: { kind: 'value', arg: 'PATH', help: 'the folder to export', default: '/' },
+          'no-whiteouts': { kind: 'flag', help: 'leave overlayfs whiteouts out instead of writing .wh. entries' },
+          force,
+          json,
+        },
+      },
+    },
   },
   mkfs: {
     summary: 'create an empty ext4 filesystem (a sandbox or scratch disk) as a sparse image or inside a VHDX',
-    usage: [
-      'lcow mkfs OUT.img|OUT.vhdx --size 20G [--fixed] [--block-size 1M] [--uninit-bg] [--inode-ratio 16384] [--reserved 5] [--label L] [--uuid UUID] [--force] [--json]',
-    ],
+    forms: {
+      '': {
+        operands: ['OUT.img|OUT.vhdx'],
+        options: {
+          size: { kind: 'value', arg: 'SIZE', help: 'the filesystem size (20G, 512M, bytes)', required: true },
+          fixed: { kind: 'flag', help: 'a fixed VHDX (its payload contiguous); .vhdx only' },
+          'block-size': { kind: 'value', arg: 'SIZE', help: 'the VHDX block size; .vhdx only', default: '1M' },
+          'uninit-bg': {
+            kind: 'flag',
+            help: "the original driver's uninit_bg in place of metadata_csum (group descriptor checksums only)",
+          },
+          'inode-ratio': { kind: 'value', arg: 'BYTES', help: 'bytes per inode', default: '16384' },
+          reserved: { kind: 'value', arg: 'PERCENT', help: 'blocks reserved for root', default: '5' },
+          label: { kind: 'value', arg: 'L', help: 'the volume label' },
+          uuid: { kind: 'value', arg: 'UUID', help: "the filesystem's UUID", default: 'random' },
+          timestamp,
+          force,
+          json,
+        },
+      },
+    },
   },
   verity: {
     summary: 'dm-verity root digests of layers: show, compute, check',
-    usage: [
-      'lcow verity info IMAGE [--json]',
-      'lcow verity digest IN.tar|IMAGE [--layout lcow|hcsshim] [--json]',
-      'lcow verity check IMAGE DIGEST [--json]',
-    ],
+    forms: {
+      info: { summary: 'the verity superblock after the filesystem', operands: ['IMAGE'], options: { json } },
+      digest: {
+        summary:
+          "the root digest of an image, or of the image a tar converts to (- : a tar on standard input), writing nothing; with --layout hcsshim a Windows host's",
+        operands: ['IN.tar|IMAGE|-'],
+        options: { layout, json },
+      },
+      check: {
+        summary: 'hash the image and compare with DIGEST',
+        operands: ['IMAGE', 'DIGEST'],
+        options: { json },
+      },
+    },
   },
   vhd: {
     summary: 'inspect, create and convert VHD/VHDX disks',
-    usage: [
-      'lcow vhd info FILE [--json]',
-      'lcow vhd create OUT.vhdx|OUT.vhd --size 20G [--fixed] [--block-size 1M] [--logical-sector 512|4096] [--force] [--json]',
-      'lcow vhd convert IN.raw OUT.vhd|OUT.vhdx [--fixed] [--block-size 1M] [--align-geometry] [--force] [--json]',
-    ],
+    forms: {
+      info: { summary: 'the disk, what is on it, and a verdict', operands: ['FILE'], options: { json } },
+      create: {
+        summary: 'an empty disk',
+        operands: ['OUT.vhdx|OUT.vhd'],
+        options: {
+          size: { kind: 'value', arg: 'SIZE', help: 'the virtual size (20G, 512M, bytes)', required: true },
+          fixed: { kind: 'flag', help: 'a fixed VHDX (a .vhd is always fixed)' },
+          'block-size': { kind: 'value', arg: 'SIZE', help: 'the VHDX block size', default: '1M' },
+          'logical-sector': { kind: 'value', arg: '512|4096', help: 'the VHDX logical sector size', default: '512' },
+          timestamp: { ...timestamp, help: 'the time in a .vhd footer: seconds since 1970 or an ISO date' },
+          force,
+          json,
+        },
+      },
+      convert: {
+        summary: 'a raw image as a fixed VHD (footer appended) or a VHDX (zero blocks left out)',
+        operands: ['IN.raw', 'OUT.vhd|OUT.vhdx'],
+        options: {
+          fixed: { kind: 'flag', help: 'a fixed VHDX' },
+          'block-size': { kind: 'value', arg: 'SIZE', help: 'the VHDX block size', default: '1M' },
+          'align-geometry': {
+            kind: 'flag',
+            help: 'pad a .vhd to a whole CHS geometry (as Hyper-V wants for some uses)',
+          },
+          timestamp: { ...timestamp, help: 'the time in a .vhd footer: seconds since 1970 or an ISO date' },
+          force,
+          json,
+        },
+      },
+    },
   },
   demo: {
     summary:
       'convert the embedded demo layer with our ext4 writer and show it as layer.vhd, a VHDX and a 20 GiB sandbox',
-    usage: ['lcow demo [--dir DIR] [--json]'],
+    forms: {
+      '': {
+        operands: [],
+        options: {
+          dir: { kind: 'value', arg: 'DIR', help: 'where the files go', default: 'a new temporary folder' },
+          force: { kind: 'flag', help: 'use a --dir that is not empty, replacing the files the demo writes' },
+          json,
+        },
+      },
+    },
   },
 } as const satisfies Record<string, CommandSpec>;
 

@@ -1,4 +1,5 @@
 // The shapes shared by `main` and the commands (kept apart so that neither imports the other).
+import type { Parsed } from './args.ts';
 
 /** Where a command writes, and how it is cancelled. Tests pass their own. */
 export interface Io {
@@ -11,17 +12,17 @@ export interface Io {
   signal: AbortSignal;
   /** Binary input (`apply -`); default process.stdin. */
   stdin?: NodeJS.ReadableStream;
-  /** `--root DIR` (default ./lcow-data) and `--backend host|inproc|hcs`, given before the command. */
+  /** `--root DIR` (default ./lcow-data) and `--backend host|inproc|hcs`, before or after the command. */
   root?: string;
   backend?: string;
-  /** `--storage-opt KEY=VALUE`, given before the command: driver options (`lcow.maxlayersize=8`…). */
+  /** `--storage-opt KEY=VALUE`: driver options (`lcow.maxlayersize=8`…). */
   storageOpts?: string[];
+  /** The environment (`SOURCE_DATE_EPOCH`); default process.env. */
+  env?: Record<string, string | undefined>;
 }
 
-/** One `lcow` subcommand. */
+/** One `lcow` command: runs a form (`''`, or the subcommand) with its checked arguments. */
 export interface Command {
   name: string;
-  summary: string;
-  usage: string[];
-  run(argv: string[], io: Io): Promise<number>;
+  run(form: string, args: Parsed, io: Io): Promise<number>;
 }

@@ -462,7 +462,7 @@ export async function mkfs(path: string, opts: MkfsOptions): Promise<MkfsResult>
       async (fh) => (await fh.close(), true),
       () => false,
     );
-    if (exists) throw new Ext4Error('ERR_INVALID_ARGUMENT', `${path}: already exists (pass overwrite)`);
+    if (exists) throw new Ext4Error('ERR_EXISTS', `${path}: already exists`);
   }
   const size = layout.blocks * BS;
   let bytesWritten = 0;
@@ -512,7 +512,7 @@ export async function mkfs(path: string, opts: MkfsOptions): Promise<MkfsResult>
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw new Ext4Error('ERR_ABORTED', `${path}: aborted`, { cause: e });
     if (e instanceof DurableError && e.code === 'ERR_EXISTS')
-      throw new Ext4Error('ERR_INVALID_ARGUMENT', `${path}: already exists (pass overwrite)`, { cause: e });
+      throw new Ext4Error('ERR_EXISTS', `${path}: already exists`, { cause: e });
     throw e;
   }
   return {

@@ -207,7 +207,7 @@ export async function createVhdx(path: string, options: CreateVhdxOptions): Prom
       () => true,
       () => false,
     );
-    if (exists) throw new VhdError('ERR_INVALID_ARGUMENT', `${path}: already exists`);
+    if (exists) throw new VhdError('ERR_EXISTS', `${path}: already exists`);
   }
   const fixed = o.type === 'fixed';
   const layout = planLayout(o.size, o.blockSize, o.logicalSectorSize, o.logSize);
@@ -261,7 +261,7 @@ export async function createVhdx(path: string, options: CreateVhdxOptions): Prom
   } catch (e) {
     await file.discard();
     if (e instanceof DurableError && e.code === 'ERR_EXISTS')
-      throw new VhdError('ERR_INVALID_ARGUMENT', `${path}: already exists`, { cause: e });
+      throw new VhdError('ERR_EXISTS', `${path}: already exists`, { cause: e });
     throw e;
   }
 }

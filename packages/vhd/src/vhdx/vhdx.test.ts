@@ -135,7 +135,7 @@ describe('createVhdx / openVhdx', () => {
     const p = fresh();
     await createVhdx(p, { size: MiB });
     await expect(createVhdx(p, { size: MiB })).rejects.toMatchObject({
-      code: 'ERR_INVALID_ARGUMENT',
+      code: 'ERR_EXISTS',
       message: expect.stringMatching(/already exists/),
     });
     await createVhdx(p, { size: 2 * MiB, overwrite: true });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,11 +7,10 @@ import { extract, pack } from 'tar-stream';
 import { Ext4Fs, convert, exportTar, mkfs } from '@lcow/ext4';
 import { convertRawImage, openVhdx, readFooter } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
-import { flag, option, positional } from '../args.ts';
+import type { Parsed } from '../args.ts';
 import { formatBytes, toJson } from '../format.ts';
 import { readerOf } from '../read-at.ts';
 import { describeReport, vhdReport, type VhdReport } from './vhd.ts';
-import { SPECS } from '../registry.ts';
 import type { Command, Io } from '../types.ts';
 
 const MiB = 1 << 20;
@@ -99,13 +98,18 @@ async function tarEntries(tar: NodeJS.ReadableStream): Promise<Map<string, strin
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: SPECS.demo.summary,
-  usage: [SPECS.demo.usage[0]],
-  async run(argv: string[], io: Io): Promise<number> {
-    const args = [...argv];
-    const json = flag(args, '--json');
-    const dirOpt = option(args, '--dir');
-    positional(args, 0, 'lcow demo [--dir DIR] [--json]');
+  async run(_form: string, p: Parsed, io: Io): Promise<number> {
+    const json = p.flag('json');
+    const dirOpt = p.value('dir');
+    // The demo's files replace those of an earlier demo only when asked, as every output does.
+    if (dirOpt !== undefined && !p.flag('force')) {
+      const there = await readdir(dirOpt).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return [];
+        throw e;
+      });
+      if (there.length > 0)
+        throw new DriverError('ERR_EXISTS', `${dirOpt}: not empty (--force to replace the demo's files in it)`);
+    }
     const dir = dirOpt ?? (await mkdtemp(join(tmpdir(), 'lcow-demo-')));
     await mkdir(dir, { recursive: true });
     const say = (t: string): void => {
@@ -119,7 +123,12 @@ export const demoCommand: Command = {
     );
 
     const img = join(dir, 'layer.img');
-    const conv = await convert(tarPath, img, { convertWhiteouts: true, label: 'lcow-demo', signal: io.signal });
+    const conv = await convert(tarPath, img, {
+      convertWhiteouts: true,
+      label: 'lcow-demo',
+      overwrite: true,
+      signal: io.signal,
+    });
     const want = await fileSha256(img, conv.size);
     say(
       `  layer.img     @lcow/ext4: ${formatBytes(conv.size)} read-only ext4, ${conv.entries} entries, ${conv.whiteouts} whiteouts; sha256 ${want.slice(0, 16)}…`,
@@ -130,6 +139,7 @@ export const demoCommand: Command = {
       convertWhiteouts: true,
       label: 'lcow-demo',
       appendVhdFooter: true,
+      overwrite: true,
       signal: io.signal,
     });
     const footer = await readFooter(vhd);

@@ -1,17 +1,12 @@
-import { writeFileWhole } from '../output.ts';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Ext4Fs, exportTar, type Ext4Stat } from '@lcow/ext4';
 import { DriverError } from '../../errors.ts';
-import { flag, option, positional } from '../args.ts';
+import type { Parsed } from '../args.ts';
 import { escapeName, formatBytes, toJson } from '../format.ts';
+import { checkOutput, writeFileWhole } from '../output.ts';
 import { progressBar } from '../progress.ts';
-import { SPECS } from '../registry.ts';
 import type { Command, Io } from '../types.ts';
-
-const LS = SPECS.ext4.usage[0];
-const CAT = SPECS.ext4.usage[1];
-const EXPORT = SPECS.ext4.usage[2];
 
 const TYPE_CHAR: Record<Ext4Stat['type'], string> = {
   file: '-',
@@ -50,10 +45,17 @@ async function withFs<T>(image: string, fn: (fs: Ext4Fs) => Promise<T>): Promise
   }
 }
 
-async function ls(args: string[], io: Io): Promise<number> {
-  const json = flag(args, '--json');
-  const [image, path = '/'] = args.length === 1 ? [args[0]!] : positional(args, 2, LS);
-  if (!image) throw new DriverError('ERR_USAGE', `usage: ${LS}`);
+/** An image is read by position: standard input will not do. */
+function imageOperand(p: Parsed): string {
+  const image = p.operands[0]!;
+  if (image === '-') throw new DriverError('ERR_USAGE', 'IMAGE -: an image is read by position, so it must be a file');
+  return image;
+}
+
+async function ls(p: Parsed, io: Io): Promise<number> {
+  const json = p.flag('json');
+  const image = imageOperand(p);
+  const path = p.operands[1] ?? '/';
   return withFs(image, async (fs) => {
     const st = await fs.lstat(path);
     const base = Buffer.from(path.endsWith('/') ? path : `${path}/`);
@@ -94,10 +96,11 @@ async function ls(args: string[], io: Io): Promise<number> {
   });
 }
 
-async function cat(args: string[], io: Io): Promise<number> {
-  const [image, path] = positional(args, 2, CAT);
-  return withFs(image!, async (fs) => {
-    await pipeline(fs.readFile(path!, { signal: io.signal }), stdoutSink(io.stdout), { signal: io.signal });
+async function cat(p: Parsed, io: Io): Promise<number> {
+  const image = imageOperand(p);
+  const path = p.operands[1]!;
+  return withFs(image, async (fs) => {
+    await pipeline(fs.readFile(path, { signal: io.signal }), stdoutSink(io.stdout), { signal: io.signal });
     return 0;
   });
 }
@@ -112,14 +115,17 @@ function stdoutSink(out: NodeJS.WritableStream): Writable {
   });
 }
 
-async function exportCmd(args: string[], io: Io): Promise<number> {
-  const json = flag(args, '--json');
-  const noWhiteouts = flag(args, '--no-whiteouts');
-  const out = option(args, '-o') ?? '-';
-  const root = option(args, '--root') ?? '/';
-  const [image] = positional(args, 1, EXPORT);
-  return withFs(image!, async (fs) => {
-    const total = (await fs.stat(root)).type === 'dir' ? fs.info.size - fs.info.freeBlocks * fs.info.blockSize : 0;
+async function exportCmd(p: Parsed, io: Io): Promise<number> {
+  const json = p.flag('json');
+  const noWhiteouts = p.flag('no-whiteouts');
+  const out = p.value('output') ?? '-';
+  const root = p.value('root') ?? '/';
+  const image = imageOperand(p);
+  if (out !== '-') await checkOutput(out, p.flag('force'));
+  return withFs(image, async (fs) => {
+    // The whole filesystem: its used bytes are about the tar's size. A folder of it: not known.
+    await fs.stat(root);
+    const total = root === '/' ? fs.info.size - fs.info.freeBlocks * fs.info.blockSize : -1;
     const bar = progressBar(`export ${image}`, io.progress);
     let entries = 0;
     let bytes = 0;
@@ -127,10 +133,10 @@ async function exportCmd(args: string[], io: Io): Promise<number> {
       root,
       whiteouts: noWhiteouts ? 'none' : 'oci',
       signal: io.signal,
-      onProgress: (p) => {
-        entries = p.entries;
-        bytes = p.bytes;
-        bar.update({ done: p.bytes, total: Math.max(total, p.bytes) });
+      onProgress: (q) => {
+        entries = q.entries;
+        bytes = q.bytes;
+        bar.update({ done: q.bytes, total: total < 0 ? -1 : Math.max(total, q.bytes) });
       },
       onWarning: (w) => io.err(`lcow: warning: ${w.code}: ${w.message}`),
     });
@@ -138,7 +144,7 @@ async function exportCmd(args: string[], io: Io): Promise<number> {
     try {
       if (out === '-') await pipeline(tar, stdoutSink(io.stdout), { signal: io.signal });
       // Written under an exclusive temporary name and renamed: a failure leaves no partial archive.
-      else await writeFileWhole(tar, out, io.signal);
+      else await writeFileWhole(tar, out, { signal: io.signal, force: p.flag('force') });
     } finally {
       bar.done();
     }
@@ -152,13 +158,9 @@ async function exportCmd(args: string[], io: Io): Promise<number> {
 
 export const ext4Command: Command = {
   name: 'ext4',
-  summary: SPECS.ext4.summary,
-  usage: [LS, CAT, EXPORT],
-  async run(argv: string[], io: Io): Promise<number> {
-    const [sub, ...rest] = argv;
-    if (sub === 'ls') return ls(rest, io);
-    if (sub === 'cat') return cat(rest, io);
-    if (sub === 'export') return exportCmd(rest, io);
-    throw new DriverError('ERR_USAGE', `usage: ${LS} | ${CAT} | ${EXPORT}`);
+  async run(form: string, p: Parsed, io: Io): Promise<number> {
+    if (form === 'ls') return ls(p, io);
+    if (form === 'cat') return cat(p, io);
+    return exportCmd(p, io);
   },
 };

@@ -11,56 +11,48 @@ import { formatPlatform, openImage, type Image, type ImageLayer, type OpenImageO
 import { createFixedFooter } from '@lcow/vhd';
 import { convertLayer, type ApplyResult, type LayerSource } from '../../apply.ts';
 import { DriverError } from '../../errors.ts';
-import { flag, option, positional } from '../args.ts';
+import type { Parsed } from '../args.ts';
 import { escapeName, formatBytes, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
-import { SPECS } from '../registry.ts';
 import type { Command, Io } from '../types.ts';
 
-/** skopeo's and dmverity-vhd's ways of saying where an image is and how to reach it, removed from `args`. */
-export function sourceOptions(args: string[]): OpenImageOptions {
+/** skopeo's and dmverity-vhd's ways of saying where an image is and how to reach it. */
+export function sourceOptions(p: Parsed): OpenImageOptions {
   const o: OpenImageOptions = {};
-  const creds = option(args, '--creds');
-  const user = option(args, '--username') ?? option(args, '-u');
-  const pass = option(args, '--password') ?? option(args, '-p');
+  const creds = p.value('creds');
+  const user = p.value('username');
+  const pass = p.value('password');
   if (creds !== undefined && (user !== undefined || pass !== undefined))
     throw new DriverError('ERR_USAGE', '--creds or --username/--password, not both');
   if ((user === undefined) !== (pass === undefined))
     throw new DriverError('ERR_USAGE', '--username and --password go together');
   if (creds !== undefined) o.creds = creds;
   else if (user !== undefined) o.creds = `${user}:${pass}`;
-  const authfile = option(args, '--authfile');
+  const authfile = p.value('authfile');
   if (authfile !== undefined) o.authfile = authfile;
-  const certDir = option(args, '--cert-dir');
+  const certDir = p.value('cert-dir');
   if (certDir !== undefined) o.certDir = certDir;
-  const platform = option(args, '--platform');
+  const platform = p.value('platform');
   if (platform !== undefined) o.platform = platform;
-  const i = args.findIndex((a) => a === '--tls-verify' || a.startsWith('--tls-verify='));
-  if (i >= 0) {
-    const v = args[i]!.includes('=') ? args[i]!.split('=')[1] : 'true';
-    if (v !== 'true' && v !== 'false') throw new DriverError('ERR_USAGE', `--tls-verify=${v}: true or false`);
-    o.tlsVerify = v === 'true';
-    args.splice(i, 1);
-  }
+  const tlsVerify = p.bool('tls-verify');
+  if (tlsVerify !== undefined) o.tlsVerify = tlsVerify;
   return o;
 }
 
 /**
- * The image reference from the arguments: a positional REF, or dmverity-vhd's `-i REF` with
+ * The image reference from the arguments: a REF operand, or dmverity-vhd's `-i REF` with
  * `--tarball FILE` (a docker-save archive) or `--docker` (the daemon); a registry otherwise.
  */
-function imageArg(args: string[], usage: string): string {
-  const tarball = option(args, '--tarball') ?? option(args, '-t');
-  const docker = flag(args, '--docker') || flag(args, '-d');
-  const named = option(args, '--image') ?? option(args, '-i');
-  const [pos] =
-    args.filter((a) => !a.startsWith('-')).length > 0 ? positional(args, 1, usage) : positional(args, 0, usage);
-  if (pos !== undefined && named !== undefined)
-    throw new DriverError('ERR_USAGE', `an image or -i, not both; usage: ${usage}`);
+function imageArg(p: Parsed, what: string): string {
+  const tarball = p.value('tarball');
+  const docker = p.flag('docker');
+  const named = p.value('image');
+  const pos = p.operands[0];
+  if (pos !== undefined && named !== undefined) throw new DriverError('ERR_USAGE', `${what}: an image or -i, not both`);
   const ref = pos ?? named;
   if (tarball !== undefined && docker) throw new DriverError('ERR_USAGE', '--tarball or --docker, not both');
   if (tarball !== undefined) return `docker-archive:${tarball}${ref ? `:${ref}` : ''}`;
-  if (ref === undefined) throw new DriverError('ERR_USAGE', `usage: ${usage}`);
+  if (ref === undefined) throw new DriverError('ERR_USAGE', `${what}: an image is needed (see ${what} --help)`);
   if (docker) return `docker-daemon:${ref}`;
   // dmverity-vhd's `-i HOST/REPO:TAG` without --tarball or --docker is a registry reference.
   if (named !== undefined && !TRANSPORT.test(ref)) return `docker://${ref}`;
@@ -124,22 +116,19 @@ async function eachLayer<T>(image: Image, parallel: number, job: (layer: ImageLa
   return out;
 }
 
-function parallelism(args: string[]): number {
-  const p = option(args, '--parallel');
-  if (p === undefined) return availableParallelism();
-  const n = Number(p);
-  if (!Number.isInteger(n) || n < 1 || n > 64) throw new DriverError('ERR_USAGE', `--parallel ${p}: 1 to 64`);
+/** `--parallel N` (1 to 64), default the number of cores. */
+export function parallelism(p: Parsed): number {
+  const v = p.value('parallel');
+  if (v === undefined) return availableParallelism();
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new DriverError('ERR_USAGE', `--parallel ${v}: 1 to 64`);
   return n;
 }
 
-const INSPECT = SPECS.image.usage[0];
-const ROOTHASH = SPECS.image.usage[1];
-const CREATE = SPECS.image.usage[2];
-
-async function inspect(args: string[], io: Io): Promise<number> {
-  const json = flag(args, '--json');
-  const src = sourceOptions(args);
-  const ref = imageArg(args, INSPECT);
+async function inspect(p: Parsed, io: Io): Promise<number> {
+  const json = p.flag('json');
+  const src = sourceOptions(p);
+  const ref = imageArg(p, 'lcow image inspect');
   const image = await openImage(ref, { ...src, signal: io.signal });
   try {
     const layers = image.layers.map((l) => ({
@@ -180,11 +169,11 @@ async function inspect(args: string[], io: Io): Promise<number> {
   }
 }
 
-async function roothash(args: string[], io: Io): Promise<number> {
-  const json = flag(args, '--json');
-  const parallel = parallelism(args);
-  const src = sourceOptions(args);
-  const ref = imageArg(args, ROOTHASH);
+async function roothash(p: Parsed, io: Io): Promise<number> {
+  const json = p.flag('json');
+  const parallel = parallelism(p);
+  const src = sourceOptions(p);
+  const ref = imageArg(p, 'lcow image roothash');
   const image = await openImage(ref, { ...src, signal: io.signal });
   try {
     const bar = progressBar(`roothash ${image.name}`, io.progress);
@@ -224,15 +213,15 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
-async function create(args: string[], io: Io): Promise<number> {
-  const json = flag(args, '--json');
-  const force = flag(args, '--force');
-  const hashDev = flag(args, '--hash-dev-vhd') || flag(args, '--hdv');
-  const out = option(args, '--out-dir') ?? option(args, '-o');
-  const parallel = parallelism(args);
-  const src = sourceOptions(args);
-  const ref = imageArg(args, CREATE);
-  if (out === undefined) throw new DriverError('ERR_USAGE', `-o DIR is required; usage: ${CREATE}`);
+async function create(p: Parsed, io: Io): Promise<number> {
+  const json = p.flag('json');
+  const force = p.flag('force');
+  const hashDev = p.flag('hash-dev-vhd');
+  const out = p.value('out-dir')!;
+  if (out === '-') throw new DriverError('ERR_USAGE', '-o -: the VHDs go to a folder, not to standard output');
+  const parallel = parallelism(p);
+  const src = sourceOptions(p);
+  const ref = imageArg(p, 'lcow image create');
   if (
     !(await stat(out).then(
       (s) => s.isDirectory(),
@@ -247,7 +236,7 @@ async function create(args: string[], io: Io): Promise<number> {
       for (const n of names)
         for (const f of [`${n}.vhd`, ...(hashDev ? [`${n}.hash-dev.vhd`] : [])])
           if (await exists(join(out, f)))
-            throw new DriverError('ERR_EXISTS', `${join(out, f)} exists (--force to overwrite)`);
+            throw new DriverError('ERR_EXISTS', `${join(out, f)}: already exists (--force to replace it)`);
     const bar = progressBar(`create ${image.name}`, io.progress);
     let finished = 0;
     const made = await eachLayer(image, parallel, async (layer) => {
@@ -311,16 +300,9 @@ async function splitHashDevice(path: string, dataBytes: number, size: number, ha
 
 export const imageCommand: Command = {
   name: 'image',
-  summary: SPECS.image.summary,
-  usage: [INSPECT, ROOTHASH, CREATE],
-  run: async (argv, io) => {
-    // dmverity-vhd puts --tarball and --docker before the command: accepted on either side.
-    const args = [...argv];
-    const at = args.findIndex((a) => a === 'inspect' || a === 'roothash' || a === 'create');
-    const sub = at < 0 ? undefined : args.splice(at, 1)[0];
-    if (sub === 'inspect') return inspect(args, io);
-    if (sub === 'roothash') return roothash(args, io);
-    if (sub === 'create') return create(args, io);
-    throw new DriverError('ERR_USAGE', `usage: ${INSPECT}\n       ${ROOTHASH}\n       ${CREATE}`);
+  run: async (form, p, io) => {
+    if (form === 'inspect') return inspect(p, io);
+    if (form === 'roothash') return roothash(p, io);
+    return create(p, io);
   },
 };

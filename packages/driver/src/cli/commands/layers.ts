@@ -8,13 +8,12 @@ import { pipeline } from 'node:stream/promises';
 import { DriverError } from '../../errors.ts';
 import { LcowDriver } from '../../driver.ts';
 import { importImage } from '../../import.ts';
-import { sourceOptions } from './image.ts';
-import { flag, option, positional } from '../args.ts';
-import { writeFileWhole } from '../output.ts';
+import { parallelism, sourceOptions } from './image.ts';
+import type { Parsed } from '../args.ts';
+import { checkOutput, writeFileWhole } from '../output.ts';
 import { escapeName, formatBytes, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
 import { EXAMPLE_OS_RELEASE, EXAMPLE_SHARE, EXAMPLE_TAG, writeExampleImage } from '../example-image.ts';
-import { SPECS } from '../registry.ts';
 import type { Command, Io } from '../types.ts';
 
 export const DEFAULT_ROOT = './lcow-data';
@@ -38,35 +37,27 @@ export async function withDriver<T>(
 }
 
 /** Writes `tar` to `out` (`-`: stdout) — a file through a temporary name, renamed when complete. */
-async function writeOut(tar: Readable, out: string, io: Io): Promise<void> {
+async function writeOut(tar: Readable, out: string, io: Io, force: boolean): Promise<void> {
   if (out === '-') {
     await pipeline(tar, io.stdout);
     return;
   }
-  await writeFileWhole(tar, out, io.signal);
+  await writeFileWhole(tar, out, { signal: io.signal, force });
 }
 
-function command(
-  name: string,
-  summary: string,
-  usage: string,
-  run: (args: string[], io: Io) => Promise<number>,
-): Command {
-  return { name, summary, usage: [usage], run: (argv, io) => run([...argv], io) };
+function command(name: string, run: (p: Parsed, io: Io) => Promise<number>): Command {
+  return { name, run: (_form, p, io) => run(p, io) };
 }
 
-const IMPORT = SPECS.import.usage[0];
-export const importCommand = command('import', SPECS.import.summary, IMPORT, async (args, io) => {
-  const json = flag(args, '--json');
-  const verity = flag(args, '--verity');
-  const none = flag(args, '--no-sandbox');
-  let sandbox = option(args, '--sandbox');
-  const par = option(args, '--parallel');
-  const parallel = par === undefined ? undefined : Number(par);
-  if (parallel !== undefined && (!Number.isInteger(parallel) || parallel < 1 || parallel > 64))
-    throw new DriverError('ERR_USAGE', `--parallel ${par}: 1 to 64`);
-  const source = sourceOptions(args);
-  const [given] = args.length === 0 ? [] : positional(args, 1, IMPORT);
+export const importCommand = command('import', async (p, io) => {
+  const json = p.flag('json');
+  const verity = p.flag('verity');
+  const none = p.flag('no-sandbox');
+  let sandbox = p.value('sandbox');
+  if (none && sandbox !== undefined) throw new DriverError('ERR_USAGE', '--sandbox or --no-sandbox, not both');
+  const parallel = p.has('parallel') ? parallelism(p) : undefined;
+  const source = sourceOptions(p);
+  const given = p.operands[0];
   let image = given;
   let tmp: string | null = null;
   let example: Map<string, Buffer> | null = null;
@@ -169,28 +160,25 @@ async function readBack(
   }
 }
 
-const CREATE = SPECS.create.usage[0];
-export const createCommand = command('create', SPECS.create.summary, CREATE, async (args, io) => {
-  const parent = option(args, '--parent') ?? null;
-  const [id] = positional(args, 1, CREATE);
+export const createCommand = command('create', async (p, io) => {
+  const parent = p.value('parent') ?? null;
+  const [id] = p.operands;
   await withDriver(io, (d) => d.create(id!, parent));
   return 0;
 });
 
-const CREATE_RW = SPECS['create-rw'].usage[0];
-export const createRwCommand = command('create-rw', SPECS['create-rw'].summary, CREATE_RW, async (args, io) => {
-  const parent = option(args, '--parent') ?? null;
-  const size = option(args, '--size');
-  const [id] = positional(args, 1, CREATE_RW);
+export const createRwCommand = command('create-rw', async (p, io) => {
+  const parent = p.value('parent') ?? null;
+  const size = p.value('size');
+  const [id] = p.operands;
   await withDriver(io, (d) => d.createReadWrite(id!, parent, size ? { storageOpt: { 'lcow.sandboxsize': size } } : {}));
   return 0;
 });
 
-const APPLY = SPECS.apply.usage[0];
-export const applyCommand = command('apply', SPECS.apply.summary, APPLY, async (args, io) => {
-  const input = option(args, '-i') ?? '-';
-  const verity = flag(args, '--verity');
-  const [id] = positional(args, 1, APPLY);
+export const applyCommand = command('apply', async (p, io) => {
+  const input = p.value('input') ?? '-';
+  const verity = p.flag('verity');
+  const [id] = p.operands;
   const size = await withDriver(io, async (d) => {
     const parent = (await d.store.info(id!)).parentIds[0] ?? null;
     const tar = input === '-' ? ((io.stdin ?? process.stdin) as Readable) : input;
@@ -200,23 +188,23 @@ export const applyCommand = command('apply', SPECS.apply.summary, APPLY, async (
   return 0;
 });
 
-const DIFF = SPECS.diff.usage[0];
-export const diffCommand = command('diff', SPECS.diff.summary, DIFF, async (args, io) => {
-  const parent = option(args, '--parent');
-  const out = option(args, '-o') ?? '-';
-  const [id] = positional(args, 1, DIFF);
+export const diffCommand = command('diff', async (p, io) => {
+  const parent = p.value('parent');
+  const out = p.value('output') ?? '-';
+  const force = p.flag('force');
+  const [id] = p.operands;
+  if (out !== '-') await checkOutput(out, force);
   await withDriver(io, async (d) => {
-    const p = parent ?? (await d.store.info(id!)).parentIds[0] ?? null;
-    await writeOut(d.diff(id!, p, { signal: io.signal }), out, io);
+    const from = parent ?? (await d.store.info(id!)).parentIds[0] ?? null;
+    await writeOut(d.diff(id!, from, { signal: io.signal }), out, io, force);
   });
   return 0;
 });
 
-const CHANGES = SPECS.changes.usage[0];
-export const changesCommand = command('changes', SPECS.changes.summary, CHANGES, async (args, io) => {
-  const json = flag(args, '--json');
-  const parent = option(args, '--parent');
-  const [id] = positional(args, 1, CHANGES);
+export const changesCommand = command('changes', async (p, io) => {
+  const json = p.flag('json');
+  const parent = p.value('parent');
+  const [id] = p.operands;
   const changes = await withDriver(io, async (d) =>
     d.changes(id!, parent ?? (await d.store.info(id!)).parentIds[0] ?? null, { signal: io.signal }),
   );
@@ -225,10 +213,9 @@ export const changesCommand = command('changes', SPECS.changes.summary, CHANGES,
   return 0;
 });
 
-const DIFF_SIZE = SPECS['diff-size'].usage[0];
-export const diffSizeCommand = command('diff-size', SPECS['diff-size'].summary, DIFF_SIZE, async (args, io) => {
-  const parent = option(args, '--parent');
-  const [id] = positional(args, 1, DIFF_SIZE);
+export const diffSizeCommand = command('diff-size', async (p, io) => {
+  const parent = p.value('parent');
+  const [id] = p.operands;
   const n = await withDriver(io, async (d) =>
     d.diffSize(id!, parent ?? (await d.store.info(id!)).parentIds[0] ?? null),
   );
@@ -236,9 +223,8 @@ export const diffSizeCommand = command('diff-size', SPECS['diff-size'].summary, 
   return 0;
 });
 
-const MOUNT = SPECS.mount.usage[0];
-export const mountCommand = command('mount', SPECS.mount.summary, MOUNT, async (args, io) => {
-  const [id] = positional(args, 1, MOUNT);
+export const mountCommand = command('mount', async (p, io) => {
+  const [id] = p.operands;
   const path = await withDriver(
     io,
     async (d) => {
@@ -258,17 +244,15 @@ export const mountCommand = command('mount', SPECS.mount.summary, MOUNT, async (
   return 0;
 });
 
-const UNMOUNT = SPECS.unmount.usage[0];
-export const unmountCommand = command('unmount', SPECS.unmount.summary, UNMOUNT, async (args, io) => {
-  const [id] = positional(args, 1, UNMOUNT);
+export const unmountCommand = command('unmount', async (p, io) => {
+  const [id] = p.operands;
   const was = await withDriver(io, (d) => d.unmount(id!));
   if (!was) throw new DriverError('ERR_NOT_MOUNTED', `unmount ${id}: not mounted`);
   return 0;
 });
 
-const CAT = SPECS.cat.usage[0];
-export const catCommand = command('cat', SPECS.cat.summary, CAT, async (args, io) => {
-  const [id, path] = positional(args, 2, CAT);
+export const catCommand = command('cat', async (p, io) => {
+  const [id, path] = p.operands;
   await withDriver(io, async (d) => {
     const fs = await d.get(id!, { signal: io.signal });
     try {
@@ -280,19 +264,15 @@ export const catCommand = command('cat', SPECS.cat.summary, CAT, async (args, io
   return 0;
 });
 
-const RM = SPECS.rm.usage[0];
-export const rmCommand = command('rm', SPECS.rm.summary, RM, async (args, io) => {
-  if (args.length === 0 || args.some((a) => a.startsWith('-'))) throw new DriverError('ERR_USAGE', `usage: ${RM}`);
+export const rmCommand = command('rm', async (p, io) => {
   await withDriver(io, async (d) => {
-    for (const id of args) await d.remove(id);
+    for (const id of p.operands) await d.remove(id);
   });
   return 0;
 });
 
-const LS = SPECS.ls.usage[0];
-export const lsCommand = command('ls', SPECS.ls.summary, LS, async (args, io) => {
-  const json = flag(args, '--json');
-  positional(args, 0, LS);
+export const lsCommand = command('ls', async (p, io) => {
+  const json = p.flag('json');
   const rows = await withDriver(io, async (d) => {
     const out = [];
     for (const id of await d.store.list()) {
@@ -343,10 +323,8 @@ export const lsCommand = command('ls', SPECS.ls.summary, LS, async (args, io) =>
   return 0;
 });
 
-const STATUS = SPECS.status.usage[0];
-export const statusCommand = command('status', SPECS.status.summary, STATUS, async (args, io) => {
-  const json = flag(args, '--json');
-  positional(args, 0, STATUS);
+export const statusCommand = command('status', async (p, io) => {
+  const json = p.flag('json');
   const s = await withDriver(io, (d) => d.status());
   if (json) io.out(toJson(s));
   else {
@@ -356,10 +334,8 @@ export const statusCommand = command('status', SPECS.status.summary, STATUS, asy
   return 0;
 });
 
-const CLEANUP = SPECS.cleanup.usage[0];
-export const cleanupCommand = command('cleanup', SPECS.cleanup.summary, CLEANUP, async (args, io) => {
-  const json = flag(args, '--json');
-  positional(args, 0, CLEANUP);
+export const cleanupCommand = command('cleanup', async (p, io) => {
+  const json = p.flag('json');
   const r = await withDriver(io, (d) => d.cleanup());
   if (json) io.out(toJson(r));
   else

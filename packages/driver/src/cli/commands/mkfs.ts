@@ -1,50 +1,47 @@
 import { mkfs } from '@lcow/ext4';
 import { DriverError } from '../../errors.ts';
-import { flag, option, positional } from '../args.ts';
-import { formatBytes, parseSize, toJson } from '../format.ts';
-import { SPECS } from '../registry.ts';
+import type { Parsed } from '../args.ts';
+import { fileOutput, formatBytes, outputTime, parseSize, toJson } from '../format.ts';
+import { checkOutput } from '../output.ts';
 import type { Command, Io } from '../types.ts';
-
-const USAGE = SPECS.mkfs.usage[0];
 
 export const mkfsCommand: Command = {
   name: 'mkfs',
-  summary: SPECS.mkfs.summary,
-  usage: [USAGE],
-  async run(argv: string[], io: Io): Promise<number> {
-    const args = [...argv];
-    const json = flag(args, '--json');
-    const fixed = flag(args, '--fixed');
-    const force = flag(args, '--force');
-    const uninitBg = flag(args, '--uninit-bg');
-    const size = option(args, '--size');
-    const blockSize = option(args, '--block-size');
-    const ratio = option(args, '--inode-ratio');
-    const reserved = option(args, '--reserved');
-    const label = option(args, '--label');
-    const uuid = option(args, '--uuid');
-    const [out] = positional(args, 1, USAGE);
-    if (!size) throw new DriverError('ERR_USAGE', `--size is required; usage: ${USAGE}`);
-    const vhdx = out!.toLowerCase().endsWith('.vhdx');
+  async run(_form: string, p: Parsed, io: Io): Promise<number> {
+    const out = fileOutput(p.operands[0]!, 'a filesystem is written by position');
+    const fixed = p.flag('fixed');
+    const blockSize = p.value('block-size');
+    const vhdx = out.toLowerCase().endsWith('.vhdx');
     if ((fixed || blockSize) && !vhdx)
       throw new DriverError('ERR_USAGE', '--fixed and --block-size apply to a .vhdx output');
+    const reserved = p.value('reserved');
     const reservedPct = reserved === undefined ? 5 : Number(reserved);
-    if (!Number.isFinite(reservedPct)) throw new DriverError('ERR_USAGE', `--reserved ${reserved}: a percentage`);
+    if (!Number.isFinite(reservedPct) || reservedPct < 0 || reservedPct > 50)
+      throw new DriverError('ERR_USAGE', `--reserved ${reserved}: a percentage from 0 to 50`);
+    const ratio = p.value('inode-ratio');
+    const label = p.value('label');
+    const uuid = p.value('uuid');
+    const timestamp = outputTime(p.value('timestamp'), io.env ?? process.env);
+    const size = parseSize(p.value('size')!, '--size');
+    const vhdxBlockSize = blockSize ? parseSize(blockSize, '--block-size') : undefined;
+    const inodeRatio = ratio ? parseSize(ratio, '--inode-ratio') : undefined;
+    await checkOutput(out, p.flag('force'));
     const started = process.hrtime.bigint();
-    const r = await mkfs(out!, {
-      size: parseSize(size, '--size'),
+    const r = await mkfs(out, {
+      size,
       vhdxType: fixed ? 'fixed' : 'dynamic',
-      ...(blockSize ? { vhdxBlockSize: parseSize(blockSize, '--block-size') } : {}),
-      checksums: uninitBg ? 'uninit_bg' : 'metadata_csum',
-      ...(ratio ? { inodeRatio: parseSize(ratio, '--inode-ratio') } : {}),
+      ...(vhdxBlockSize ? { vhdxBlockSize } : {}),
+      checksums: p.flag('uninit-bg') ? 'uninit_bg' : 'metadata_csum',
+      ...(inodeRatio ? { inodeRatio } : {}),
       reservedRatio: reservedPct / 100,
       ...(label !== undefined ? { label } : {}),
       ...(uuid ? { uuid } : {}),
-      overwrite: force,
+      ...(timestamp ? { timestamp } : {}),
+      overwrite: p.flag('force'),
       signal: io.signal,
     });
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    if (json) io.out(toJson({ ...r, seconds }));
+    if (p.flag('json')) io.out(toJson({ output: out, ...r, seconds }));
     else {
       io.out(
         `${out}: ext4 of ${formatBytes(r.size)}${vhdx ? ` in a ${fixed ? 'fixed' : 'dynamic'} VHDX` : ''}, ` +

@@ -1,21 +1,22 @@
-import { fstatSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { createReadStream, fstatSync } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { convert } from '@lcow/ext4';
+import { DurableFile } from '@lcow/durable';
+import { convert, rootDigest } from '@lcow/ext4';
+import { createFixedFooter } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
-import { flag, option, positional } from '../args.ts';
-import { formatBytes, parseSize, toJson } from '../format.ts';
+import type { Parsed } from '../args.ts';
+import { fileOutput, formatBytes, outputTime, parseSize, toJson } from '../format.ts';
+import { checkOutput } from '../output.ts';
 import { progressBar } from '../progress.ts';
-import { SPECS } from '../registry.ts';
 import type { Command, Io } from '../types.ts';
-
-const USAGE = SPECS.tar2ext4.usage[0];
 
 /**
  * Standard input as the converter reads it fastest: a pipe through `/dev/stdin` (reused 1 MiB buffers, no
  * stream machinery), anything else (a file keeps its offset; a socket cannot be reopened) as the stream.
  */
-function stdinSource(): string | Readable {
+function stdinSource(io: Io): string | Readable {
+  if (io.stdin) return io.stdin as Readable;
   try {
     if (process.platform === 'linux' && fstatSync(0).isFIFO()) return '/dev/stdin';
   } catch {
@@ -24,63 +25,127 @@ function stdinSource(): string | Readable {
   return process.stdin;
 }
 
+/**
+ * The size progress can count to: a plain tar file's; unknown (-1) for standard input and for gzip, whose
+ * progress counts the tar inside.
+ */
+async function knownTotal(input: string): Promise<number> {
+  if (input === '-') return -1;
+  const fh = await open(input, 'r');
+  try {
+    const head = Buffer.alloc(2);
+    await fh.read(head, 0, 2, 0);
+    return head[0] === 0x1f && head[1] === 0x8b ? -1 : (await fh.stat()).size;
+  } finally {
+    await fh.close();
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
+
+/** The options the two special modes (`--digest`, `--only-vhd`) cannot take. */
+const CONVERSION_ONLY = ['whiteouts', 'inline-data', 'verity', 'uuid', 'convert-slash'] as const;
+
+function refuseWith(p: Parsed, mode: string, names: readonly string[]): void {
+  const bad = names.filter((n) => p.has(n));
+  if (bad.length) throw new DriverError('ERR_USAGE', `--${mode} takes no ${bad.map((n) => `--${n}`).join(', ')}`);
+}
+
+/** hcsshim's `-only-vhd`: the input is an image already; copy it and append a fixed VHD footer. */
+async function onlyVhd(input: string, output: string, p: Parsed, io: Io, timestamp: Date | undefined): Promise<number> {
+  refuseWith(p, 'only-vhd', [...CONVERSION_ONLY, 'vhd', 'max-size', 'layout']);
+  const source = input === '-' ? (stdinSource(io) as Readable | string) : input;
+  const file = await DurableFile.create(output, { overwrite: p.flag('force'), fsync: !p.flag('no-fsync') });
+  let size = 0;
+  try {
+    const stream = typeof source === 'string' ? createReadStream(source, { highWaterMark: 1 << 20 }) : source;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      io.signal.throwIfAborted();
+      await file.handle.write(chunk, 0, chunk.length, size);
+      size += chunk.length;
+    }
+    if (size === 0 || size % 512 !== 0)
+      throw new DriverError(
+        'ERR_INVALID_ARGUMENT',
+        `${input === '-' ? 'standard input' : input}: ${size} bytes; a VHD payload is a whole, non-zero number of 512-byte sectors`,
+      );
+    const footer = createFixedFooter(size, timestamp ? { timestamp } : {});
+    await file.handle.write(footer, 0, footer.length, size);
+    await file.commit(io.signal);
+  } catch (e) {
+    await file.discard();
+    throw (e as { code?: string }).code === 'ERR_EXISTS'
+      ? new DriverError('ERR_EXISTS', `${output}: already exists (--force to replace it)`, { cause: e })
+      : e;
+  }
+  const r = { output, size: size + 512, payloadBytes: size };
+  io.out(p.flag('json') ? toJson(r) : `${output}: ${formatBytes(size)} image + VHD footer`);
+  return 0;
+}
+
 export const tar2ext4Command: Command = {
   name: 'tar2ext4',
-  summary: SPECS.tar2ext4.summary,
-  usage: [USAGE],
-  async run(argv: string[], io: Io): Promise<number> {
-    const args = [...argv];
-    const json = flag(args, '--json');
-    const vhd = flag(args, '--vhd');
-    const whiteouts = flag(args, '--whiteouts');
-    const inline = flag(args, '--inline-data');
-    const noFsync = flag(args, '--no-fsync');
-    const verity = flag(args, '--verity');
-    const input = option(args, '-i') ?? '-';
-    const output = option(args, '-o');
-    const maxSize = option(args, '--max-size');
-    const layout = option(args, '--layout') ?? 'lcow';
+  async run(_form: string, p: Parsed, io: Io): Promise<number> {
+    const input = p.value('input') ?? '-';
+    const output = p.value('output');
+    // hcsshim's one-dash spellings bring its layout with them, unless --layout says otherwise.
+    const hcsshimSpelling = [...p.aliasesUsed].some((a) => /^-[a-z][a-z-]+$/.test(a));
+    const layout = p.value('layout') ?? (hcsshimSpelling ? 'hcsshim' : 'lcow');
     if (layout !== 'lcow' && layout !== 'hcsshim')
       throw new DriverError('ERR_USAGE', `--layout ${JSON.stringify(layout)}: lcow or hcsshim`);
-    const convertSlash = flag(args, '--convert-slash');
-    const uuid = option(args, '--uuid');
-    const force = flag(args, '--force');
-    positional(args, 0, USAGE);
     // Every argument is checked before any work (a bad --uuid used to fail after the whole tar).
-    if (!output) throw new DriverError('ERR_USAGE', `-o OUT is required; usage: ${USAGE}`);
-    if (output === '-')
-      throw new DriverError(
-        'ERR_USAGE',
-        '-o -: an ext4 image is written by position (its metadata last, at the front), so it cannot go to a pipe',
-      );
-    if (uuid !== undefined && !/^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i.test(uuid))
+    const uuid = p.value('uuid');
+    if (uuid !== undefined && !UUID.test(uuid))
       throw new DriverError('ERR_USAGE', `--uuid ${JSON.stringify(uuid)}: not a UUID`);
+    const maxSize = p.value('max-size');
     const maximumDiskSize = maxSize ? parseSize(maxSize, '--max-size') : undefined;
-    const total = input === '-' ? 0 : (await stat(input)).size;
-    const source = input === '-' ? stdinSource() : input;
+    const timestamp = outputTime(p.value('timestamp'), io.env ?? process.env);
+    if (p.flag('digest')) {
+      refuseWith(p, 'digest', ['output', 'vhd', 'verity', 'only-vhd', 'inline-data', 'uuid', 'timestamp', 'force']);
+      if (input !== '-') await stat(input);
+      // hcsshim's ConvertAndComputeRootDigest: whiteouts converted, 128 GiB maximum, nothing written.
+      const r = await rootDigest(input === '-' ? stdinSource(io) : input, {
+        layout,
+        maximumDiskSize: maximumDiskSize ?? 128 * 2 ** 30,
+        convertWhiteouts: true,
+        convertSlash: p.flag('convert-slash'),
+        signal: io.signal,
+      });
+      io.out(p.flag('json') ? toJson({ rootDigest: r.rootDigest, layout, dataBytes: r.dataBytes }) : r.rootDigest);
+      return 0;
+    }
+    if (!output) throw new DriverError('ERR_USAGE', 'lcow tar2ext4: -o OUT is required (see lcow tar2ext4 --help)');
+    fileOutput(output, 'an ext4 image is written by position (its metadata last, at the front)');
+    if (input !== '-') await stat(input);
+    await checkOutput(output, p.flag('force'));
+    if (p.flag('only-vhd')) return onlyVhd(input, output, p, io, timestamp);
+    const total = await knownTotal(input);
+    const source = input === '-' ? stdinSource(io) : input;
     const bar = progressBar(`tar2ext4 ${input === '-' ? 'stdin' : input}`, io.progress);
     const started = process.hrtime.bigint();
+    const vhd = p.flag('vhd');
     const r = await convert(source, output, {
       appendVhdFooter: vhd,
-      convertWhiteouts: whiteouts,
-      inlineData: inline,
-      fsync: !noFsync,
-      verity,
+      convertWhiteouts: p.flag('whiteouts'),
+      inlineData: p.flag('inline-data'),
+      fsync: !p.flag('no-fsync'),
+      verity: p.flag('verity'),
       ...(maximumDiskSize !== undefined ? { maximumDiskSize } : {}),
       layout,
-      convertSlash,
+      convertSlash: p.flag('convert-slash'),
       ...(uuid ? { uuid } : {}),
-      overwrite: force,
+      ...(timestamp ? { timestamp } : {}),
+      overwrite: p.flag('force'),
       allowEmpty: false,
       signal: io.signal,
-      // Compressed input: progress counts tar bytes, so the total is unknown.
-      onProgress: (p) => bar.update({ done: p.bytes, total: Math.max(total, p.bytes) }),
+      onProgress: (q) => bar.update({ done: q.bytes, total: total < 0 ? -1 : Math.max(total, q.bytes) }),
       onWarning: (w) => io.err(`lcow: warning: ${w.code}: ${w.message}`),
     }).finally(() => bar.done());
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     // The digest goes to stderr too, so scripts can take it while stdout carries the report.
     if (r.rootDigest) io.err(r.rootDigest);
-    if (json) io.out(toJson({ ...r, bytes: r.size, filesystemBytes: r.bytes, entries: r.entries, seconds }));
+    // The library's own names: `size` the output file, `bytes` the filesystem in it, `tarBytes` the tar read.
+    if (p.flag('json')) io.out(toJson({ output, layout, ...r, seconds }));
     else {
       io.out(
         `${output}: ${formatBytes(r.size)} ext4${vhd ? ' + VHD footer' : ''}, ${r.entries} entries (${r.files} files, ${r.directories} dirs, ` +

@@ -2,15 +2,11 @@ import { open } from 'node:fs/promises';
 import { Ext4Error, hasExt4Magic, probeExt4, rootDigest as tarRootDigest } from '@lcow/ext4';
 import { checkVerity, readVerity, verityDigest } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
-import { flag, option, positional } from '../args.ts';
+import type { Readable } from 'node:stream';
+import type { Parsed } from '../args.ts';
 import { readerOf } from '../read-at.ts';
 import { table, toJson } from '../format.ts';
-import { SPECS } from '../registry.ts';
 import type { Command, Io } from '../types.ts';
-
-const INFO = SPECS.verity.usage[0];
-const DIGEST = SPECS.verity.usage[1];
-const CHECK = SPECS.verity.usage[2];
 
 /** Bytes of the ext4 filesystem at the start of a file: where its verity area would begin. */
 async function ext4Size(path: string): Promise<number | null> {
@@ -30,17 +26,33 @@ async function requireExt4(path: string): Promise<number> {
   return size;
 }
 
+/** The verity superblock after the filesystem, or a plain "no tree" error when there is none. */
+async function verityOf(image: string): Promise<Awaited<ReturnType<typeof readVerity>>> {
+  const size = await requireExt4(image);
+  const fh = await open(image, 'r');
+  let head: Buffer;
+  try {
+    head = Buffer.alloc(8);
+    const { bytesRead } = await fh.read(head, 0, 8, size);
+    head = head.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+  // A VHD footer ("conectix") or nothing at all after the filesystem: an image made without --verity.
+  if (!head.subarray(0, 6).equals(Buffer.from('verity')))
+    throw new DriverError(
+      'ERR_NOT_FOUND',
+      `${image}: no dm-verity tree after the ext4 filesystem (${size} bytes; ${head.length === 0 ? 'the file ends there' : head.subarray(0, 8).equals(Buffer.from('conectix')) ? 'a VHD footer follows' : 'other data follows'}); it was made without --verity`,
+    );
+  return readVerity(image, size);
+}
+
 export const verityCommand: Command = {
   name: 'verity',
-  summary: SPECS.verity.summary,
-  usage: [INFO, DIGEST, CHECK],
-  async run(argv: string[], io: Io): Promise<number> {
-    const [sub, ...rest] = argv;
-    const args = [...rest];
-    const json = flag(args, '--json');
-    if (sub === 'info') {
-      const [image] = positional(args, 1, INFO);
-      const info = await readVerity(image!, await requireExt4(image!));
+  async run(form: string, p: Parsed, io: Io): Promise<number> {
+    const json = p.flag('json');
+    if (form === 'info') {
+      const info = await verityOf(p.operands[0]!);
       io.out(
         json
           ? toJson(info)
@@ -58,21 +70,21 @@ export const verityCommand: Command = {
       );
       return 0;
     }
-    if (sub === 'digest') {
-      const layout = option(args, '--layout') ?? 'lcow';
+    if (form === 'digest') {
+      const layout = p.value('layout') ?? 'lcow';
       if (layout !== 'lcow' && layout !== 'hcsshim')
         throw new DriverError('ERR_USAGE', `--layout ${JSON.stringify(layout)}: lcow or hcsshim`);
-      const [input] = positional(args, 1, DIGEST);
-      let size = await ext4Size(input!);
+      const input = p.operands[0]!;
+      let size = input === '-' ? null : await ext4Size(input);
       let rootDigest: string;
       let source: 'image' | 'tar' = 'image';
-      if (size !== null) rootDigest = await verityDigest(input!, size);
+      if (size !== null) rootDigest = await verityDigest(input, size);
       else {
-        // A tar: convert it as the LCOW driver does (whiteouts, 128 GiB maximum) and hash the image as it is
-        // produced, writing nothing. With `--layout hcsshim` that is hcsshim's ConvertAndComputeRootDigest,
-        // so the digest is a Windows host's.
+        // A tar (`-`: on standard input): convert it as the LCOW driver does (whiteouts, 128 GiB maximum)
+        // and hash the image as it is produced, writing nothing. With `--layout hcsshim` that is hcsshim's
+        // ConvertAndComputeRootDigest, so the digest is a Windows host's.
         source = 'tar';
-        const r = await tarRootDigest(input!, {
+        const r = await tarRootDigest(input === '-' ? ((io.stdin ?? process.stdin) as Readable) : input, {
           layout,
           maximumDiskSize: 128 * 2 ** 30,
           convertWhiteouts: true,
@@ -86,22 +98,20 @@ export const verityCommand: Command = {
       );
       return 0;
     }
-    if (sub === 'check') {
-      const [image, digest] = positional(args, 2, CHECK);
-      if (!/^[0-9a-fA-F]{64}$/.test(digest!))
-        throw new DriverError('ERR_USAGE', `digest ${JSON.stringify(digest)}: expected 64 hex digits`);
-      const r = await checkVerity(image!, await requireExt4(image!), digest!);
-      if (json) io.out(toJson(r));
-      else if (r.ok) io.out(`${image}: OK, root digest ${r.rootDigest}`);
-      if (!r.ok) {
-        const where =
-          r.firstBad.level === 'root'
-            ? `root digest is ${r.rootDigest}`
-            : `first bad hash block: level ${r.firstBad.level}, block ${r.firstBad.block}`;
-        throw new DriverError('ERR_VERIFICATION', `${image}: does not match ${digest} (${where})`);
-      }
-      return 0;
+    const [image, digest] = p.operands;
+    if (!/^[0-9a-fA-F]{64}$/.test(digest!))
+      throw new DriverError('ERR_USAGE', `digest ${JSON.stringify(digest)}: expected 64 hex digits`);
+    await verityOf(image!);
+    const r = await checkVerity(image!, await requireExt4(image!), digest!);
+    if (json) io.out(toJson(r));
+    else if (r.ok) io.out(`${image}: OK, root digest ${r.rootDigest}`);
+    if (!r.ok) {
+      const where =
+        r.firstBad.level === 'root'
+          ? `root digest is ${r.rootDigest}`
+          : `first bad hash block: level ${r.firstBad.level}, block ${r.firstBad.block}`;
+      throw new DriverError('ERR_VERIFICATION', `${image}: does not match ${digest} (${where})`);
     }
-    throw new DriverError('ERR_USAGE', `usage:\n  ${[INFO, DIGEST, CHECK].join('\n  ')}`);
+    return 0;
   },
 };

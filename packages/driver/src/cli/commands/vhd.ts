@@ -1,13 +1,14 @@
-import { open, rm, truncate, writeFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { Ext4Error, probeExt4, type Ext4Summary, type ReadAt } from '@lcow/ext4';
-import { appendFixedFooter, convertRawImage, createVhdx, inspectDisk, openVhdx, type DiskInfo } from '@lcow/vhd';
+import { DurableFile } from '@lcow/durable';
+import { convertRawImage, createFixedFooter, createVhdx, inspectDisk, openVhdx, type DiskInfo } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
-import { formatBytes, parseSize, table, toJson } from '../format.ts';
+import type { Parsed } from '../args.ts';
+import { fileOutput, formatBytes, outputTime, parseSize, table, toJson } from '../format.ts';
+import { checkOutput } from '../output.ts';
 import { progressBar } from '../progress.ts';
-import { flag, option, positional } from '../args.ts';
 import { readerOf } from '../read-at.ts';
-import { SPECS } from '../registry.ts';
 import type { Command, Io } from '../types.ts';
 
 /** What `lcow vhd info` reports: the disk, what it contains, and a verdict. */
@@ -123,81 +124,75 @@ function kindOf(path: string): 'vhd' | 'vhdx' {
   throw new DriverError('ERR_USAGE', `${path}: the output must end in .vhd or .vhdx`);
 }
 
-const INFO = SPECS.vhd.usage[0];
-const CREATE = SPECS.vhd.usage[1];
-const CONVERT = SPECS.vhd.usage[2];
-
 export const vhdCommand: Command = {
   name: 'vhd',
-  summary: SPECS.vhd.summary,
-  usage: [INFO, CREATE, CONVERT],
-  async run(argv: string[], io: Io): Promise<number> {
-    const [sub, ...rest] = argv;
-    const args = [...rest];
-    const json = flag(args, '--json');
-    if (sub === 'info') {
-      const [file] = positional(args, 1, INFO);
-      const r = await vhdReport(file!);
+  async run(form: string, p: Parsed, io: Io): Promise<number> {
+    const json = p.flag('json');
+    const timestamp = outputTime(p.value('timestamp'), io.env ?? process.env);
+    const force = p.flag('force');
+    if (form === 'info') {
+      const r = await vhdReport(p.operands[0]!);
       io.out(json ? toJson(r) : describeReport(r));
       return 0;
     }
-    if (sub === 'create') {
-      const fixed = flag(args, '--fixed');
-      const force = flag(args, '--force');
-      const sizeText = option(args, '--size');
-      const blockSize = option(args, '--block-size');
-      const logical = option(args, '--logical-sector');
-      const [out] = positional(args, 1, CREATE);
-      if (!sizeText) throw new DriverError('ERR_USAGE', `--size is required; usage: ${CREATE}`);
-      const size = parseSize(sizeText, '--size');
-      if (kindOf(out!) === 'vhdx') {
-        await createVhdx(out!, {
+    if (form === 'create') {
+      const out = fileOutput(p.operands[0]!, 'a disk is written by position');
+      const size = parseSize(p.value('size')!, '--size');
+      const blockSize = p.value('block-size');
+      const vhdxBlockSize = blockSize ? parseSize(blockSize, '--block-size') : undefined;
+      const logical = p.value('logical-sector');
+      if (logical !== undefined && logical !== '512' && logical !== '4096')
+        throw new DriverError('ERR_USAGE', `--logical-sector ${JSON.stringify(logical)}: 512 or 4096`);
+      const kind = kindOf(out);
+      await checkOutput(out, force);
+      if (kind === 'vhdx') {
+        await createVhdx(out, {
           size,
-          type: fixed ? 'fixed' : 'dynamic',
+          type: p.flag('fixed') ? 'fixed' : 'dynamic',
           overwrite: force,
           signal: io.signal,
-          ...(blockSize ? { blockSize: parseSize(blockSize, '--block-size') } : {}),
+          ...(vhdxBlockSize ? { blockSize: vhdxBlockSize } : {}),
           ...(logical ? { logicalSectorSize: Number(logical) as 512 | 4096 } : {}),
         });
       } else {
-        // A fixed VHD: a sparse payload of `size` bytes and its footer.
-        await writeFile(out!, '', { flag: force ? 'w' : 'wx' }).catch((e: NodeJS.ErrnoException) => {
-          throw e.code === 'EEXIST' ? new DriverError('ERR_USAGE', `${out}: already exists (use --force)`) : e;
-        });
+        // A fixed VHD: a sparse payload of `size` bytes and its footer, published whole.
+        const footer = createFixedFooter(size, timestamp ? { timestamp } : {});
+        const file = await DurableFile.create(out, { overwrite: force });
         try {
-          await truncate(out!, size);
-          await appendFixedFooter(out!);
+          await file.handle.truncate(size);
+          await file.handle.write(footer, 0, footer.length, size);
+          await file.commit(io.signal);
         } catch (e) {
-          await rm(out!, { force: true });
+          await file.discard();
           throw e;
         }
       }
-      const r = await vhdReport(out!);
+      const r = await vhdReport(out);
       io.out(json ? toJson(r) : describeReport(r));
       return 0;
     }
-    if (sub === 'convert') {
-      const fixed = flag(args, '--fixed');
-      const force = flag(args, '--force');
-      const align = flag(args, '--align-geometry');
-      const blockSize = option(args, '--block-size');
-      const [input, out] = positional(args, 2, CONVERT);
-      const bar = progressBar(`converting ${input}`, io.progress);
-      const result = await convertRawImage(input!, out!, {
-        format: kindOf(out!),
-        overwrite: force,
-        signal: io.signal,
-        onProgress: (p) => bar.update(p),
-        vhdx: {
-          type: fixed ? 'fixed' : 'dynamic',
-          ...(blockSize ? { blockSize: parseSize(blockSize, '--block-size') } : {}),
-        },
-        footer: align ? { align: 'geometry' } : {},
-      }).finally(() => bar.done());
-      const r = await vhdReport(out!);
-      io.out(json ? toJson({ ...r, skippedZeroBytes: result.skippedZeroBytes }) : describeReport(r));
-      return 0;
-    }
-    throw new DriverError('ERR_USAGE', `usage:\n  ${[INFO, CREATE, CONVERT].join('\n  ')}`);
+    const [input, given] = p.operands;
+    const out = fileOutput(given!, 'a disk is written by position');
+    if (input === '-')
+      throw new DriverError('ERR_USAGE', 'lcow vhd convert: the raw image must be a file (its size is needed first)');
+    const blockSize = p.value('block-size');
+    const vhdxBlockSize = blockSize ? parseSize(blockSize, '--block-size') : undefined;
+    const format = kindOf(out);
+    await checkOutput(out, force);
+    const bar = progressBar(`converting ${input}`, io.progress);
+    const result = await convertRawImage(input!, out, {
+      format,
+      overwrite: force,
+      signal: io.signal,
+      onProgress: (q) => bar.update(q),
+      vhdx: {
+        type: p.flag('fixed') ? 'fixed' : 'dynamic',
+        ...(vhdxBlockSize ? { blockSize: vhdxBlockSize } : {}),
+      },
+      footer: { ...(p.flag('align-geometry') ? { align: 'geometry' } : {}), ...(timestamp ? { timestamp } : {}) },
+    }).finally(() => bar.done());
+    const r = await vhdReport(out);
+    io.out(json ? toJson({ ...r, skippedZeroBytes: result.skippedZeroBytes }) : describeReport(r));
+    return 0;
   },
 };
