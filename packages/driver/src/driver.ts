@@ -17,19 +17,22 @@ import {
 import {
   KeyedLock,
   LayerStore,
+  dataRootPaths,
   LayerStoreError,
   writeFileAtomic,
   type CleanupReport,
   type LayerInfo,
 } from '@lcow/layerstore';
-import { SvmPool, type DiskRequest, type PoolSnapshot } from '@lcow/svm-pool';
+import { SvmPool, type DiskRequest, type Lease, type PoolSnapshot } from '@lcow/svm-pool';
 import { convertLayer, type ApplyResult, type LayerSource } from './apply.ts';
 import { defaultBackend, hostBackend, inprocBackend, unsupportedBackend, type Backend } from './backends/backend.ts';
 import { hostBackendAvailable } from './backends/host.ts';
 import { UnionView, type UnionLayer } from './backends/union-view.ts';
 import { changesSize, layerChanges, subtree, treeChanges, type Change, type Tree } from './changes.ts';
+import { BlankDisk, CACHED_DISK_GIB } from './disk-cache.ts';
 import { DriverError } from './errors.ts';
 import type { ContainerFs } from './fs/types.ts';
+import { readTarTree } from './tar-tree.ts';
 import { optionMap, parseDriverOptions, parseSandboxSize, type BackendName, type DriverOptions } from './options.ts';
 
 const GiB = 2 ** 30;
@@ -71,6 +74,8 @@ interface Mounted {
   refs: number;
   fs: ContainerFs;
   target: string;
+  /** The pool's lease of the union's VM and disks (none for an adopted union). */
+  lease: Lease | null;
 }
 
 /** A layer opened for reading on the host: its own content and its parents', top first. */
@@ -96,16 +101,23 @@ export class LcowDriver {
   readonly #pool: SvmPool;
   readonly #locks = new KeyedLock();
   readonly #mounted = new Map<string, Mounted>();
+  /** `dynamic` or `fixed` sandboxes: `lcow.sandboxtype`, else the backend's default. */
+  readonly sandboxType: 'dynamic' | 'fixed';
+  /** `cache/sandbox.vhdx`, the blank every default-size dynamic sandbox is copied from. */
+  readonly sandboxBlank: BlankDisk;
 
   private constructor(root: string, store: LayerStore, backend: Backend, options: DriverOptions) {
     this.root = root;
     this.store = store;
     this.backend = backend;
     this.options = options;
+    this.sandboxType = options.sandboxType ?? backend.sandboxType;
+    this.sandboxBlank = new BlankDisk(dataRootPaths(root).cachedSandbox);
     this.#pool = new SvmPool({
       mode: backend.singleVm || options.globalMode ? 'global' : 'safe',
       start: (vmId, signal) => backend.start(vmId, signal),
       attachConcurrency: backend.attachConcurrency,
+      ...(backend.timeoutMs ? { timeoutMs: backend.timeoutMs } : {}),
     });
   }
 
@@ -145,6 +157,11 @@ export class LcowDriver {
       const { hcsBackend } = await import('./backends/hcs.ts');
       backend = hcsBackend(abs, opts);
     }
+    if (opts.sandboxType === 'dynamic' && !backend.dynamicSandboxes)
+      throw new DriverError(
+        'ERR_INVALID_ARGUMENT',
+        `lcowdriver: init: lcow.sandboxtype=dynamic: the ${backend.name} backend loop-mounts sandboxes, which needs a fixed VHDX`,
+      );
     const store = await LayerStore.open(abs);
     if (extra.recover !== false) await backend.recover();
     return new LcowDriver(abs, store, backend, opts);
@@ -174,8 +191,18 @@ export class LcowDriver {
     return own === undefined ? this.options.sandboxSizeGb : parseSandboxSize(own, id);
   }
 
+  /**
+   * A new sandbox at `path`: a copy of `cache/sandbox.vhdx` for a default-size dynamic one (the original's
+   * fast path; the cache is made on first use), otherwise made by mkfs.
+   */
   async #formatSandbox(path: string, sizeGb: number): Promise<void> {
-    await mkfs(path, { size: sizeGb * GiB, format: 'vhdx', vhdxType: 'fixed', overwrite: true });
+    if (this.sandboxType === 'dynamic' && sizeGb === CACHED_DISK_GIB)
+      await this.sandboxBlank.copyTo(path, { overwrite: true });
+    else await mkfs(path, { size: sizeGb * GiB, format: 'vhdx', vhdxType: this.sandboxType, overwrite: true });
+    if (process.platform === 'win32') {
+      const { grantVmGroupAccess } = await import('@lcow/hcs');
+      await grantVmGroupAccess(path);
+    }
   }
 
   /** Whether layer `id` exists. */
@@ -253,7 +280,7 @@ export class LcowDriver {
     if (left) {
       const fs = this.backend.containerFsAt(left);
       const release = async (): Promise<void> => void (await this.backend.unmountDetached(target));
-      this.#mounted.set(id, { release, adopted: true, refs: 2, fs, target });
+      this.#mounted.set(id, { release, adopted: true, refs: 2, fs, target, lease: null });
       return fs;
     }
     let info = await this.store.info(id);
@@ -278,7 +305,7 @@ export class LcowDriver {
       if (lowers.length > 0 || upper) await lease.mountUnion(target, lowers, upper, opts);
       else await lease.vm.mountUnion(target, []); // the empty union: only the inproc backend gets here
       const fs = this.backend.containerFs(lease.vm, target, !this.backend.writable);
-      this.#mounted.set(id, { release: () => lease.release(), adopted: false, refs: 1, fs, target });
+      this.#mounted.set(id, { release: () => lease.release(), adopted: false, refs: 1, fs, target, lease });
       return fs;
     } catch (e) {
       await lease.release().catch(() => {});
@@ -546,7 +573,9 @@ export class LcowDriver {
       if (p.kind === 'sandbox') await this.backend.flush(p.file);
       const fs = await Ext4Fs.open(p.file, { checksums: 'strict' });
       opened.push(fs);
-      return p.kind === 'sandbox' ? { fs, root: 'upper' } : { fs };
+      if (p.kind !== 'sandbox') return { fs };
+      // A sandbox never mounted has no upper/ yet: nothing written, no content of its own.
+      return (await fs.tryLstat('/upper'))?.type === 'dir' ? { fs, root: 'upper' } : null;
     };
     try {
       const own = await open(info);
@@ -565,6 +594,48 @@ export class LcowDriver {
     }
   }
 
+  /**
+   * Where the backend locks a disk attached writable (Hyper-V), a sandbox this process has mounted cannot
+   * be read on the host: its lease and the guest path of its disk, so the caller goes through the guest.
+   * Null where the host reads the file. Only the sandbox against its own parent can be read so.
+   */
+  #lockedSandbox(info: LayerInfo, op: string, parent: string | null): { lease: Lease; guestPath: string } | null {
+    if (!this.backend.lockedWhileAttached || info.kind !== 'sandbox' || !info.file) return null;
+    if (!this.#attached(info.file, false)) return null;
+    const lease = this.#mounted.get(info.id)?.lease;
+    if (!lease || !LcowDriver.#isDirect(info, parent))
+      throw new DriverError(
+        'ERR_LAYER_BUSY',
+        `${op} ${info.id}: its sandbox is attached to a utility VM, which locks it; only its own changes (against its parent) can be read through the guest — put it first`,
+      );
+    return { lease, guestPath: lease.guestPath(info.file) };
+  }
+
+  /**
+   * `changes` of a locked sandbox ({@link #lockedSandbox}): the guest exports it as a tar, read as a tree
+   * over the union of its parents (read on the host: attached read-only, they stay readable).
+   */
+  async #guestLayer(
+    info: LayerInfo,
+    op: string,
+    parent: string | null,
+    signal?: AbortSignal,
+  ): Promise<{ tree: Tree; changes: Change[] } | null> {
+    const locked = this.#lockedSandbox(info, op, parent);
+    if (!locked) return null;
+    const tree = await readTarTree(
+      locked.lease.vm.exportTar(locked.guestPath, { sandbox: true, ...(signal ? { signal } : {}) }),
+      `${op} ${info.id}`,
+      signal,
+    );
+    const r = await this.#readers({ ...info, file: null });
+    try {
+      return { tree, changes: await layerChanges(tree, r.parents.length ? new UnionView(r.parents) : null, signal) };
+    } finally {
+      await r.close();
+    }
+  }
+
   /** Whether `parent` is `id`'s direct parent (or both are none): the layer alone is then the diff. */
   static #isDirect(info: LayerInfo, parent: string | null): boolean {
     return (parent || null) === (info.parentIds[0] ?? null);
@@ -573,6 +644,8 @@ export class LcowDriver {
   /** The changes of `id` against `parent` (moby's semantics; see changes.ts). */
   async changes(id: string, parent: string | null = null, opts: { signal?: AbortSignal } = {}): Promise<Change[]> {
     const info = await this.store.info(id);
+    const guest = await this.#guestLayer(info, 'changes', parent, opts.signal);
+    if (guest) return guest.changes;
     const r = await this.#readers(info);
     try {
       return await this.#changes(info, r, parent, opts.signal);
@@ -609,6 +682,8 @@ export class LcowDriver {
   /** `diffSize`: bytes of regular files the layer adds or modifies against `parent`. */
   async diffSize(id: string, parent: string | null = null): Promise<number> {
     const info = await this.store.info(id);
+    const guest = await this.#guestLayer(info, 'diffSize', parent);
+    if (guest) return changesSize(guest.tree, guest.changes);
     const r = await this.#readers(info);
     try {
       const changes = await this.#changes(info, r, parent);
@@ -631,6 +706,16 @@ export class LcowDriver {
     const { signal } = opts;
     const chunks = async function* (this: LcowDriver): AsyncGenerator<Uint8Array> {
       const info = await this.store.info(id);
+      const locked = this.#lockedSandbox(info, 'diff', parent);
+      if (locked) {
+        // The guest's exportSandbox of the sandbox as mounted: its upper/, whiteouts as `.wh.` entries.
+        for await (const c of locked.lease.vm.exportTar(locked.guestPath, {
+          sandbox: true,
+          ...(signal ? { signal } : {}),
+        }))
+          yield c as Uint8Array;
+        return;
+      }
       const r = await this.#readers(info);
       try {
         if (LcowDriver.#isDirect(info, parent)) {
@@ -652,6 +737,21 @@ export class LcowDriver {
   async diffGetter(id: string): Promise<{ get(name: string): Promise<Readable>; close(): Promise<void> }> {
     const info = await this.store.info(id);
     if (!info.file) throw new DriverError('ERR_NOT_FOUND', `diffGetter ${id}: nothing applied to this layer`);
+    const locked = this.#lockedSandbox(info, 'diffGetter', info.parentIds[0] ?? null);
+    if (locked && this.backend.guestFs) {
+      // Through the guest: its remotefs under the sandbox's own mount.
+      const fs = this.backend.guestFs(locked.lease.vm, `${locked.guestPath}/upper`);
+      return {
+        get: async (name) => {
+          const p = posix.normalize(`/${name}`);
+          const st = await fs.lstat(p);
+          if (st.type !== 'file')
+            throw new DriverError('ERR_INVALID_ARGUMENT', `diffGetter ${id}: ${name} is a ${st.type}, not a file`);
+          return fs.createReadStream(p);
+        },
+        close: async () => {},
+      };
+    }
     const fs = await Ext4Fs.open(info.file, { checksums: 'strict' });
     const root = info.kind === 'sandbox' ? '/upper' : '';
     return {

@@ -13,6 +13,12 @@ export interface DriverOptions {
   maxLayerSizeGb: number;
   /** `lcow.backend`, or null for the platform default. */
   backend: BackendName | null;
+  /**
+   * `lcow.sandboxtype`: `dynamic` (the original's: the file grows as the container writes, 1 MiB blocks) or
+   * `fixed` (all of it allocated; its payload one contiguous run, which the host backend's loop mount
+   * needs); null for the backend's default (dynamic on hcs, fixed elsewhere).
+   */
+  sandboxType: 'dynamic' | 'fixed' | null;
   /** Every `lcow.*` option as given, for the utility VM (kernel, initrd, boot parameters, timeout). */
   raw: string[];
 }
@@ -82,11 +88,18 @@ export function parseDriverOptions(opts: readonly string[] | Readonly<Record<str
     );
   const size = m.get('lcow.sandboxsize');
   const maxLayer = m.get('lcow.maxlayersize');
+  const sandboxType = m.get('lcow.sandboxtype');
+  if (sandboxType !== undefined && sandboxType !== 'dynamic' && sandboxType !== 'fixed')
+    throw new DriverError(
+      'ERR_INVALID_ARGUMENT',
+      `lcowdriver: init: lcow.sandboxtype ${JSON.stringify(sandboxType)}: dynamic or fixed`,
+    );
   return {
     maxLayerSizeGb: maxLayer === undefined ? DEFAULT_MAX_LAYER_SIZE_GB : parseMaxLayerSize(maxLayer),
     globalMode: parseGlobalMode(m.get('lcow.globalmode')),
     sandboxSizeGb: size === undefined ? DEFAULT_VHDX_SIZE_GB : parseSandboxSize(size, '(default)'),
     backend: backend === undefined || backend === 'auto' ? null : backend,
+    sandboxType: sandboxType ?? null,
     raw: [...m].map(([k, v]) => `${k}=${v}`),
   };
 }

@@ -32,7 +32,14 @@ export {
   type RemoteFsErrorKind,
 } from './remotefs.ts';
 export { HcsProcess } from './process.ts';
-export { LcowUtilityVm, type CommandResult, type GuestDisk, type StartUtilityVmOptions } from './uvm/utility-vm.ts';
+export {
+  GLOBAL_UVM_ID,
+  LcowUtilityVm,
+  utilityVmName,
+  type CommandResult,
+  type GuestDisk,
+  type StartUtilityVmOptions,
+} from './uvm/utility-vm.ts';
 export {
   SDDL_ADMINISTRATORS_LOCAL_SYSTEM,
   SDDL_NTVM_ADMINISTRATORS_LOCAL_SYSTEM,

@@ -62,8 +62,11 @@ describe.skipIf(!hasCc)('LcowUtilityVm', () => {
     );
     await vm.unmount('/tmp/sb-mount');
     await vm.hotRemove({ hostPath: 'C:\\lcow\\base\\layer.vhd', guestPath: '/tmp/d2', readOnly: true });
-    const tar = await vm.exportTar('/tmp/d1').toArray();
-    expect(tar).toEqual([]);
+    // The fake guest's exportSandbox answers a small archive naming the path it exported.
+    const tar = Buffer.concat(await vm.exportTar('/tmp/d1').toArray());
+    expect(tar.length).toBe(3 * 512 + 1024);
+    expect(tar.subarray(0, 14).toString()).toBe('exported-from\0');
+    expect(tar.subarray(512, 520).toString()).toBe('/tmp/d1\n');
     expect(fake.journal()).toEqual([
       'modify {"ResourceType":"MappedVirtualDisk","Settings":{"HostPath":"C:\\\\lcow\\\\sb\\\\sandbox.vhdx","ContainerPath":"/tmp/d1","CreateInUtilityVM":true,"AttachOnly":false},"RequestType":"Add"}',
       'modify {"ResourceType":"MappedVirtualDisk","Settings":{"HostPath":"C:\\\\lcow\\\\base\\\\layer.vhd","ContainerPath":"/tmp/d2","CreateInUtilityVM":true,"ReadOnly":true,"AttachOnly":false},"RequestType":"Add"}',

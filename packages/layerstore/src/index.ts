@@ -8,6 +8,6 @@ export {
   type LayerPaths,
 } from './paths.ts';
 export { MAX_CHAIN_BYTES, MAX_CHAIN_DEPTH, formatLayerChain, parseLayerChain } from './chain.ts';
-export { LayerStore, type CleanupReport, type LayerInfo } from './store.ts';
+export { LayerStore, scratchLock, type CleanupReport, type LayerInfo } from './store.ts';
 export { HostLock, KeyedLock, SharedKeyedLock } from './lock.ts';
 export { fsyncDir, writeFileAtomic } from './atomic.ts';

@@ -58,6 +58,11 @@ function abandoned(name: string): boolean {
   return owner === null || !ownerAlive(owner);
 }
 
+/** {@link LayerStore.scratchLock} for data root `root` (absolute), for a backend that holds no store. */
+export function scratchLock(root: string, vmId: string): HostLock {
+  return new HostLock(`${root}\0scratch\0${vmId}`);
+}
+
 /**
  * The data root of the LCOW driver (DESIGN.md's on-disk contract, byte-compatible with the original):
  * `<root>/<id>/{layer.vhd | sandbox.vhdx, layerchain.json}`, `cache/`, `scratch/`, and `<id>-removing` while a
@@ -85,7 +90,8 @@ export class LayerStore {
     const rootErr = (why: string, cause?: unknown): LayerStoreError =>
       new LayerStoreError('ERR_DATA_ROOT', `data root ${paths.root}: ${why}`, cause ? { cause } : undefined);
     try {
-      await mkdir(paths.root, { recursive: true });
+      // Root only, as the original: the layers hold whole images' files (a shadow file among them).
+      await mkdir(paths.root, { recursive: true, mode: 0o700 });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'EEXIST') throw rootErr(`cannot be created (${code ?? (e as Error).message})`, e);
@@ -93,7 +99,7 @@ export class LayerStore {
     // The root itself may be reached through a link (a data disk mounted elsewhere); its own folders may
     // not: a `tmp/` linked to /etc would have cleanup delete /etc's files.
     for (const d of [paths.root, paths.cache, paths.scratchDir, join(paths.root, TMP_DIR)]) {
-      await mkdir(d).catch((e: NodeJS.ErrnoException) => {
+      await mkdir(d, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
         if (e.code !== 'EEXIST') throw rootErr(`cannot create ${d} (${e.code ?? e.message})`, e);
       });
       const st = await (d === paths.root ? stat(d) : lstat(d));
@@ -115,7 +121,7 @@ export class LayerStore {
    * processes): opening a data root deletes only scratch disks whose lock is free.
    */
   scratchLock(vmId: string): HostLock {
-    return new HostLock(`${this.paths.root}\0scratch\0${vmId}`);
+    return scratchLock(this.paths.root, vmId);
   }
 
   async #clearScratch(): Promise<void> {

@@ -18,8 +18,21 @@ export interface Backend {
   readonly singleVm: boolean;
   /** Disks of one `get` hot-added at once (host mounts go in parallel; Hyper-V's SCSI adds one by one). */
   readonly attachConcurrency: number;
+  /** Deadline of each VM operation (start, hot-add, mount…); default the pool's 300 s. */
+  readonly timeoutMs?: number;
+  /** The sandbox VHDX it works with by default; `fixed` when it can work with no other (a loop mount). */
+  readonly sandboxType: 'dynamic' | 'fixed';
+  /** Whether a `dynamic` sandbox works here (the host's loop mount needs one contiguous payload). */
+  readonly dynamicSandboxes: boolean;
+  /**
+   * A disk attached writable is locked by the VM (Hyper-V): the host cannot read it then, and the driver
+   * reads such a sandbox through the guest ({@link UtilityVm.exportTar}, {@link Backend.guestFs}).
+   */
+  readonly lockedWhileAttached?: boolean;
   start(vmId: string, signal: AbortSignal): Promise<UtilityVm>;
   containerFs(vm: UtilityVm, target: string, readOnly: boolean): ContainerFs;
+  /** The files under guest path `root` of a VM (a disk's own mount), where {@link lockedWhileAttached}. */
+  guestFs?(vm: UtilityVm, root: string): ContainerFs;
   /** The filesystem of a union found mounted at host folder `path` (see {@link Backend.adopt}). */
   containerFsAt(path: string): ContainerFs;
   /** The host folder of a union at guest path `target` that a process now gone left mounted, or null. */
@@ -45,6 +58,8 @@ export function hostBackend(dataRoot: string, opts: { suid?: boolean } = {}): Ba
     writable: true,
     singleVm: true,
     attachConcurrency: 8,
+    sandboxType: 'fixed',
+    dynamicSandboxes: false,
     start: (vmId) => HostVm.start(vmId, runDir, opts),
     containerFs: (vm, target) => new HostFs((vm as HostVm).hostPath(target)),
     containerFsAt: (path) => new HostFs(path),
@@ -62,6 +77,8 @@ export function inprocBackend(): Backend {
     writable: false,
     singleVm: true,
     attachConcurrency: 8,
+    sandboxType: 'fixed',
+    dynamicSandboxes: true,
     start: async (vmId) => new InprocVm(vmId),
     containerFs: (vm, target) => new UnionFs((vm as InprocVm).union(target)),
     containerFsAt: () => unsupportedBackend('inproc', 'has no host folders'),

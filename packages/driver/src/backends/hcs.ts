@@ -3,8 +3,18 @@
 // guest's `remotefs` as a ContainerFs.
 import { posix } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { LcowUtilityVm, RemoteFsError, type RemoteFileInfo, type RemoteFs } from '@lcow/hcs';
-import { unionMountArgs, type UtilityVm } from '@lcow/svm-pool';
+import { rm } from 'node:fs/promises';
+import {
+  LcowUtilityVm,
+  RemoteFsError,
+  parseUvmOptions,
+  uvmTimeoutSeconds,
+  type RemoteFileInfo,
+  type RemoteFs,
+} from '@lcow/hcs';
+import { dataRootPaths, scratchLock } from '@lcow/layerstore';
+import { SCRATCH_GUEST_PATH, unionMountArgs, type MappedDisk, type UtilityVm } from '@lcow/svm-pool';
+import { BlankDisk } from '../disk-cache.ts';
 import { DriverError, type DriverErrorCode } from '../errors.ts';
 import {
   splitPath,
@@ -136,7 +146,8 @@ export class RemoteContainerFs implements ContainerFs {
     } finally {
       await f.close();
     }
-    await this.lchmod(p, mode);
+    // The mode goes with the open (O_CREAT): the 2019 guest's remotefs has no working lchmod (EOPNOTSUPP for
+    // every path, lcow-behaviour.md), so a chmod after the write would fail every write on a real guest.
   }
   async open(p: string, flags = 'r', mode = 0o644): Promise<ContainerFile> {
     const f = FLAGS[flags];
@@ -187,8 +198,12 @@ export class RemoteContainerFs implements ContainerFs {
   lchown(p: string, uid: number, gid: number): Promise<void> {
     return this.#do('lchown', p, async () => this.#r.lchown(await this.#guest(p, false), uid, gid));
   }
-  lchmod(p: string, mode: number): Promise<void> {
-    return this.#do('lchmod', p, async () => this.#r.lchmod(await this.#guest(p, false), mode));
+  /** Not on this backend: the guest's remotefs answers EOPNOTSUPP to every lchmod (lcow-behaviour.md). */
+  async lchmod(p: string, _mode: number): Promise<void> {
+    throw new DriverError(
+      'ERR_UNSUPPORTED',
+      `lchmod ${p}: the LCOW guest's remotefs cannot change modes (it answers EOPNOTSUPP); create files with their mode`,
+    );
   }
   mknod(p: string, type: 'chr' | 'blk', mode: number, major: number, minor: number): Promise<void> {
     const ifmt = type === 'chr' ? 0o020000 : 0o060000;
@@ -211,30 +226,116 @@ export class RemoteContainerFs implements ContainerFs {
   }
 }
 
+/**
+ * A utility VM as the pool drives it, with what the driver adds around it: its scratch disk (a copy of
+ * `cache/scratch.vhdx` at `scratch/<vm>.vhdx`, attached at boot at `/tmp/scratch`, as the original), held
+ * under the data root's scratch lock while the VM runs and deleted when it stops.
+ */
+export class HcsVm implements UtilityVm {
+  readonly id: string;
+  readonly uvm: LcowUtilityVm;
+  readonly scratch: string;
+  readonly #stopped: () => Promise<void>;
+
+  constructor(uvm: LcowUtilityVm, scratch: string, stopped: () => Promise<void>) {
+    this.id = uvm.id;
+    this.uvm = uvm;
+    this.scratch = scratch;
+    this.#stopped = stopped;
+  }
+
+  hotAdd(d: MappedDisk): Promise<void> {
+    return this.uvm.hotAdd(d);
+  }
+  hotRemove(d: MappedDisk): Promise<void> {
+    return this.uvm.hotRemove(d);
+  }
+  mountUnion(target: string, lowers: readonly string[], upper?: string): Promise<void> {
+    return this.uvm.mountUnion(target, lowers, upper);
+  }
+  unmount(target: string): Promise<void> {
+    return this.uvm.unmount(target);
+  }
+  exportTar(guestPath: string): Readable {
+    return this.uvm.exportTar(guestPath);
+  }
+  /** The guest's files under `root` through `remotefs`. */
+  fs(root: string): RemoteFs {
+    return this.uvm.fs(root);
+  }
+  async terminate(): Promise<void> {
+    try {
+      await this.uvm.terminate();
+    } finally {
+      await this.#stopped();
+    }
+  }
+}
+
+/** The timeout of every utility-VM operation: `lcow.timeout`, else `OPENGCS_UVM_TIMEOUT_SECONDS`, else 300 s. */
+export function hcsTimeoutMs(opts: DriverOptions, env: NodeJS.ProcessEnv = process.env): number {
+  // The original's parsing and messages (@lcow/hcs), so a bad value fails at init, not at the first start.
+  return uvmTimeoutSeconds(parseUvmOptions(opts.raw), env) * 1000;
+}
+
 /** The hcs backend: one LCOW utility VM per layer (safe mode) or one for all (`lcow.globalmode`). */
-export function hcsBackend(_dataRoot: string, opts: DriverOptions, library?: string): Backend {
+export function hcsBackend(
+  dataRoot: string,
+  opts: DriverOptions,
+  library?: string,
+): Backend & { scratchBlank: BlankDisk } {
+  const paths = dataRootPaths(dataRoot);
+  const scratchBlank = new BlankDisk(paths.cachedScratch);
+  const timeoutMs = hcsTimeoutMs(opts);
+  const start = async (vmId: string, signal: AbortSignal): Promise<HcsVm> => {
+    // Held while the VM runs: a data root opened meanwhile (another process) leaves this scratch alone.
+    const release = await scratchLock(paths.root, vmId).acquire(signal);
+    const scratch = paths.scratch(vmId);
+    const stopped = async (): Promise<void> => {
+      try {
+        await rm(scratch, { force: true });
+      } finally {
+        await release();
+      }
+    };
+    try {
+      await scratchBlank.copyTo(scratch, { overwrite: true, signal });
+      if (process.platform === 'win32') await (await import('@lcow/hcs')).grantVmGroupAccess(scratch);
+      const uvm = await LcowUtilityVm.start({
+        id: vmId,
+        options: opts.raw,
+        disks: [{ hostPath: scratch, containerPath: SCRATCH_GUEST_PATH }],
+        mountArgs: unionMountArgs,
+        library,
+        validate: process.platform === 'win32',
+        signal,
+      });
+      return new HcsVm(uvm, scratch, stopped);
+    } catch (e) {
+      await stopped();
+      throw e;
+    }
+  };
   return {
     name: 'hcs',
     writable: true,
     singleVm: false,
     attachConcurrency: 1,
-    start: (vmId, signal) =>
-      LcowUtilityVm.start({
-        id: vmId,
-        options: opts.raw,
-        mountArgs: unionMountArgs,
-        library,
-        validate: process.platform === 'win32',
-        signal,
-      }) as Promise<UtilityVm>,
-    containerFs: (vm, target) => new RemoteContainerFs((vm as LcowUtilityVm).fs(target)),
+    timeoutMs,
+    sandboxType: 'dynamic',
+    dynamicSandboxes: true,
+    scratchBlank,
+    start,
+    containerFs: (vm, target) => new RemoteContainerFs((vm as HcsVm).fs(target)),
     containerFsAt: () => {
       throw new DriverError('ERR_UNSUPPORTED', 'backend hcs: unions live in utility VMs, not host folders');
     },
     // A utility VM does not outlive the process that started it.
     adopt: async () => null,
-    // A disk attached to a Hyper-V VM is locked by it: the reader cannot open it then (the driver's diff of a
-    // running container's sandbox would have to go through the guest's exportSandbox).
+    // Hyper-V holds a disk attached writable open and locked: the host cannot read it then, so the driver
+    // reads such a sandbox through the guest (exportTar, remotefs) instead.
+    lockedWhileAttached: true,
+    guestFs: (vm, root) => new RemoteContainerFs((vm as HcsVm).fs(root)),
     flush: async () => {},
     // Hyper-V holds an attached disk open exclusively: another process's attach shows as a sharing
     // violation when the file is replaced or removed, which the caller reports.

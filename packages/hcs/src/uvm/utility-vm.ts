@@ -18,8 +18,16 @@ export interface GuestDisk {
   readOnly: boolean;
 }
 
+/** The id of the one utility VM of `lcow.globalmode`; also its HCS name, as the original. */
+export const GLOBAL_UVM_ID = '_lcow_global_svm_';
+
+/** The HCS name of utility VM `id`, as the original: `_lcow_global_svm_`, or `<id>_svm` for a layer's own VM. */
+export function utilityVmName(id: string): string {
+  return id === GLOBAL_UVM_ID ? id : `${id}_svm`;
+}
+
 export interface StartUtilityVmOptions {
-  /** The VM id (`_lcow_global_svm_` or a layer id); the HCS name gets `_svm` appended, as the original. */
+  /** The VM id (`_lcow_global_svm_` or a layer id); see {@link utilityVmName} for its HCS name. */
   id: string;
   /** `lcow.*` driver options. */
   options?: readonly string[];
@@ -63,7 +71,7 @@ export class LcowUtilityVm {
     const options = parseUvmOptions(o.options ?? []);
     const timeoutMs = uvmTimeoutSeconds(options) * 1000;
     if (o.validate !== false) await validateBootFiles(options);
-    const name = `${o.id}_svm`;
+    const name = utilityVmName(o.id);
     const cs = await ComputeSystem.create(name, utilityVmDocument(name, options, o.disks ?? []), {
       library: o.library,
       timeoutMs,

@@ -6,7 +6,8 @@
  * callback is registered are queued (the real HCS does the same; hcsshim registers after Create returns).
  *
  * Fault injection: FakeHcsControl(L"op=Start;hr=0x80070005;result={...};delay=50;silent=1;exit=1") arms the
- * next call of `op`: fail it with `hr` (and a result document), delay its notification, send none
+ * next call of `op`: fail it with `hr` (and a result document), delay its notification (Create, Start…) or
+ * the call itself (Modify, CreateProcess; `op=Run;cmd=mount` only the guest command starting so), send none
  * (`silent`), or send SystemExited instead of the completion (`exit`). FakeHcsLiveAllocations() and
  * FakeHcsLiveHandles() let tests prove every out-string was freed and every handle closed.
  *
@@ -56,6 +57,8 @@ struct System {
   char id[256];
   int state;
   int closed;
+  int handles;          /* open handles to it */
+  int term_on_close;    /* TerminateOnLastHandleClosed: the last close stops it, as the service does */
   /* every handle opened on the system may register its own callback */
   Registration *regs[MAX_REGS];
   /* notifications waiting for a callback */
@@ -89,6 +92,7 @@ static struct {
   int delay_ms;
   int silent;
   int exit_instead;
+  char cmd[64]; /* op=Run: the guest command (its first words) the fault waits for */
   int armed;
 } fault;
 
@@ -157,6 +161,7 @@ HRESULT FakeHcsControl(const char16_t *spec) {
     else if (!strcmp(kv, "delay")) fault.delay_ms = atoi(v);
     else if (!strcmp(kv, "silent")) fault.silent = atoi(v);
     else if (!strcmp(kv, "exit")) fault.exit_instead = atoi(v);
+    else if (!strcmp(kv, "cmd")) snprintf(fault.cmd, sizeof fault.cmd, "%s", v);
   }
   pthread_mutex_unlock(&mu);
   return S_OK;
@@ -622,6 +627,8 @@ HRESULT HcsCreateComputeSystem(const char16_t *id, const char16_t *config, void 
   System *s = calloc(1, sizeof *s);
   snprintf(s->id, sizeof s->id, "%s", sid);
   s->state = ST_CREATED;
+  s->handles = 1;
+  s->term_on_close = strstr(cfg, "\"TerminateOnLastHandleClosed\":true") != NULL;
   s->next = systems;
   systems = s;
   live_handles++;
@@ -637,7 +644,10 @@ HRESULT HcsOpenComputeSystem(const char16_t *id, System **out, char16_t **result
   if (result) *result = NULL;
   pthread_mutex_lock(&mu);
   System *s = find(sid);
-  if (s) live_handles++;
+  if (s) {
+    live_handles++;
+    s->handles++;
+  }
   pthread_mutex_unlock(&mu);
   *out = s;
   return s ? S_OK : HCS_E_SYSTEM_NOT_FOUND;
@@ -647,8 +657,14 @@ HRESULT HcsCloseComputeSystem(System *s) {
   if (!s) return ERROR_INVALID_HANDLE;
   pthread_mutex_lock(&mu);
   live_handles--;
-  /* A stopped system is gone once its handle closes; a running one lives on (it can be opened again). */
-  if (s->state == ST_STOPPED) s->closed = 1;
+  s->handles--;
+  /* A stopped system is gone once its handle closes; a running one lives on (it can be opened again)
+     unless it asked to be terminated with its last handle — then it stops, and a start still pending
+     never completes. */
+  if (s->state == ST_STOPPED || (s->term_on_close && s->handles <= 0)) {
+    s->state = ST_STOPPED;
+    s->closed = 1;
+  }
   pthread_mutex_unlock(&mu);
   return S_OK;
 }
@@ -749,7 +765,10 @@ HRESULT HcsModifyComputeSystem(System *s, const char16_t *config, char16_t **res
   if (result) *result = NULL;
   if (!s) return ERROR_INVALID_HANDLE;
   HRESULT hr;
-  if (take_fault("Modify", &hr, result, NULL, NULL, NULL)) return hr;
+  int delay = 0;
+  int fail = take_fault("Modify", &hr, result, &delay, NULL, NULL);
+  if (delay > 0) usleep((useconds_t)delay * 1000); /* a slow SCSI attach: the caller's thread waits */
+  if (fail) return hr;
   if (!witness(cfg, valid_modify, result)) return HCS_E_INVALID_JSON;
   pthread_mutex_lock(&mu);
   if (s->state != ST_RUNNING) {
@@ -906,6 +925,31 @@ static int known_command(const char *cmd) {
   return 0;
 }
 
+/* One regular-file entry of a ustar archive (name < 100 bytes), written to `fd`. */
+static void tar_file(int fd, const char *name, const char *body) {
+  char h[512];
+  memset(h, 0, sizeof h);
+  size_t len = strlen(body);
+  snprintf(h, 100, "%s", name);
+  snprintf(h + 100, 8, "%07o", 0644);
+  snprintf(h + 108, 8, "%07o", 0);
+  snprintf(h + 116, 8, "%07o", 0);
+  snprintf(h + 124, 12, "%011o", (unsigned)len);
+  snprintf(h + 136, 12, "%011o", 1700000000u);
+  memset(h + 148, ' ', 8);
+  h[156] = '0';
+  memcpy(h + 257, "ustar", 6);
+  memcpy(h + 263, "00", 2);
+  unsigned sum = 0;
+  for (int i = 0; i < 512; i++) sum += (unsigned char)h[i];
+  snprintf(h + 148, 8, "%06o", sum);
+  h[155] = ' ';
+  write_all(fd, h, 512);
+  write_all(fd, body, len);
+  char pad[512] = {0};
+  if (len % 512) write_all(fd, pad, 512 - len % 512);
+}
+
 static void *process_main(void *arg) {
   Process *p = arg;
   int code = 0;
@@ -929,6 +973,15 @@ static void *process_main(void *arg) {
   } else if (!strncmp(p->cmd, "unknown", 7)) {
     write_all(p->err_w, "unknown command", 15);
     code = 127;
+  } else if (!strncmp(p->cmd, "exportSandbox -path ", 20)) {
+    /* The guest's export of a sandbox mounted at PATH: a small archive that names PATH (so a test sees which
+       disk was exported) and deletes "gone" (a whiteout), then the end-of-archive blocks. */
+    char body[1100];
+    snprintf(body, sizeof body, "%s\n", p->cmd + 20);
+    tar_file(p->out_w, "exported-from", body);
+    tar_file(p->out_w, ".wh.gone", "");
+    char end[1024] = {0};
+    write_all(p->out_w, end, sizeof end);
   } else if (known_command(p->cmd)) {
     /* What the driver asks of the guest (mkdir, mount, umount, …) succeeds; the journal records it. */
   } else {
@@ -977,7 +1030,10 @@ HRESULT HcsCreateProcess(System *s, const char16_t *params, HCS_PROCESS_INFORMAT
   *out = NULL;
   if (!s) return ERROR_INVALID_HANDLE;
   HRESULT hr;
-  if (take_fault("CreateProcess", &hr, result, NULL, NULL, NULL)) return hr;
+  int delay = 0;
+  int fail = take_fault("CreateProcess", &hr, result, &delay, NULL, NULL);
+  if (delay > 0) usleep((useconds_t)delay * 1000); /* a guest slow to start the program */
+  if (fail) return hr;
   char json[8192];
   to_ascii(params, json, sizeof json);
   if (!witness(json, valid_process, result)) return HCS_E_INVALID_JSON;
@@ -986,7 +1042,14 @@ HRESULT HcsCreateProcess(System *s, const char16_t *params, HCS_PROCESS_INFORMAT
   Process *p = calloc(1, sizeof *p);
   command_of(json, p->cmd, sizeof p->cmd);
   journal_add("run", p->cmd);
+  /* op=Run;cmd=PREFIX;delay=MS: the guest is slow to start that one command (a hanging mount). */
+  int run_delay = 0;
+  if (fault.armed && !strcmp(fault.op, "Run") && !strncmp(p->cmd, fault.cmd, strlen(fault.cmd))) {
+    fault.armed = 0;
+    run_delay = fault.delay_ms;
+  }
   pthread_mutex_unlock(&mu);
+  if (run_delay > 0) usleep((useconds_t)run_delay * 1000);
   if (!running) {
     free(p);
     put_result(result, "{\"Error\":-1070137083,\"ErrorMessage\":\"The system is not running.\"}");

@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { DriverError } from '../../errors.ts';
 import { LcowDriver } from '../../driver.ts';
 import { importImage } from '../../import.ts';
+import { parseSandboxSize } from '../../options.ts';
 import { parallelism, sourceOptions } from './image.ts';
 import type { Parsed } from '../args.ts';
 import { checkOutput, writeFileWhole } from '../output.ts';
@@ -171,6 +172,13 @@ export const createRwCommand = command('create-rw', async (p, io) => {
   const parent = p.value('parent') ?? null;
   const size = p.value('size');
   const [id] = p.operands;
+  // Checked before the data root is opened, with the driver's own rule and message.
+  if (size !== undefined)
+    try {
+      parseSandboxSize(size, id!);
+    } catch (e) {
+      throw new DriverError('ERR_USAGE', `--size: ${(e as Error).message}`);
+    }
   await withDriver(io, (d) => d.createReadWrite(id!, parent, size ? { storageOpt: { 'lcow.sandboxsize': size } } : {}));
   return 0;
 });

@@ -1,0 +1,149 @@
+// A layer tar's metadata as a read-only tree (the `Tree` the change algorithms read): where the driver cannot
+// open a sandbox's disk on the host (Hyper-V locks a disk attached writable), the guest exports the sandbox's
+// `upper/` as a tar and `changes`/`diffSize` run over this. `.wh.NAME` entries become overlay whiteouts
+// (character devices 0:0) and `.wh..wh..opq` the directory's `trusted.overlay.opaque`, so the layer reads as
+// the sandbox itself would. File contents are skipped, never held.
+import { posix } from 'node:path';
+import type { Readable } from 'node:stream';
+import { extract, type Header } from 'tar-stream';
+import type { Ext4Dirent, Ext4Stat } from '@lcow/ext4';
+import { DriverError } from './errors.ts';
+import type { Tree } from './changes.ts';
+
+type FileType = Ext4Stat['type'];
+
+interface Node {
+  stat: Ext4Stat;
+  children: Map<string, Ext4Dirent>;
+  xattrs: Map<string, Uint8Array>;
+  target: string | null;
+}
+
+const TYPES: Partial<Record<Header['type'], FileType>> = {
+  file: 'file',
+  'contiguous-file': 'file',
+  directory: 'dir',
+  symlink: 'symlink',
+  'character-device': 'chr',
+  'block-device': 'blk',
+  fifo: 'fifo',
+};
+
+const OPAQUE = '.wh..wh..opq';
+const WHITEOUT = '.wh.';
+
+function timeOf(d: Date | undefined): Ext4Stat['mtime'] {
+  const ms = d ? d.getTime() : 0;
+  return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 };
+}
+
+/** The tree of a layer tar, read to its end. `what` names the layer in errors. */
+export async function readTarTree(tar: Readable, what: string, signal?: AbortSignal): Promise<Tree> {
+  const nodes = new Map<string, Node>();
+  let ino = 1;
+  const make = (type: FileType, h: Partial<Header>): Node => ({
+    stat: {
+      ino: ino++,
+      type,
+      mode: (h.mode ?? (type === 'dir' ? 0o755 : 0o644)) & 0o7777,
+      uid: h.uid ?? 0,
+      gid: h.gid ?? 0,
+      size: type === 'file' ? (h.size ?? 0) : 0,
+      nlink: 1,
+      blocks: 0,
+      atime: timeOf(h.mtime),
+      mtime: timeOf(h.mtime),
+      ctime: timeOf(h.mtime),
+      birthtime: null,
+      rdev: type === 'chr' || type === 'blk' ? { major: h.devmajor ?? 0, minor: h.devminor ?? 0 } : null,
+      flags: 0,
+    },
+    children: new Map(),
+    xattrs: new Map(),
+    target: null,
+  });
+  nodes.set('/', make('dir', {}));
+  /** The folder `p`, made (as a plain directory) where the tar did not list it before its contents. */
+  const dir = (p: string): Node => {
+    const have = nodes.get(p);
+    if (have) {
+      if (have.stat.type !== 'dir') throw new DriverError('ERR_APPLY', `${what}: ${p} is not a directory in the tar`);
+      return have;
+    }
+    const n = make('dir', {});
+    link(p, n);
+    return n;
+  };
+  const link = (p: string, n: Node): void => {
+    nodes.set(p, n);
+    const parent = dir(posix.dirname(p));
+    const name = posix.basename(p);
+    parent.children.set(name, { name, raw: Buffer.from(name), ino: n.stat.ino, type: n.stat.type });
+  };
+  const ex = extract();
+  const done = new Promise<void>((resolve, reject) => {
+    ex.on('entry', (h, stream, next) => {
+      stream.resume();
+      stream.on('end', () => {
+        try {
+          add(h);
+          next();
+        } catch (e) {
+          ex.destroy(e as Error);
+        }
+      });
+    });
+    ex.on('finish', resolve);
+    ex.on('error', reject);
+    signal?.addEventListener('abort', () => ex.destroy(signal.reason as Error), { once: true });
+  });
+  const add = (h: Header): void => {
+    const p = posix.normalize(`/${h.name}`).replace(/\/+$/, '') || '/';
+    if (p.split('/').includes('..')) throw new DriverError('ERR_APPLY', `${what}: tar entry ${JSON.stringify(h.name)}`);
+    const base = posix.basename(p);
+    if (base === OPAQUE) {
+      dir(posix.dirname(p)).xattrs.set('trusted.overlay.opaque', Buffer.from('y'));
+      return;
+    }
+    if (base.startsWith(WHITEOUT)) {
+      const wh = make('chr', { mode: 0 });
+      link(posix.join(posix.dirname(p), base.slice(WHITEOUT.length)), wh);
+      return;
+    }
+    if (h.type === 'link') {
+      const target = nodes.get(posix.normalize(`/${h.linkname ?? ''}`));
+      if (!target) throw new DriverError('ERR_APPLY', `${what}: hard link ${p} to a missing ${h.linkname}`);
+      target.stat.nlink++;
+      link(p, target);
+      return;
+    }
+    const type = TYPES[h.type ?? 'file'];
+    if (!type) return; // pax/GNU bookkeeping: not entries of the tree
+    if (p === '/') {
+      Object.assign(nodes.get('/')!.stat, make('dir', h).stat, { ino: nodes.get('/')!.stat.ino });
+      return;
+    }
+    const existing = nodes.get(p);
+    const n = existing && type === 'dir' && existing.stat.type === 'dir' ? existing : make(type, h);
+    if (n === existing) Object.assign(n.stat, make('dir', h).stat, { ino: n.stat.ino });
+    n.target = h.linkname ?? null;
+    for (const [k, v] of Object.entries((h.pax ?? {}) as Record<string, string>))
+      if (k.startsWith('SCHILY.xattr.')) n.xattrs.set(k.slice('SCHILY.xattr.'.length), Buffer.from(v, 'latin1'));
+    link(p, n);
+  };
+  tar.pipe(ex);
+  await done;
+  const get = (p: string): Node | undefined => nodes.get(posix.normalize(`/${p}`).replace(/\/+$/, '') || '/');
+  const must = (p: string): Node => {
+    const n = get(p);
+    if (!n) throw new DriverError('ERR_NOT_FOUND', `${what}: ${p}: not in the layer`);
+    return n;
+  };
+  return {
+    lstat: async (p) => must(p).stat,
+    tryLstat: async (p) => get(p)?.stat ?? null,
+    readdir: async (p) => [...must(p).children.values()].sort((a, b) => Buffer.compare(a.raw, b.raw)),
+    listXattrs: async (p) => must(p).xattrs,
+    readlink: async (p) => must(p).target ?? '',
+  };
+}
