@@ -96,7 +96,9 @@ class LeafDigestFile {
 
   #grow(blocks: number): void {
     if (blocks <= this.#have.length) return;
-    const n = Math.max(blocks, this.#have.length * 2);
+    // A quarter more, not double: the table is most of this path's memory (32 bytes a block), and the
+    // reserve made from the tar's size is usually only a little short (small files round up to a block).
+    const n = Math.max(blocks, Math.ceil(this.#have.length * 1.25));
     const leaves = new Uint8Array(n * DIGEST);
     leaves.set(this.#leaves);
     this.#leaves = leaves;
