@@ -350,6 +350,54 @@ describe('hangs and blow-ups: every bad input ends, quickly, in bounded memory',
   });
 });
 
+describe('the command line under hostile arguments', () => {
+  /** An input that never ends: what a script piping the wrong thing gives. */
+  async function* endless(): AsyncGenerator<Uint8Array> {
+    const block = new Uint8Array(1 << 20).fill(0x41);
+    for (;;) yield block;
+  }
+
+  it('arguments are refused before any input is read: an endless stdin does not keep the command', async () => {
+    for (const args of [
+      ['tar2ext4', '-i', '-', '-o', join(dir.path, 'never.vhd'), '--vhd', '--timestamp', '1'],
+      ['tar2ext4', '-i', '-', '-o', join(dir.path, 'never.vhd'), '--uuid', 'zz'],
+      ['tar2ext4', '-i', '-', '-o', '-'],
+      ['tar2ext4', '-i', '-', '-o', join(dir.path, 'never.vhd'), '--max-size', '12 parsecs'],
+    ]) {
+      const r = await lcow(args, { input: endless(), timeoutMs: 20_000 });
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(/^lcow: ERR_USAGE: [^\n]+\n$/);
+    }
+    await expect(stat(join(dir.path, 'never.vhd'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('-only-vhd of an endless input stops at --max-size: nothing written, no temporary file', async () => {
+    const out = join(dir.path, 'endless.vhd');
+    const r = await lcow(['tar2ext4', '-i', '-', '-only-vhd', '-o', out, '-max-size', '64M'], {
+      input: endless(),
+      timeoutMs: 30_000,
+      maxRssMiB: 512,
+    });
+    failed(r, 'ERR_INVALID_ARGUMENT', 'standard input', '--max-size');
+    expect((await readdir(dir.path)).filter((f) => f.includes('endless'))).toEqual([]);
+  });
+
+  it('100 000 operands, a 100 KiB option value (the kernel caps one argument at 128 KiB), an option repeated 10 000 times: usage errors in bounded time', async () => {
+    const many = await lcow(['vhd', 'info', ...Array.from({ length: 100_000 }, (_, i) => `f${i}`)], {
+      timeoutMs: 20_000,
+    });
+    expect(many.status).toBe(2);
+    expect(many.stderr).toMatch(/^lcow: ERR_USAGE: lcow vhd info takes FILE: unexpected "f1"/);
+    const long = await lcow(['tar2ext4', '-o', join(dir.path, 'x.img'), '--uuid', 'u'.repeat(100_000)], {
+      timeoutMs: 20_000,
+    });
+    expect(long.status).toBe(2);
+    expect(long.stderr.length).toBeLessThan(300);
+    const repeated = await lcow(['ls', ...Array.from({ length: 10_000 }, () => '--json')], { timeoutMs: 20_000 });
+    ok(repeated);
+  });
+});
+
 describe('escapes from the data root, the output and the host', () => {
   const SPECIAL: TarSpec[] = [
     { path: 'zero', type: 'chr', devmajor: 1, devminor: 5, mode: 0o666 },

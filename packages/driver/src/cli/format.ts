@@ -2,15 +2,19 @@ import { DriverError } from '../errors.ts';
 
 const UNITS = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 } as const;
 
+/** A value from the command line as an error message quotes it: JSON, and no more than 60 characters of it. */
+export function quoted(value: string): string {
+  return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+}
+
 /** Parses `20G`, `512M`, `1.5T`, `4096` (binary units; an optional `i`/`iB`/`B` suffix is accepted). */
 export function parseSize(text: string, what: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([KMGT])?(?:i?B)?$/i.exec(text.trim());
-  if (!m)
-    throw new DriverError('ERR_USAGE', `${what} ${JSON.stringify(text)}: expected a size such as 20G, 512M or 1048576`);
+  if (!m) throw new DriverError('ERR_USAGE', `${what} ${quoted(text)}: expected a size such as 20G, 512M or 1048576`);
   const unit = m[2] ? UNITS[m[2].toUpperCase() as keyof typeof UNITS] : 1;
   const n = Number(m[1]) * unit;
   if (!Number.isSafeInteger(n))
-    throw new DriverError('ERR_USAGE', `${what} ${JSON.stringify(text)}: not a whole number of bytes`);
+    throw new DriverError('ERR_USAGE', `${what} ${quoted(text)}: not a whole number of bytes`);
   return n;
 }
 
@@ -64,9 +68,26 @@ export function outputTime(given: string | undefined, env: Record<string, string
   if (Number.isNaN(d.getTime()))
     throw new DriverError(
       'ERR_USAGE',
-      `${what} ${JSON.stringify(text)}: expected seconds since 1970${what === '--timestamp' ? ' or an ISO date' : ''}`,
+      `${what} ${quoted(text)}: expected seconds since 1970${what === '--timestamp' ? ' or an ISO date' : ''}`,
     );
   return d;
+}
+
+/** The times a VHD footer can hold (seconds since 2000 in 32 bits) and an ext4 superblock (32-bit seconds). */
+export const TIME_RANGES = {
+  vhd: [Date.UTC(2000, 0, 1), Date.UTC(2000, 0, 1) + (2 ** 32 - 1) * 1000],
+  ext4: [0, (2 ** 32 - 1) * 1000],
+} as const;
+
+/** Refuses, before any work, a time the output format cannot hold. */
+export function checkTime(t: Date | undefined, format: keyof typeof TIME_RANGES, what = '--timestamp'): void {
+  if (!t) return;
+  const [lo, hi] = TIME_RANGES[format];
+  if (t.getTime() < lo || t.getTime() > hi)
+    throw new DriverError(
+      'ERR_USAGE',
+      `${what} ${t.toISOString()}: outside what a ${format === 'vhd' ? 'VHD footer' : 'ext4 superblock'} can hold (${new Date(lo).toISOString().slice(0, 10)} to ${new Date(hi).toISOString().slice(0, 10)})`,
+    );
 }
 
 /** Refuses `-` where an output cannot be a pipe, before any work. */

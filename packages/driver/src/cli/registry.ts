@@ -278,7 +278,7 @@ export const SPECS = {
           'no-fsync': { kind: 'flag', help: 'do not wait for the output to reach the disk' },
           'only-vhd': {
             kind: 'flag',
-            help: 'the input is already an image: copy it and append a VHD footer',
+            help: 'the input is already an image: copy it (at most --max-size) and append a VHD footer',
             aliases: ['-only-vhd'],
           },
           digest: {

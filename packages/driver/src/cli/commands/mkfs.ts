@@ -1,7 +1,7 @@
 import { mkfs } from '@lcow/ext4';
 import { DriverError } from '../../errors.ts';
 import type { Parsed } from '../args.ts';
-import { fileOutput, formatBytes, outputTime, parseSize, toJson } from '../format.ts';
+import { checkTime, fileOutput, formatBytes, outputTime, parseSize, toJson } from '../format.ts';
 import { checkOutput } from '../output.ts';
 import type { Command, Io } from '../types.ts';
 
@@ -22,6 +22,7 @@ export const mkfsCommand: Command = {
     const label = p.value('label');
     const uuid = p.value('uuid');
     const timestamp = outputTime(p.value('timestamp'), io.env ?? process.env);
+    checkTime(timestamp, 'ext4');
     const size = parseSize(p.value('size')!, '--size');
     const vhdxBlockSize = blockSize ? parseSize(blockSize, '--block-size') : undefined;
     const inodeRatio = ratio ? parseSize(ratio, '--inode-ratio') : undefined;

@@ -6,7 +6,7 @@ import { convert, rootDigest } from '@lcow/ext4';
 import { createFixedFooter } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
 import type { Parsed } from '../args.ts';
-import { fileOutput, formatBytes, outputTime, parseSize, toJson } from '../format.ts';
+import { checkTime, fileOutput, formatBytes, outputTime, parseSize, quoted, toJson } from '../format.ts';
 import { checkOutput } from '../output.ts';
 import { progressBar } from '../progress.ts';
 import type { Command, Io } from '../types.ts';
@@ -52,8 +52,15 @@ function refuseWith(p: Parsed, mode: string, names: readonly string[]): void {
 }
 
 /** hcsshim's `-only-vhd`: the input is an image already; copy it and append a fixed VHD footer. */
-async function onlyVhd(input: string, output: string, p: Parsed, io: Io, timestamp: Date | undefined): Promise<number> {
-  refuseWith(p, 'only-vhd', [...CONVERSION_ONLY, 'vhd', 'max-size', 'layout']);
+async function onlyVhd(
+  input: string,
+  output: string,
+  p: Parsed,
+  io: Io,
+  opts: { timestamp: Date | undefined; limit: number },
+): Promise<number> {
+  refuseWith(p, 'only-vhd', [...CONVERSION_ONLY, 'vhd', 'layout']);
+  const { timestamp, limit } = opts;
   const source = input === '-' ? (stdinSource(io) as Readable | string) : input;
   const file = await DurableFile.create(output, { overwrite: p.flag('force'), fsync: !p.flag('no-fsync') });
   let size = 0;
@@ -61,6 +68,12 @@ async function onlyVhd(input: string, output: string, p: Parsed, io: Io, timesta
     const stream = typeof source === 'string' ? createReadStream(source, { highWaterMark: 1 << 20 }) : source;
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       io.signal.throwIfAborted();
+      // An endless input (a device, a pipe that never ends) stops at the limit, not at a full disk.
+      if (size + chunk.length > limit)
+        throw new DriverError(
+          'ERR_INVALID_ARGUMENT',
+          `${input === '-' ? 'standard input' : input}: more than ${formatBytes(limit)} (--max-size); nothing written`,
+        );
       await file.handle.write(chunk, 0, chunk.length, size);
       size += chunk.length;
     }
@@ -92,14 +105,15 @@ export const tar2ext4Command: Command = {
     const hcsshimSpelling = [...p.aliasesUsed].some((a) => /^-[a-z][a-z-]+$/.test(a));
     const layout = p.value('layout') ?? (hcsshimSpelling ? 'hcsshim' : 'lcow');
     if (layout !== 'lcow' && layout !== 'hcsshim')
-      throw new DriverError('ERR_USAGE', `--layout ${JSON.stringify(layout)}: lcow or hcsshim`);
+      throw new DriverError('ERR_USAGE', `--layout ${quoted(layout)}: lcow or hcsshim`);
     // Every argument is checked before any work (a bad --uuid used to fail after the whole tar).
     const uuid = p.value('uuid');
     if (uuid !== undefined && !UUID.test(uuid))
-      throw new DriverError('ERR_USAGE', `--uuid ${JSON.stringify(uuid)}: not a UUID`);
+      throw new DriverError('ERR_USAGE', `--uuid ${quoted(uuid)}: not a UUID`);
     const maxSize = p.value('max-size');
     const maximumDiskSize = maxSize ? parseSize(maxSize, '--max-size') : undefined;
     const timestamp = outputTime(p.value('timestamp'), io.env ?? process.env);
+    checkTime(timestamp, p.flag('vhd') || p.flag('only-vhd') ? 'vhd' : 'ext4');
     if (p.flag('digest')) {
       refuseWith(p, 'digest', ['output', 'vhd', 'verity', 'only-vhd', 'inline-data', 'uuid', 'timestamp', 'force']);
       if (input !== '-') await stat(input);
@@ -118,7 +132,8 @@ export const tar2ext4Command: Command = {
     fileOutput(output, 'an ext4 image is written by position (its metadata last, at the front)');
     if (input !== '-') await stat(input);
     await checkOutput(output, p.flag('force'));
-    if (p.flag('only-vhd')) return onlyVhd(input, output, p, io, timestamp);
+    if (p.flag('only-vhd'))
+      return onlyVhd(input, output, p, io, { timestamp, limit: maximumDiskSize ?? 128 * 2 ** 30 });
     const total = await knownTotal(input);
     const source = input === '-' ? stdinSource(io) : input;
     const bar = progressBar(`tar2ext4 ${input === '-' ? 'stdin' : input}`, io.progress);

@@ -5,7 +5,7 @@ import { DurableFile } from '@lcow/durable';
 import { convertRawImage, createFixedFooter, createVhdx, inspectDisk, openVhdx, type DiskInfo } from '@lcow/vhd';
 import { DriverError } from '../../errors.ts';
 import type { Parsed } from '../args.ts';
-import { fileOutput, formatBytes, outputTime, parseSize, table, toJson } from '../format.ts';
+import { checkTime, fileOutput, formatBytes, outputTime, parseSize, table, toJson } from '../format.ts';
 import { checkOutput } from '../output.ts';
 import { progressBar } from '../progress.ts';
 import { readerOf } from '../read-at.ts';
@@ -129,6 +129,7 @@ export const vhdCommand: Command = {
   async run(form: string, p: Parsed, io: Io): Promise<number> {
     const json = p.flag('json');
     const timestamp = outputTime(p.value('timestamp'), io.env ?? process.env);
+    checkTime(timestamp, 'vhd');
     const force = p.flag('force');
     if (form === 'info') {
       const r = await vhdReport(p.operands[0]!);
