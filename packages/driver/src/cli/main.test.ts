@@ -517,3 +517,26 @@ describe('describeError', () => {
     });
   });
 });
+
+describe('external commands', () => {
+  it('lcow NAME runs lcow-NAME from PATH with the remaining arguments and returns its status', async () => {
+    const bin = join(dir.path, 'ext-bin');
+    const { mkdir: mkdirP, chmod } = await import('node:fs/promises');
+    await mkdirP(bin, { recursive: true });
+    const script = join(bin, 'lcow-hello');
+    const seen = join(dir.path, 'ext-seen');
+    await writeFile(script, `#!/bin/sh\nprintf '%s|' "$@" > '${seen}'\nexit 3\n`);
+    await chmod(script, 0o755);
+    const saved = process.env.PATH;
+    process.env.PATH = `${bin}:${saved ?? ''}`;
+    try {
+      const r = await lcow('hello', 'a b', '--flag');
+      expect(r.status).toBe(3);
+      expect(await readFile(seen, 'utf8')).toBe('a b|--flag|');
+      // A name that is neither ours nor on PATH: a usage error.
+      expect((await lcow('goodbye')).status).toBe(2);
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+});
