@@ -125,7 +125,7 @@ async function* chunks(input: Readable | AsyncIterable<Uint8Array>): AsyncGenera
 const READ_CHUNK = 1 << 20;
 /** Bytes read after the end-of-archive marker before the rest of the input is left unread. */
 const MAX_TRAILING_BYTES = 1 << 20;
-const READ_BUFFERS = 4;
+const READ_BUFFERS = 3;
 
 /**
  * Reads a file in 1 MiB chunks through four reused buffers, up to three reads ahead while the current chunk

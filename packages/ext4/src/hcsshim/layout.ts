@@ -128,19 +128,58 @@ function unstamp(lo: number, hi: number): Time | null {
   return { sec, nsec };
 }
 
+/** Which time of an inode: its two words are at `2 * TimeOf.X` (lo, i_*time) and the next (hi, *_extra). */
+const TimeOf = { atime: 0, ctime: 1, mtime: 2, crtime: 3 } as const;
+const TIME_WORDS = 8;
+
+/**
+ * Every inode's four times as hcsshim stores them, eight uint32 words per inode number: as object fields
+ * most of these words (nanoseconds in the high 30 bits) would each be a boxed number, 24 bytes instead of 4.
+ */
+class TimeTable {
+  #words = new Uint32Array(TIME_WORDS * 1024);
+
+  set(ino: number, f: LayoutFile): void {
+    const at = (ino - 1) * TIME_WORDS;
+    if (at + TIME_WORDS > this.#words.length) {
+      const grown = new Uint32Array(Math.max(at + TIME_WORDS, Math.ceil(this.#words.length * 1.5)));
+      grown.set(this.#words);
+      this.#words = grown;
+    }
+    const w = this.#words;
+    stamp(f.atime);
+    w[at + 2 * TimeOf.atime] = stamped.lo;
+    w[at + 2 * TimeOf.atime + 1] = stamped.hi;
+    stamp(f.ctime);
+    w[at + 2 * TimeOf.ctime] = stamped.lo;
+    w[at + 2 * TimeOf.ctime + 1] = stamped.hi;
+    stamp(f.mtime);
+    w[at + 2 * TimeOf.mtime] = stamped.lo;
+    w[at + 2 * TimeOf.mtime + 1] = stamped.hi;
+    stamp(f.crtime);
+    w[at + 2 * TimeOf.crtime] = stamped.lo;
+    w[at + 2 * TimeOf.crtime + 1] = stamped.hi;
+  }
+
+  lo(ino: number, which: number): number {
+    return this.#words[(ino - 1) * TIME_WORDS + 2 * which]!;
+  }
+
+  hi(ino: number, which: number): number {
+    return this.#words[(ino - 1) * TIME_WORDS + 2 * which + 1]!;
+  }
+
+  /** The time hcsshim reads back (null: unset). */
+  time(ino: number, which: number): Time | null {
+    return unstamp(this.lo(ino, which), this.hi(ino, which));
+  }
+}
+
 class LayoutNode {
   mode = 0;
   uid = 0;
   gid = 0;
   size = 0;
-  atimeLo = 0;
-  atimeHi = 0;
-  ctimeLo = 0;
-  ctimeHi = 0;
-  mtimeLo = 0;
-  mtimeHi = 0;
-  crtimeLo = 0;
-  crtimeHi = 0;
   links: number;
   xattrBlock = 0;
   /** Blocks counted in i_blocks: data, extent leaves, the attribute block. */
@@ -168,21 +207,6 @@ class LayoutNode {
 
   get type(): number {
     return this.mode & S_IFMT;
-  }
-
-  setTimes(f: LayoutFile): void {
-    stamp(f.atime);
-    this.atimeLo = stamped.lo;
-    this.atimeHi = stamped.hi;
-    stamp(f.ctime);
-    this.ctimeLo = stamped.lo;
-    this.ctimeHi = stamped.hi;
-    stamp(f.mtime);
-    this.mtimeLo = stamped.lo;
-    this.mtimeHi = stamped.hi;
-    stamp(f.crtime);
-    this.crtimeLo = stamped.lo;
-    this.crtimeHi = stamped.hi;
   }
 }
 
@@ -267,6 +291,7 @@ export class HcsshimLayout {
   readonly #volume: Uint8Array;
   /** By inode number - 1; the reserved numbers other than the root are null. */
   readonly #inodes: (LayoutNode | null)[] = [null];
+  readonly #times = new TimeTable();
   /** Attribute blocks by block number, for {@link stat} (hcsshim reads them back from its file). */
   readonly #xattrBlocks = new Map<number, Uint8Array>();
   #pos: number;
@@ -344,7 +369,7 @@ export class HcsshimLayout {
     node.uid = f.uid ?? 0;
     node.gid = f.gid ?? 0;
     node.flags = InodeFlags.HUGE_FILE;
-    node.setTimes(f);
+    this.#times.set(node.ino, f);
     node.devmajor = f.devmajor ?? 0;
     node.devminor = f.devminor ?? 0;
     node.data = null;
@@ -517,10 +542,10 @@ export class HcsshimLayout {
           gid: parent.gid,
           devmajor: parent.devmajor,
           devminor: parent.devminor,
-          atime: unstamp(parent.atimeLo, parent.atimeHi),
-          mtime: unstamp(parent.mtimeLo, parent.mtimeHi),
-          ctime: unstamp(parent.ctimeLo, parent.ctimeHi),
-          crtime: unstamp(parent.crtimeLo, parent.crtimeHi),
+          atime: this.#times.time(parent.ino, TimeOf.atime),
+          mtime: this.#times.time(parent.ino, TimeOf.mtime),
+          ctime: this.#times.time(parent.ino, TimeOf.ctime),
+          crtime: this.#times.time(parent.ino, TimeOf.crtime),
         });
       }
       parent = parent.children!.get(part)!;
@@ -602,10 +627,10 @@ export class HcsshimLayout {
       uid: node.uid,
       gid: node.gid,
       size: node.size,
-      atime: unstamp(node.atimeLo, node.atimeHi),
-      ctime: unstamp(node.ctimeLo, node.ctimeHi),
-      mtime: unstamp(node.mtimeLo, node.mtimeHi),
-      crtime: unstamp(node.crtimeLo, node.crtimeHi),
+      atime: this.#times.time(node.ino, TimeOf.atime),
+      ctime: this.#times.time(node.ino, TimeOf.ctime),
+      mtime: this.#times.time(node.ino, TimeOf.mtime),
+      crtime: this.#times.time(node.ino, TimeOf.crtime),
       devmajor: node.devmajor,
       devminor: node.devminor,
       xattrs,
@@ -731,6 +756,8 @@ export class HcsshimLayout {
 
   /** The inode's 256 bytes at `at` in `out`: the fields hcsshim fills, then its in-inode attributes. */
   #encodeInode(node: LayoutNode, out: Uint8Array, at: number): void {
+    const times = this.#times;
+    const ino = node.ino;
     const iblock = this.#iblock.fill(0);
     const type = node.type;
     let ibody = node.ibody;
@@ -782,9 +809,9 @@ export class HcsshimLayout {
         mode: node.mode,
         uidLo: node.uid & 0xffff,
         sizeLo: node.size % 2 ** 32,
-        atime: node.atimeLo,
-        ctime: node.ctimeLo,
-        mtime: node.mtimeLo,
+        atime: times.lo(ino, TimeOf.atime),
+        ctime: times.lo(ino, TimeOf.ctime),
+        mtime: times.lo(ino, TimeOf.mtime),
         dtime: 0,
         gidLo: node.gid & 0xffff,
         linksCount: node.links & 0xffff,
@@ -804,11 +831,11 @@ export class HcsshimLayout {
         reserved: 0,
         extraIsize: INODE_FILLED - 128,
         checksumHi: 0,
-        ctimeExtra: node.ctimeHi,
-        mtimeExtra: node.mtimeHi,
-        atimeExtra: node.atimeHi,
-        crtime: node.crtimeLo,
-        crtimeExtra: node.crtimeHi,
+        ctimeExtra: times.hi(ino, TimeOf.ctime),
+        mtimeExtra: times.hi(ino, TimeOf.mtime),
+        atimeExtra: times.hi(ino, TimeOf.atime),
+        crtime: times.lo(ino, TimeOf.crtime),
+        crtimeExtra: times.hi(ino, TimeOf.crtime),
         versionHi: 0,
         projid: 0,
       },

@@ -26,7 +26,7 @@ export class ImageWriter {
    * Writes of 1 MiB keep memory small; several in flight keep the disk (or page cache) busy on the thread
    * pool while the tar is parsed, which a single write-behind buffer did not when file bodies are large.
    */
-  constructor(fh: FileHandle, start: number, bufferSize = 1 << 20, depth = 4) {
+  constructor(fh: FileHandle, start: number, bufferSize = 1 << 20, depth = 3) {
     this.#fh = fh;
     this.#start = start;
     this.#buf = new Uint8Array(bufferSize);

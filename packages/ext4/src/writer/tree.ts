@@ -13,8 +13,6 @@ export interface Run {
 
 /** What few nodes have: kept apart so that a plain file costs only the common fields. */
 interface Rare {
-  atime: Time | null;
-  ctime: Time | null;
   runs: Run[] | null;
   target: string | null;
   major: number;
@@ -27,8 +25,6 @@ interface Rare {
 }
 
 const NO_RARE: Readonly<Rare> = {
-  atime: null,
-  ctime: null,
   runs: null,
   target: null,
   major: 0,
@@ -42,9 +38,10 @@ const NO_RARE: Readonly<Rare> = {
 
 /**
  * One inode of the filesystem being built. Hard links share the node. Memory per node is what bounds a
- * tar of millions of entries, so the common fields are plain properties and the rest (times that differ
- * from mtime, sparse runs, link targets, devices, xattrs, inline data, directory links, the source entry)
- * live in one side object that most nodes never get.
+ * tar of millions of entries, so the common fields are plain numbers (times as seconds and nanoseconds:
+ * an object per time cost 40 bytes each, and pax archives give most entries their own atime and ctime) and
+ * the rest (sparse runs, link targets, devices, xattrs, inline data, directory links, the source entry)
+ * live in one side object that only directories and a few files get.
  */
 export class FsNode {
   /** S_IFMT bits ({@link FileMode}). */
@@ -53,9 +50,12 @@ export class FsNode {
   perm: number;
   uid = 0;
   gid = 0;
-  /** mtime as two small integers rather than an object per node. */
-  #mtimeSec: number;
-  #mtimeNsec: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  atimeSec: number;
+  atimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
   size = 0;
   /** First block and block count of contiguous data (most files); see {@link runsOf}. */
   start = 0;
@@ -69,8 +69,8 @@ export class FsNode {
   constructor(type: number, perm: number, source: string, time: Time) {
     this.type = type;
     this.perm = perm;
-    this.#mtimeSec = time.sec;
-    this.#mtimeNsec = time.nsec;
+    this.mtimeSec = this.atimeSec = this.ctimeSec = time.sec;
+    this.mtimeNsec = this.atimeNsec = this.ctimeNsec = time.nsec;
     if (source) this.#set().source = source;
     if (type === FileMode.DIR) this.#set().children = new Map();
   }
@@ -84,29 +84,25 @@ export class FsNode {
   }
 
   get mtime(): Time {
-    return { sec: this.#mtimeSec, nsec: this.#mtimeNsec };
+    return { sec: this.mtimeSec, nsec: this.mtimeNsec };
   }
   set mtime(t: Time) {
-    this.#mtimeSec = t.sec;
-    this.#mtimeNsec = t.nsec;
+    this.mtimeSec = t.sec;
+    this.mtimeNsec = t.nsec;
   }
-  #isMtime(t: Time): boolean {
-    return t.sec === this.#mtimeSec && t.nsec === this.#mtimeNsec;
-  }
-  /** atime and ctime are kept only where they differ from mtime. */
   get atime(): Time {
-    return this.#get().atime ?? this.mtime;
+    return { sec: this.atimeSec, nsec: this.atimeNsec };
   }
   set atime(t: Time) {
-    const same = this.#isMtime(t);
-    if (!same || this.#rare) this.#set().atime = same ? null : t;
+    this.atimeSec = t.sec;
+    this.atimeNsec = t.nsec;
   }
   get ctime(): Time {
-    return this.#get().ctime ?? this.mtime;
+    return { sec: this.ctimeSec, nsec: this.ctimeNsec };
   }
   set ctime(t: Time) {
-    const same = this.#isMtime(t);
-    if (!same || this.#rare) this.#set().ctime = same ? null : t;
+    this.ctimeSec = t.sec;
+    this.ctimeNsec = t.nsec;
   }
   /** Explicit runs, for sparse files only. */
   get runs(): Run[] | null {
@@ -180,6 +176,15 @@ export function newNode(type: number, perm: number, source: string, time: Time =
 export const MAX_NAME = 255;
 
 /**
+ * `name` as a string of its own. A name split from an entry's path is, from 13 characters on, a view into the
+ * whole path in V8, so keeping the name would keep the path too (≈ 100 bytes an entry on real layers).
+ * Names are latin1 byte strings (one char per byte), so the copy is exact.
+ */
+function ownString(name: string): string {
+  return name.length < 13 ? name : Buffer.from(name, 'latin1').toString('latin1');
+}
+
+/**
  * Splits an archive path into components. Leading `/` and `./` are dropped (as tar does); `..` anywhere,
  * and components longer than 255 bytes, are `ERR_TAR_FORMAT`.
  */
@@ -222,7 +227,7 @@ export class Tree {
       let next = dir.children!.get(name);
       if (!next) {
         next = newNode(FileMode.DIR, 0o755, parts.slice(0, i + 1).join('/'), implicitTime);
-        dir.children!.set(name, next);
+        dir.children!.set(ownString(name), next);
       } else if (next.type !== FileMode.DIR) {
         const what = next.type === FileMode.LNK ? 'a symlink' : 'not a directory';
         throw new Ext4Error(
@@ -275,7 +280,7 @@ export class Tree {
         );
       }
     }
-    dir.children!.set(name, node);
+    dir.children!.set(ownString(name), node);
     return node;
   }
 }

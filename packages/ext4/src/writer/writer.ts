@@ -7,7 +7,7 @@ import { GroupDesc } from '../format/group.ts';
 import { DeviceNumbers, EXTRA_ISIZE, FileMode, INODE_SIZE, Ino, Inode, InodeFlags, LINK_MAX } from '../format/inode.ts';
 import { SUPERBLOCK_MAGIC, SUPERBLOCK_OFFSET, Superblock } from '../format/superblock.ts';
 import { displayName } from '../tar/header.ts';
-import type { TarEntry, Time } from '../tar/parser.ts';
+import type { TarEntry } from '../tar/parser.ts';
 import { Bitmap, popcount } from './bitmap.ts';
 import { ImageWriter } from './image.ts';
 import { extentCount, newNode, runsOf, splitPath, Tree, type FsNode, type Run } from './tree.ts';
@@ -79,11 +79,11 @@ function timeLo(sec: number): number {
   return ((sec % 2 ** 32) + 2 ** 32) % 2 ** 32;
 }
 
-function timeExtra(t: Time): number {
-  const lo = timeLo(t.sec);
+function timeExtra(sec: number, nsec: number): number {
+  const lo = timeLo(sec);
   const signed = lo >= 2 ** 31 ? lo - 2 ** 32 : lo;
-  const epoch = Math.floor((t.sec - signed) / 2 ** 32) & 3;
-  return ((t.nsec << 2) | epoch) >>> 0;
+  const epoch = Math.floor((sec - signed) / 2 ** 32) & 3;
+  return ((nsec << 2) | epoch) >>> 0;
 }
 
 /**
@@ -756,17 +756,14 @@ export class Ext4Writer {
       dataBlocks += n.runs ? n.runs.reduce((sum, r) => sum + r.len, 0) : n.blocks;
     }
     const sectors = dataBlocks * (BLOCK_SIZE / 512);
-    const m = n.mtime;
-    const a = n.atime;
-    const c = n.ctime;
     Inode.encodeInto(
       {
         mode: n.type | n.perm,
         uidLo: n.uid & 0xffff,
         sizeLo: n.size % 2 ** 32,
-        atime: timeLo(a.sec),
-        ctime: timeLo(c.sec),
-        mtime: timeLo(m.sec),
+        atime: timeLo(n.atimeSec),
+        ctime: timeLo(n.ctimeSec),
+        mtime: timeLo(n.mtimeSec),
         dtime: 0,
         gidLo: n.gid & 0xffff,
         linksCount: links,
@@ -786,11 +783,11 @@ export class Ext4Writer {
         reserved: 0,
         extraIsize: EXTRA_ISIZE,
         checksumHi: 0,
-        ctimeExtra: timeExtra(c),
-        mtimeExtra: timeExtra(m),
-        atimeExtra: timeExtra(a),
-        crtime: timeLo(m.sec),
-        crtimeExtra: timeExtra(m),
+        ctimeExtra: timeExtra(n.ctimeSec, n.ctimeNsec),
+        mtimeExtra: timeExtra(n.mtimeSec, n.mtimeNsec),
+        atimeExtra: timeExtra(n.atimeSec, n.atimeNsec),
+        crtime: timeLo(n.mtimeSec),
+        crtimeExtra: timeExtra(n.mtimeSec, n.mtimeNsec),
         versionHi: 0,
         projid: 0,
       },
