@@ -4,13 +4,20 @@
 // and hcsshim's rewritten xattr blocks come later, whole), except where a buffer flush ends inside a block
 // and the next write continues it: such a block is held until the end.
 import { createHash, type Hash } from 'node:crypto';
-import { stat, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { DEFAULT_SALT, LeafHasher, VERITY_BLOCK, VerityTree } from '@lcow/vhd';
 import { convert, type ConvertOptions } from './convert.ts';
 import { Ext4Error } from './errors.ts';
 
 const DIGEST = 32;
+/** Blocks per chunk of the leaf table: 1 MiB of digests (128 MiB of image). */
+const CHUNK_BLOCKS = 32768;
+/**
+ * Jobs of 1 MiB in flight to the hashing thread. It hashes faster than the tar is converted, so the window
+ * fills only in the metadata burst at the end, where 8 in flight bought nothing but 4 MB.
+ */
+const HASH_WINDOW = 4;
 
 /** What {@link rootDigest} computed. */
 export interface RootDigestResult {
@@ -34,7 +41,8 @@ export type RootDigestOptions = Omit<ConvertOptions, 'appendVhdFooter' | 'verity
  * Converts `input` as {@link convert} would and returns the dm-verity root digest of the resulting
  * filesystem, writing nothing to disk. With `{ layout: 'hcsshim', convertWhiteouts: true,
  * maximumDiskSize: 128 GiB }` it is hcsshim's ConvertAndComputeRootDigest: the digest a Windows host
- * computes for a layer, the one confidential-container policies pin. Memory: 32 bytes per 4 KiB of image.
+ * computes for a layer, the one confidential-container policies pin. Memory: 33 bytes per 4 KiB of image
+ * (the leaf digests) besides the converter's own.
  */
 export async function rootDigest(
   input: string | Readable | AsyncIterable<Uint8Array>,
@@ -42,13 +50,6 @@ export async function rootDigest(
 ): Promise<RootDigestResult> {
   const { salt, ...rest } = options;
   const file = new LeafDigestFile(salt ?? DEFAULT_SALT);
-  // A tar file's size foretells the image's (data plus a few percent of metadata): room for its digests at
-  // once, instead of growing (and copying) the table a dozen times on the way.
-  if (typeof input === 'string')
-    await stat(input).then(
-      (s) => file.reserve(Math.ceil((s.size * 1.05) / VERITY_BLOCK) + 1024),
-      () => {},
-    );
   try {
     const r = await convert(input, file as unknown as FileHandle, { ...rest, fsync: false });
     return {
@@ -71,9 +72,14 @@ class LeafDigestFile {
   readonly #salt: Uint8Array;
   readonly #salted: Hash;
   readonly #hasher: LeafHasher;
-  #leaves = new Uint8Array(DIGEST * 1024);
-  /** 1 where a block's leaf digest is known. */
-  #have = new Uint8Array(1024);
+  /**
+   * Leaf digests in chunks of {@link CHUNK_BLOCKS} blocks, made as the image reaches them: a table that
+   * grows by chunks is never copied, and needs no guess of the image's size (growing one array meant, for
+   * a moment, the old table and the new one at once — 20 MB on a 1 GB tar).
+   */
+  readonly #leaves: Uint8Array[] = [];
+  /** 1 where a block's leaf digest is known, in the same chunks. */
+  readonly #have: Uint8Array[] = [];
   /** Blocks written in part so far: their bytes, zero elsewhere, hashed at the end. */
   readonly #partial = new Map<number, Uint8Array>();
   #blocks = 0;
@@ -81,7 +87,7 @@ class LeafDigestFile {
   constructor(salt: Uint8Array) {
     this.#salt = salt;
     this.#salted = createHash('sha256').update(salt);
-    this.#hasher = new LeafHasher(salt, (first, digests) => this.#leaves.set(digests, first * DIGEST));
+    this.#hasher = new LeafHasher(salt, (first, digests) => this.#store(first, digests), HASH_WINDOW);
   }
 
   /** Stops the hashing thread. */
@@ -89,29 +95,39 @@ class LeafDigestFile {
     await this.#hasher.close();
   }
 
-  /** Makes room for the digests of `blocks` blocks. */
-  reserve(blocks: number): void {
-    this.#grow(blocks);
-  }
-
+  /** Makes room for the digests of blocks `0…blocks − 1`. */
   #grow(blocks: number): void {
-    if (blocks <= this.#have.length) return;
-    // A quarter more, not double: the table is most of this path's memory (32 bytes a block), and the
-    // reserve made from the tar's size is usually only a little short (small files round up to a block).
-    const n = Math.max(blocks, Math.ceil(this.#have.length * 1.25));
-    const leaves = new Uint8Array(n * DIGEST);
-    leaves.set(this.#leaves);
-    this.#leaves = leaves;
-    const have = new Uint8Array(n);
-    have.set(this.#have);
-    this.#have = have;
+    while (this.#leaves.length * CHUNK_BLOCKS < blocks) {
+      this.#leaves.push(new Uint8Array(CHUNK_BLOCKS * DIGEST));
+      this.#have.push(new Uint8Array(CHUNK_BLOCKS));
+    }
   }
 
-  #leaf(block: number, data: Uint8Array): void {
-    this.#grow(block + 1);
-    this.#leaves.set(this.#salted.copy().update(data).digest(), block * DIGEST);
-    this.#have[block] = 1;
-    this.#blocks = Math.max(this.#blocks, block + 1);
+  /** Marks blocks `first…first + count − 1` as known (their digests come later, from the hashing thread). */
+  #mark(first: number, count: number): void {
+    this.#grow(first + count);
+    for (let b = first; b < first + count;) {
+      const chunk = Math.floor(b / CHUNK_BLOCKS);
+      const end = Math.min(first + count, (chunk + 1) * CHUNK_BLOCKS);
+      this.#have[chunk]!.fill(1, b - chunk * CHUNK_BLOCKS, end - chunk * CHUNK_BLOCKS);
+      b = end;
+    }
+    this.#blocks = Math.max(this.#blocks, first + count);
+  }
+
+  #known(block: number): boolean {
+    return this.#have[Math.floor(block / CHUNK_BLOCKS)]?.[block % CHUNK_BLOCKS] === 1;
+  }
+
+  /** Digests of blocks `first…`, which may run across chunks. */
+  #store(first: number, digests: Uint8Array): void {
+    for (let at = 0; at < digests.length;) {
+      const b = first + at / DIGEST;
+      const chunk = Math.floor(b / CHUNK_BLOCKS);
+      const n = Math.min(digests.length - at, ((chunk + 1) * CHUNK_BLOCKS - b) * DIGEST);
+      this.#leaves[chunk]!.set(digests.subarray(at, at + n), (b - chunk * CHUNK_BLOCKS) * DIGEST);
+      at += n;
+    }
   }
 
   async write(
@@ -131,24 +147,20 @@ class LeafDigestFile {
       if (whole > 0) {
         // A run of whole blocks: to the hashing thread, one job for the run. A block gathered in part
         // before is now written whole: the whole write is what the image holds.
-        for (let b = block; b < block + whole; b++) this.#partial.delete(b);
-        this.#grow(block + whole);
-        this.#have.fill(1, block, block + whole);
-        this.#blocks = Math.max(this.#blocks, block + whole);
+        if (this.#partial.size > 0) for (let b = block; b < block + whole; b++) this.#partial.delete(b);
+        this.#mark(block, whole);
         await this.#hasher.hash(block, buffer.subarray(from, from + whole * VERITY_BLOCK));
         from += whole * VERITY_BLOCK;
         at += whole * VERITY_BLOCK;
         continue;
       }
       const n = Math.min(VERITY_BLOCK - inBlock, end - from);
-      if (this.#have[block] === 1 && !this.#partial.has(block))
+      if (this.#known(block) && !this.#partial.has(block))
         throw new Ext4Error('ERR_INTERNAL', `digest-only image: block ${block} is written again in part`);
       let part = this.#partial.get(block);
       if (!part) this.#partial.set(block, (part = new Uint8Array(VERITY_BLOCK)));
       part.set(buffer.subarray(from, from + n), inBlock);
-      this.#grow(block + 1);
-      this.#have[block] = 1;
-      this.#blocks = Math.max(this.#blocks, block + 1);
+      this.#mark(block, 1);
       from += n;
       at += n;
     }
@@ -157,7 +169,7 @@ class LeafDigestFile {
 
   async truncate(len = 0): Promise<void> {
     if (len === 0) {
-      this.#have.fill(0);
+      for (const have of this.#have) have.fill(0);
       this.#partial.clear();
       this.#blocks = 0;
     }
@@ -173,11 +185,16 @@ class LeafDigestFile {
       throw new Ext4Error('ERR_INTERNAL', `digest-only image: block ${this.#blocks - 1} written past the end`);
     await this.#hasher.drain();
     this.#grow(blocks);
-    for (const [block, bytes] of this.#partial) this.#leaf(block, bytes);
+    for (const [block, bytes] of this.#partial) this.#store(block, this.#salted.copy().update(bytes).digest());
     const zero = this.#salted.copy().update(new Uint8Array(VERITY_BLOCK)).digest();
-    for (let b = 0; b < blocks; b++) if (this.#have[b] !== 1) this.#leaves.set(zero, b * DIGEST);
     const tree = new VerityTree(blocks, this.#salt);
-    await tree.updateDigests(this.#leaves.subarray(0, blocks * DIGEST));
+    for (let chunk = 0; chunk * CHUNK_BLOCKS < blocks; chunk++) {
+      const leaves = this.#leaves[chunk]!;
+      const have = this.#have[chunk]!;
+      const n = Math.min(CHUNK_BLOCKS, blocks - chunk * CHUNK_BLOCKS);
+      for (let i = 0; i < n; i++) if (have[i] !== 1) leaves.set(zero, i * DIGEST);
+      await tree.updateDigests(leaves.subarray(0, n * DIGEST));
+    }
     return tree.finish();
   }
 }

@@ -26,6 +26,7 @@ import { XATTR_MAGIC, XattrBlockHeader, XattrEntry, XattrIbodyHeader } from '../
 import { Ext4Error } from '../errors.ts';
 import type { Time } from '../tar/parser.ts';
 import { Bitmap } from '../writer/bitmap.ts';
+import { ownString } from '../writer/tree.ts';
 import { placeXattrs, readXattrs, xattrHash, xattrPrefixOf, xattrsSize, type XattrItem } from '../writer/xattrs.ts';
 
 const BLOCK = 4096;
@@ -581,7 +582,7 @@ export class HcsshimLayout {
     await this.#writePendingXattrs();
     if (existing !== child) {
       if (existing) existing.links--;
-      dir.children!.set(childName, child);
+      dir.children!.set(ownString(childName), child);
       child.links++;
       if (child.type === FileMode.DIR) dir.links++;
     }
@@ -606,7 +607,7 @@ export class HcsshimLayout {
       throw new Ext4Error('ERR_TAR_FORMAT', `${newName}: ${oldName} already has ${LINK_MAX} links`);
     if (existing) existing.links--;
     old.links++;
-    dir.children!.set(childName, old);
+    dir.children!.set(ownString(childName), old);
   }
 
   /** The entry as a {@link LayoutFile} again: times as read back, attributes without "system.data". */

@@ -180,7 +180,7 @@ export const MAX_NAME = 255;
  * whole path in V8, so keeping the name would keep the path too (≈ 100 bytes an entry on real layers).
  * Names are latin1 byte strings (one char per byte), so the copy is exact.
  */
-function ownString(name: string): string {
+export function ownString(name: string): string {
   return name.length < 13 ? name : Buffer.from(name, 'latin1').toString('latin1');
 }
 
