@@ -195,18 +195,19 @@ function childCommand(): { execPath: string; args: string[] } {
   // tsx is found from this file, not from the working directory (which may be anywhere).
   // A young generation of 1 MiB: the converter's garbage is short-lived and what survives is the tree it
   // keeps anyway; V8's default lets the heap grow by tens of MB for nothing (measured: 150 → 100 MB peak RSS on
-  // a 1.1 GB tar, and no slower).
-  const heap = '--max-semi-space-size=1';
+  // a 1.1 GB tar, and no slower). One V8 helper thread instead of four: this process has one thread of
+  // JavaScript and the thread pool's copies; each idle helper costs about 1 MB (measured: 3 MB less, no slower).
+  const v8 = ['--max-semi-space-size=1', '--v8-pool-size=1'];
   const args =
     ext === '.ts'
       ? [
-          heap,
+          ...v8,
           '--conditions=@lcow/source',
           '--import',
           pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href,
           script,
         ]
-      : [heap, script];
+      : [...v8, script];
   return { execPath: process.execPath, args };
 }
 

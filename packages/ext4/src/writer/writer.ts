@@ -20,8 +20,8 @@ const EXTENTS_PER_LEAF = Math.floor((BLOCK_SIZE - ExtentHeader.size) / Extent.si
 /** Space for extended attributes inside a 256-byte inode, after the base and extra fields. */
 const INODE_XATTR_ROOM = INODE_SIZE - 128 - EXTRA_ISIZE;
 const INLINE_MAX = 60;
-/** Inodes encoded per slice of the inode table (1 MiB). */
-const ITABLE_SLICE = 4096;
+/** Inodes encoded per slice of the inode table (256 KiB: it is copied into the image writer's buffers anyway). */
+const ITABLE_SLICE = 1024;
 /** Zero i_block, filled in place after the inode is encoded. A Buffer: see Struct.encodeInto on small arrays. */
 const NO_BLOCK = Buffer.alloc(60);
 
@@ -348,7 +348,7 @@ export class Ext4Writer {
     const out = this.#out;
     await out.align(BLOCK_SIZE);
     const dataEnd = out.offset / BLOCK_SIZE;
-    const { byIno, nodes, inodeCount } = this.#numberInodes();
+    const { nodes, inodeCount } = this.#numberInodes();
     const dirBlocks = this.#planDirectories(nodes);
     const { xattrArea, xattrBlocks } = this.#planXattrs(nodes);
     const leafBlocks = this.#planExtentLeaves(nodes);
@@ -376,7 +376,7 @@ export class Ext4Writer {
     // Blocks past the end of the filesystem, in the last group, are padding and marked used.
     used.setRange(total, groups * BLOCKS_PER_GROUP - total);
     const counts = await this.#writeBitmaps(used, nodes, inodeCount, { ...tables, inodeTableAt });
-    await this.#writeInodeTables(byIno, groups, ipg, { xattrArea, leafBlocks, ...placed });
+    await this.#writeInodeTables(nodes, groups, ipg, { xattrArea, leafBlocks, ...placed });
     if (out.offset !== metaEnd * BLOCK_SIZE) {
       throw new Ext4Error(
         'ERR_INTERNAL',
@@ -405,8 +405,11 @@ export class Ext4Writer {
     return { bytes: total * BLOCK_SIZE, blocks: total, inodes: groups * ipg, ...this.#stats, uuid };
   }
 
-  /** Inode numbers in depth-first order (lost+found keeps 11) and link counts. */
-  #numberInodes(): { byIno: (FsNode | undefined)[]; nodes: FsNode[]; inodeCount: number } {
+  /**
+   * Inode numbers in depth-first order (lost+found keeps 11) and link counts. `nodes` are in inode-number
+   * order (one array, not one indexed by number as well: 8 bytes an entry at the peak of memory).
+   */
+  #numberInodes(): { nodes: FsNode[]; inodeCount: number } {
     const root = this.#tree.root;
     const lostFound = root.children!.get('lost+found');
     // Inode 11 is lost+found's only while it is a directory; a tar that replaced it by something else
@@ -415,8 +418,8 @@ export class Ext4Writer {
     root.ino = Ino.ROOT;
     root.parent = root;
     if (lostFound?.type === FileMode.DIR) lostFound.ino = Ino.LOST_FOUND;
-    const byIno: (FsNode | undefined)[] = [undefined, undefined, root];
-    if (lostFound?.ino === Ino.LOST_FOUND) byIno[Ino.LOST_FOUND] = lostFound;
+    const nodes: FsNode[] = [root];
+    if (lostFound?.ino === Ino.LOST_FOUND) nodes.push(lostFound);
     const stack: FsNode[] = [root];
     while (stack.length > 0) {
       const dir = stack.pop()!;
@@ -427,13 +430,15 @@ export class Ext4Writer {
         if (child.type === FileMode.DIR) {
           subdirs++;
           child.parent = dir;
-          if (child.ino === 0) child.ino = nextIno++;
-          byIno[child.ino] = child;
+          if (child.ino === 0) {
+            child.ino = nextIno++;
+            nodes.push(child);
+          }
           stack.push(child);
         } else {
           if (child.links === 0) {
             child.ino = nextIno++;
-            byIno[child.ino] = child;
+            nodes.push(child);
           }
           child.links++;
           if (child.links > LINK_MAX) {
@@ -450,9 +455,7 @@ export class Ext4Writer {
       // Reverse the subdirectories just pushed, so the first one is visited first.
       for (let i = firstDir, j = stack.length - 1; i < j; i++, j--) [stack[i], stack[j]] = [stack[j]!, stack[i]!];
     }
-    const inodeCount = byIno.length - 1;
-    const nodes = byIno.filter((n): n is FsNode => n !== undefined);
-    return { byIno, nodes, inodeCount };
+    return { nodes, inodeCount: nodes[nodes.length - 1]!.ino };
   }
 
   /** Blocks of each directory: ".", "..", then the children, a record never crossing a block. */
@@ -671,7 +674,7 @@ export class Ext4Writer {
    * group's table is 8 MiB, and memory must not grow with the tree.
    */
   async #writeInodeTables(
-    byIno: readonly (FsNode | undefined)[],
+    nodes: readonly FsNode[],
     groups: number,
     ipg: number,
     placed: {
@@ -682,14 +685,16 @@ export class Ext4Writer {
     },
   ): Promise<void> {
     const slice = new Uint8Array(Math.min(ipg, ITABLE_SLICE) * INODE_SIZE);
+    let next = 0; // the first node not yet encoded (nodes are in inode-number order)
     for (let g = 0; g < groups; g++) {
       for (let first = 0; first < ipg; first += ITABLE_SLICE) {
         const count = Math.min(ITABLE_SLICE, ipg - first);
         const part = slice.subarray(0, count * INODE_SIZE);
         part.fill(0);
         for (let i = 0; i < count; i++) {
-          const n = byIno[g * ipg + first + i + 1];
-          if (!n) continue;
+          const n = nodes[next];
+          if (n?.ino !== g * ipg + first + i + 1) continue;
+          next++;
           this.#encodeInode(
             n,
             part,
