@@ -64,22 +64,32 @@ export class VerityTree {
     return this.#salted.copy().update(block).digest();
   }
 
-  async #push(level: number, digest: Uint8Array): Promise<void> {
+  // #push and #complete return a promise only when an onBlock callback does: a leaf is fed 290 000 times
+  // for a 1 GB image, and an async call per leaf (a promise and a frame each) was 140 MB of garbage.
+  #push(level: number, src: Uint8Array, at: number): void | Promise<void> {
     const part = this.#partial[level]!;
-    part.set(digest, this.#fill[level]! * DIGEST);
-    this.#fill[level]!++;
-    if (this.#fill[level] === PER_BLOCK) await this.#complete(level);
+    const fill = this.#fill[level]!;
+    // 32 bytes copied by hand: a subarray per leaf to set() from was another 26 MB of garbage.
+    const to = fill * DIGEST;
+    for (let i = 0; i < DIGEST; i++) part[to + i] = src[at + i]!;
+    this.#fill[level] = fill + 1;
+    if (fill + 1 === PER_BLOCK) return this.#complete(level);
   }
 
-  async #complete(level: number): Promise<void> {
+  #complete(level: number): void | Promise<void> {
     const block = this.#partial[level]!;
     const index = this.#done[level]!++;
-    await this.#onBlock?.(level, index, block);
+    const written = this.#onBlock?.(level, index, block);
+    if (written) return written.then(() => this.#completed(level, block));
+    return this.#completed(level, block);
+  }
+
+  #completed(level: number, block: Uint8Array): void | Promise<void> {
     const digest = this.#hash(block);
     block.fill(0);
     this.#fill[level] = 0;
-    if (level + 1 < this.sizes.length) await this.#push(level + 1, digest);
-    else this.#root = digest.toString('hex');
+    if (level + 1 < this.sizes.length) return this.#push(level + 1, digest, 0);
+    this.#root = digest.toString('hex');
   }
 
   /** Feeds whole data blocks (a multiple of 4096 bytes; the last may be short and is zero-padded). */
@@ -95,7 +105,10 @@ export class VerityTree {
       }
       this.#fed++;
       if (this.sizes.length === 0) this.#root = this.#hash(block).toString('hex');
-      else await this.#push(0, this.#hash(block));
+      else {
+        const pushed = this.#push(0, this.#hash(block), 0);
+        if (pushed) await pushed;
+      }
     }
   }
 
@@ -105,9 +118,11 @@ export class VerityTree {
       if (this.#fed >= this.dataBlocks)
         throw new VhdError('ERR_INVALID_ARGUMENT', `dm-verity: more than ${this.dataBlocks} data blocks`);
       this.#fed++;
-      const d = digests.subarray(at, at + DIGEST);
-      if (this.sizes.length === 0) this.#root = Buffer.from(d).toString('hex');
-      else await this.#push(0, d);
+      if (this.sizes.length === 0) this.#root = Buffer.from(digests.subarray(at, at + DIGEST)).toString('hex');
+      else {
+        const pushed = this.#push(0, digests, at);
+        if (pushed) await pushed;
+      }
     }
   }
 
