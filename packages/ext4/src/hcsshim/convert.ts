@@ -65,8 +65,10 @@ export class HcsshimWriter {
   }
 
   async entry(e: TarEntry): Promise<void> {
-    const w = await this.#writer();
-    await this.#padSparse();
+    // No await where nothing waits: each costs a promise per entry (the digest path's garbage is mostly
+    // such per-entry promises).
+    const w = this.#w ?? (await this.#writer());
+    if (this.#sparse) await this.#padSparse();
     this.#skipping = true;
     this.#stats.entries++;
     const name = e.path;
@@ -102,7 +104,7 @@ export class HcsshimWriter {
       linkname: e.linkname,
       devmajor: e.devmajor,
       devminor: e.devminor,
-      xattrs: e.xattrs ?? new Map(),
+      ...(e.xattrs ? { xattrs: e.xattrs } : {}),
     });
     if (e.type === 'dir') this.#stats.directories++;
     if (e.type === 'symlink') this.#stats.symlinks++;

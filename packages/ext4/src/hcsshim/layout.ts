@@ -520,7 +520,7 @@ export class HcsshimLayout {
    * hcsshim does); a later entry for the directory sets its real metadata.
    */
   async makeParents(name: string): Promise<void> {
-    await this.#endFile();
+    if (this.#cur) await this.#endFile();
     const clean = cleanPath(name);
     const slash = clean.lastIndexOf('/');
     if (slash < 0) return;
@@ -555,7 +555,7 @@ export class HcsshimLayout {
 
   /** Creates (or, for a directory or a file with one link, updates) `name`; a file's body follows by {@link data}. */
   async create(name: string, f: LayoutFile): Promise<void> {
-    await this.#endFile();
+    if (this.#cur) await this.#endFile();
     const { dir, child, childName } = this.#lookup(name, false);
     await this.#place(dir, child, childName, name, f);
   }
@@ -596,7 +596,7 @@ export class HcsshimLayout {
 
   /** Makes `newName` another name of `oldName`. */
   async link(oldName: string, newName: string): Promise<void> {
-    await this.#endFile();
+    if (this.#cur) await this.#endFile();
     const { dir, child: existing, childName } = this.#lookup(newName, false);
     if (existing && (existing.type === FileMode.DIR || existing.links < 2))
       throw new Ext4Error('ERR_TAR_FORMAT', `${newName}: a hard link cannot replace a directory or a single-link file`);
@@ -612,7 +612,7 @@ export class HcsshimLayout {
 
   /** The entry as a {@link LayoutFile} again: times as read back, attributes without "system.data". */
   async stat(name: string): Promise<LayoutFile> {
-    await this.#endFile();
+    if (this.#cur) await this.#endFile();
     const node = this.#lookup(name, true).child!;
     const xattrs = new Map<string, Uint8Array>();
     const block = node.xattrBlock !== 0 ? this.#xattrBlocks.get(node.xattrBlock) : undefined;
@@ -743,7 +743,7 @@ export class HcsshimLayout {
     this.#cur = { node: dir, entry: `directory inode ${dir.ino}`, written: 0, max: at };
     await this.data(buf.subarray(0, at));
     dir.size = at;
-    await this.#endFile();
+    if (this.#cur) await this.#endFile();
   }
 
   /** Every directory, depth first from the root, each before its subdirectories. */
@@ -979,7 +979,7 @@ export class HcsshimLayout {
 
   /** Writes the directories, inode table, bitmaps, descriptors and superblock; returns the image size. */
   async close(): Promise<{ bytes: number; inodes: number }> {
-    await this.#endFile();
+    if (this.#cur) await this.#endFile();
     await this.#writeDirectories(this.#root, this.#root);
     const tableAt = this.#pos / BLOCK;
     const { groups, ipg } = groupPlan(tableAt, this.#inodes.length);
