@@ -528,10 +528,11 @@ export class HcsshimLayout {
     if (parents === this.#madeParents) return;
     this.#madeParents = parents;
     let parent = this.#root;
-    let path = '';
+    let end = -1;
     for (const part of parents.split('/')) {
-      path += `/${part}`;
+      end += part.length + 1;
       if (!parent.children?.has(part)) {
+        const path = `/${parents.slice(0, end)}`; // only a missing directory needs its path (messages, #place)
         if (parent.type !== FileMode.DIR)
           throw new Ext4Error('ERR_TAR_FORMAT', `${path}: its directory does not exist`);
         if (part.length > 0xff)
@@ -579,7 +580,7 @@ export class HcsshimLayout {
     } else if (isDir && dir.links >= LINK_MAX)
       throw new Ext4Error('ERR_TAR_FORMAT', `${name}: its directory already has ${LINK_MAX} links`);
     const child = this.#setAttributes(name, f, reuse);
-    await this.#writePendingXattrs();
+    if (this.#pendingXattrs.length > 0) await this.#writePendingXattrs();
     if (existing !== child) {
       if (existing) existing.links--;
       dir.children!.set(ownString(childName), child);
