@@ -128,7 +128,7 @@ const MAX_TRAILING_BYTES = 1 << 20;
 const READ_BUFFERS = 3;
 
 /**
- * Reads a file in 1 MiB chunks through four reused buffers, up to three reads ahead while the current chunk
+ * Reads a file in 1 MiB chunks through three reused buffers, up to two reads ahead while the current chunk
  * is parsed. A chunk is valid until the consumer asks for the next one (the parser never keeps one). A short
  * read ends the file (reads ahead cannot know where a later one would start). A pipe or character device
  * (`/dev/stdin`) is read one chunk at a time, from where it stands.

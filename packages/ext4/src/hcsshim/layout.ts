@@ -147,19 +147,16 @@ class TimeTable {
       grown.set(this.#words);
       this.#words = grown;
     }
-    const w = this.#words;
-    stamp(f.atime);
-    w[at + 2 * TimeOf.atime] = stamped.lo;
-    w[at + 2 * TimeOf.atime + 1] = stamped.hi;
-    stamp(f.ctime);
-    w[at + 2 * TimeOf.ctime] = stamped.lo;
-    w[at + 2 * TimeOf.ctime + 1] = stamped.hi;
-    stamp(f.mtime);
-    w[at + 2 * TimeOf.mtime] = stamped.lo;
-    w[at + 2 * TimeOf.mtime + 1] = stamped.hi;
-    stamp(f.crtime);
-    w[at + 2 * TimeOf.crtime] = stamped.lo;
-    w[at + 2 * TimeOf.crtime + 1] = stamped.hi;
+    this.#put(at, TimeOf.atime, f.atime);
+    this.#put(at, TimeOf.ctime, f.ctime);
+    this.#put(at, TimeOf.mtime, f.mtime);
+    this.#put(at, TimeOf.crtime, f.crtime);
+  }
+
+  #put(at: number, which: number, t: Time | null | undefined): void {
+    stamp(t);
+    this.#words[at + 2 * which] = stamped.lo;
+    this.#words[at + 2 * which + 1] = stamped.hi;
   }
 
   lo(ino: number, which: number): number {
