@@ -276,7 +276,9 @@ export class PluginServer {
         this.#driver = null;
         this.#home = null;
         if (this.#stateFile) await rm(this.#stateFile, { force: true });
-        await d?.close();
+        // As `lcow cleanup` leaves it: unions put, leftovers of dead processes unmounted, interrupted
+        // removals and creations finished.
+        await d?.cleanup();
         return {};
       }
       case 'GraphDriver.Changes': {
@@ -312,6 +314,13 @@ export class PluginServer {
     // Unions a previous plugin process mounted stay: dockerd may still run containers on them, and puts
     // them one by one (Put unmounts what an earlier process left); `lcow cleanup` removes true leftovers.
     this.#driver = await LcowDriver.init(home, [...this.#defaults, ...opts], { containerRoots: true, recover: false });
+    // Removals and creations a killed process left are finished now, not at the next `lcow` command (the
+    // mounts stay: dockerd may be running containers on them).
+    const left = await this.#driver.store.cleanup();
+    if (left.removing.length + left.partial.length + left.tempFiles.length > 0)
+      this.#log(
+        `lcow docker plugin: Init ${home}: finished ${left.removing.length} removals, ${left.partial.length} partial creations, ${left.tempFiles.length} temporary files`,
+      );
     this.#home = home;
     this.#opts = opts;
     if (this.#stateFile) {

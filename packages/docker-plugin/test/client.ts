@@ -1,9 +1,11 @@
 // A minimal client of the plugin protocol, speaking as dockerd's plugin client does: POST, JSON in and
 // out, raw tar for Diff and ApplyDiff.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { run } from '@lcow/testkit';
 
 export interface Answer {
   status: number;
@@ -70,4 +72,26 @@ export function startPlugin(args: string[]): Promise<ChildProcess> {
     });
     child.on('exit', (code) => reject(new Error(`plugin exited ${code}: ${err}`)));
   });
+}
+
+/**
+ * After a dockerd test, whatever happened: every mount left under `folder` unmounted (deepest first), then
+ * `lcow cleanup` of the plugin's data root (loop devices, unions of dead processes, half-made layers).
+ */
+export async function releaseLeftovers(folder: string, dataRoot: string): Promise<void> {
+  const mounts = (await readFile('/proc/self/mountinfo', 'utf8'))
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m.startsWith(folder))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) await run('umount', ['-l', m]).catch(() => {});
+  await run(process.execPath, [
+    '--conditions=@lcow/source',
+    '--import',
+    'tsx',
+    join(import.meta.dirname, '..', '..', 'driver', 'test', 'lcow-bin.ts'),
+    '--root',
+    dataRoot,
+    'cleanup',
+  ]).catch(() => {});
 }

@@ -5,7 +5,7 @@
 // parallel runs, `docker rm`/`rmi` (Put, Remove), and a plugin restart while dockerd runs. Everything is
 // stopped whatever happens.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { startPlugin } from './client.ts';
+import { releaseLeftovers, startPlugin } from './client.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -142,12 +142,7 @@ describe.runIf(ready)('dockerd 20.10 with lcow as its storage driver', () => {
     await stop(dockerd);
     await stop(plugin);
     await rm(SOCKET, { force: true });
-    const mounts = (await readFile('/proc/self/mountinfo', 'utf8'))
-      .split('\n')
-      .map((l) => l.split(' ')[4] ?? '')
-      .filter((m) => dir && m.startsWith(dir.path))
-      .sort((a, b) => b.length - a.length);
-    for (const m of mounts) await run('umount', ['-l', m]).catch(() => {});
+    if (dir) await releaseLeftovers(dir.path, join(data, NAME));
     await run(process.execPath, [
       '--conditions=@lcow/source',
       '--import',

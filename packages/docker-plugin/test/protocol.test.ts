@@ -3,11 +3,11 @@
 // unions the previous process mounted are still there.
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTar, rootWithLoop, tempDir } from '@lcow/testkit';
+import { makeTar, rootWithLoop, run, tempDir } from '@lcow/testkit';
 import { PluginServer } from '../src/index.ts';
 import { applyDiff, call, diff, send, startPlugin } from './client.ts';
 
@@ -193,6 +193,85 @@ describe(`the plugin protocol (${backend} backend)`, () => {
     for (const r of removed) expect([200, 500]).toContain(r.status);
     for (const l of layers) await call(socket, 'GraphDriver.Remove', { ID: l });
     expect((await readdir(home)).filter((f) => layers.includes(f))).toEqual([]);
+  });
+});
+
+describe('the plugin holds its defences', () => {
+  it('Init and Cleanup finish interrupted removals and abandoned temporary files, as `lcow cleanup` does', async () => {
+    const socket = join(dir.path, 'cleanup.sock');
+    const home = join(dir.path, 'cleanup-home');
+    const server = await PluginServer.listen({
+      socket,
+      defaults: [`lcow.backend=${backend}`],
+      log: () => {},
+      stateFile: null,
+    });
+    try {
+      const leftovers = async (): Promise<void> => {
+        await mkdir(join(home, `${id('gone')}-removing`, 'deep'), { recursive: true });
+        await writeFile(join(home, `${id('gone')}-removing`, 'deep', 'layer.vhd'), 'x');
+      };
+      await mkdir(home, { recursive: true });
+      await leftovers();
+      expect((await call(socket, 'GraphDriver.Init', { Home: home, Opts: [] })).status).toBe(200);
+      expect((await readdir(home)).filter((f) => f.endsWith('-removing'))).toEqual([]);
+      await leftovers();
+      expect((await call(socket, 'GraphDriver.Cleanup')).status).toBe(200);
+      expect((await readdir(home)).filter((f) => f.endsWith('-removing'))).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('the socket is 0660 and a peer that is not root cannot connect', async () => {
+    const socket = join(dir.path, 'mode.sock');
+    const server = await PluginServer.listen({ socket, log: () => {}, stateFile: null });
+    try {
+      expect((await stat(socket)).mode & 0o777).toBe(0o660);
+      if (process.getuid?.() !== 0) return;
+      // The kernel checks the socket's mode on connect: nobody (65534, no groups) is refused.
+      const probe = `require('net').connect(${JSON.stringify(socket)}).on('connect',()=>{console.log('connected');process.exit(0)}).on('error',e=>{console.log(e.code);process.exit(0)})`;
+      const out = await run('setpriv', [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        process.execPath,
+        '-e',
+        probe,
+      ]);
+      expect(out.trim()).toBe('EACCES');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it.runIf(host)('Remove of a layer a container still uses answers an error, and the layer stays', async () => {
+    const socket = join(dir.path, 'busy.sock');
+    const home = join(dir.path, 'busy-home');
+    const server = await PluginServer.listen({
+      socket,
+      defaults: ['lcow.backend=host'],
+      log: () => {},
+      stateFile: null,
+    });
+    try {
+      await call(socket, 'GraphDriver.Init', { Home: home, Opts: [] });
+      await call(socket, 'GraphDriver.Create', { ID: id('busy-img') });
+      expect((await applyDiff(socket, id('busy-img'), '', BASE)).status).toBe(200);
+      await call(socket, 'GraphDriver.CreateReadWrite', { ID: id('busy-box'), Parent: id('busy-img') });
+      const root = (await call(socket, 'GraphDriver.Get', { ID: id('busy-box') })).body.Dir as string;
+      // The image layer under the running container: refused, and dockerd hears it (it would forget the layer).
+      const r = await call(socket, 'GraphDriver.Remove', { ID: id('busy-img') });
+      expect(r.status).toBe(500);
+      expect(r.body.Err).toMatch(/^ERR_LAYER_BUSY: /);
+      expect((await call(socket, 'GraphDriver.Exists', { ID: id('busy-img') })).body).toEqual({ Exists: true });
+      expect(await readFile(join(root, 'etc', 'os-release'), 'utf8')).toBe('ID=lcow-plugin\n');
+      expect((await call(socket, 'GraphDriver.Put', { ID: id('busy-box') })).status).toBe(200);
+      expect((await call(socket, 'GraphDriver.Remove', { ID: id('busy-box') })).status).toBe(200);
+      expect((await call(socket, 'GraphDriver.Remove', { ID: id('busy-img') })).status).toBe(200);
+    } finally {
+      await server.close();
+    }
   });
 });
 

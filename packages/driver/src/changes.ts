@@ -2,7 +2,7 @@
 // implemented: a layer that stores its own changes is read directly (the overlay algorithm), any other
 // pair of layers is compared tree against tree (the naive algorithm).
 import { posix } from 'node:path';
-import type { Ext4Dirent, Ext4Stat } from '@lcow/ext4';
+import { SYNTHETIC_LOST_FOUND, type Ext4Dirent, type Ext4Stat } from '@lcow/ext4';
 
 /** moby's ChangeType order: Modify, Add, Delete. */
 export type ChangeKind = 'modify' | 'add' | 'delete';
@@ -56,62 +56,68 @@ export function sortChanges(changes: Change[]): Change[] {
   return changes.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : KIND_ORDER[a.kind] - KIND_ORDER[b.kind]));
 }
 
+/** Whether `/lost+found` of `t` is the one our writer made for e2fsck alone (never part of a diff). */
+async function syntheticLostFound(t: Tree): Promise<boolean> {
+  const v = (await t.listXattrs('/lost+found')).get(SYNTHETIC_LOST_FOUND.name);
+  return v !== undefined && Buffer.from(v).toString() === SYNTHETIC_LOST_FOUND.value;
+}
+
 /**
  * The changes a layer holds (`layer`: its own content, whiteouts in overlay form) over the union of its
- * parents (`lower`, or null for none): moby's overlay algorithm. A whiteout is a delete; an entry the
- * parents lack is an add; any other is a modify, except a directory whose size, mode and mtime match
- * the parents' (present only because something below it changed). The parent folder of an add or a
- * delete is always reported as modified. An opaque directory also deletes what the parents had in it.
+ * parents (`lower`, or null for none), as moby's naive algorithm reports them for the union of the two —
+ * what overlay2 and vfs show — but reading only what the layer holds. A whiteout of something the parents
+ * have is a delete; an entry the parents lack is an add, and so is everything under it; an entry the
+ * parents have is a modify when it differs as moby's statDifferent sees it (type, mode, owner, device; for
+ * non-directories size, mtime and link target) or its `security.capability` differs. A directory with any
+ * change inside it is a modify too (moby keeps directory metadata with the changes it carries). An opaque
+ * directory deletes what the parents had in it.
  */
 export async function layerChanges(layer: Tree, lower: Tree | null, signal?: AbortSignal): Promise<Change[]> {
   const out: Change[] = [];
-  const changedDirs = new Set<string>();
-  const parentRule = (p: string): void => {
-    const parent = posix.dirname(p);
-    if (parent !== '/' && !changedDirs.has(parent)) {
-      out.push({ path: parent, kind: 'modify' });
-      changedDirs.add(parent);
-    }
-  };
-  const walk = async (dir: string): Promise<void> => {
+  /** Records the changes under `dir`; true when there is any. */
+  const walk = async (dir: string, added: boolean): Promise<boolean> => {
     signal?.throwIfAborted();
+    let any = false;
     for (const e of await layer.readdir(dir)) {
       const p = posix.join(dir, e.name);
+      if (p === '/lost+found' && (await syntheticLostFound(layer))) continue;
       const st = await layer.lstat(p);
+      const below = added ? null : await lstatOrNull(lower, p);
       if (isWhiteout(st)) {
-        out.push({ path: p, kind: 'delete' });
-        parentRule(p);
+        if (below) out.push({ path: p, kind: 'delete' });
+        any ||= below !== null;
         continue;
       }
-      const below = await lstatOrNull(lower, p);
-      let kind: ChangeKind | null = below ? 'modify' : 'add';
-      const opaque = st.type === 'dir' && (await isOpaque(layer, p));
-      if (
-        below &&
-        !opaque &&
-        st.type === 'dir' &&
-        below.type === 'dir' &&
-        st.size === below.size &&
-        st.mode === below.mode &&
-        sameTime(st.mtime, below.mtime)
-      )
-        kind = null;
-      if (kind) {
-        out.push({ path: p, kind });
-        if (st.type === 'dir') changedDirs.add(p);
-        if (kind === 'add') parentRule(p);
-      }
+      let recorded = true;
+      if (!below) out.push({ path: p, kind: 'add' });
+      else if ((await differs(layer, st, lower!, below, p)) || (await capabilityDiffers(layer, lower!, p, st)))
+        out.push({ path: p, kind: 'modify' });
+      else recorded = false;
+      any ||= recorded;
       if (st.type !== 'dir') continue;
-      if (opaque && below?.type === 'dir' && lower) {
+      const mark = out.length;
+      if (below?.type === 'dir' && (await isOpaque(layer, p))) {
         const mine = new Set((await layer.readdir(p)).map((x) => x.name));
-        for (const x of await lower.readdir(p))
+        for (const x of await lower!.readdir(p))
           if (!mine.has(x.name)) out.push({ path: posix.join(p, x.name), kind: 'delete' });
       }
-      await walk(p);
+      const inner = (await walk(p, below?.type !== 'dir')) || out.length > mark;
+      if (inner && !recorded) out.push({ path: p, kind: 'modify' });
+      any ||= inner;
     }
+    return any;
   };
-  await walk('/');
+  await walk('/', lower === null);
   return sortChanges(out);
+}
+
+/** moby compares `security.capability` beside the stat (a setcap changes nothing else). */
+async function capabilityDiffers(a: Tree, b: Tree, p: string, st: Ext4Stat): Promise<boolean> {
+  if (st.type !== 'file') return false;
+  const x = (await a.listXattrs(p)).get('security.capability');
+  const y = (await b.listXattrs(p)).get('security.capability');
+  if (x === undefined || y === undefined) return x !== y;
+  return Buffer.compare(Buffer.from(x), Buffer.from(y)) !== 0;
 }
 
 /** moby's statDifferent: type and mode, owner, device; for non-directories also size and mtime; link targets. */

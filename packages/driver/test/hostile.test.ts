@@ -231,7 +231,7 @@ describe('hangs and blow-ups: every bad input ends, quickly, in bounded memory',
     ok(await lcow(['apply', 'T', '-i', thousand]));
     const r = await lcow(['changes', 'T'], { timeoutMs: 20_000 });
     ok(r);
-    expect(r.out.split('\n').filter(Boolean)).toHaveLength(1002); // 1000 folders, the leaf, lost+found
+    expect(r.out.split('\n').filter(Boolean)).toHaveLength(1001); // 1000 folders and the leaf
     expect(r.seconds).toBeLessThan(20);
   }, 600_000);
 
@@ -503,9 +503,9 @@ describe('escapes from the data root, the output and the host', () => {
     ok(await lcow(['apply', 'N', '-i', tar]));
     const text = await lcow(['changes', 'N']);
     ok(text);
-    expect(text.out).toBe('A /evil\\nD passwd\nA /lost+found\nA /tab\\there\n');
+    expect(text.out).toBe('A /evil\\nD passwd\nA /tab\\there\n');
     const json = JSON.parse((await lcow(['changes', 'N', '--json'])).out) as { path: string }[];
-    expect(json.map((c) => c.path)).toEqual(['/evil\nD passwd', '/lost+found', '/tab\there']);
+    expect(json.map((c) => c.path)).toEqual(['/evil\nD passwd', '/tab\there']);
   });
 });
 

@@ -121,6 +121,37 @@ describe.skipIf(!oracle('strace'))('crash safety, as the kernel sees it', () => 
   });
 });
 
+describe.skipIf(!oracle('strace'))('publishFile, as the kernel sees it', () => {
+  it('fsync of the file, rename, then fsync of the folder', async () => {
+    const d = join(dir.path, 'published');
+    await mkdir(d);
+    const log = join(dir.path, 'strace-publish.log');
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const c = spawn(
+        'strace',
+        ['-f', '-y', '-o', log, '-e', 'trace=openat,fsync,rename,renameat,renameat2,link,linkat', process.execPath]
+          .concat(['--conditions=@lcow/source', '--import', 'tsx', join(import.meta.dirname, 'write-child.ts')])
+          .concat([join(d, 'f'), 'published', 'publish']),
+        { stdio: 'inherit' },
+      );
+      c.on('error', reject).on('close', resolve);
+    });
+    expect(code).toBe(0);
+    const lines = (await readFile(log, 'utf8')).split('\n').filter((l) => l.includes(d));
+    const step = (re: RegExp): number => lines.findIndex((l) => re.test(l));
+    const synced = step(/fsync\(\d+<.*\/f\.staged>\)/);
+    const placed = step(/(rename|link)(at2?)?\(.*f\.staged", .*\/f"/);
+    const dirSynced = step(new RegExp(`fsync\\(\\d+<${d}>\\)`));
+    expect(
+      [synced, placed, dirSynced].every((i) => i >= 0),
+      lines.join('\n'),
+    ).toBe(true);
+    expect(synced).toBeLessThan(placed);
+    expect(placed).toBeLessThan(dirSynced);
+    expect(await readFile(join(d, 'f'), 'utf8')).toBe('published');
+  });
+});
+
 describe('publishFile', () => {
   it('puts a file another writer made in place; refuses an existing target without overwrite', async () => {
     const d = join(dir.path, 'publish');

@@ -1,4 +1,11 @@
-// Writes argv[2] durably with the content argv[3] (run under strace by durable.test.ts).
-import { writeFileDurable } from '../src/index.ts';
+// Writes argv[2] durably with the content argv[3] (run under strace by durable.test.ts). With argv[4]
+// `publish`, the file is first written plainly under a temporary name and then put in place by publishFile.
+import { writeFile } from 'node:fs/promises';
+import { publishFile, writeFileDurable } from '../src/index.ts';
 
-await writeFileDurable(process.argv[2]!, process.argv[3]!);
+const [, , path, content, how] = process.argv;
+if (how === 'publish') {
+  const temp = `${path!}.staged`;
+  await writeFile(temp, content!);
+  await publishFile(temp, path!);
+} else await writeFileDurable(path!, content!);

@@ -2,6 +2,7 @@ export { Ext4Error, type Ext4ErrorCode } from './errors.ts';
 export { Compat, Incompat, RoCompat } from './format/constants.ts';
 export { SUPERBLOCK_MAGIC, SUPERBLOCK_OFFSET, Superblock } from './format/superblock.ts';
 export { hasExt4Magic, probeExt4, type Ext4Summary, type ReadAt } from './probe.ts';
+export { SYNTHETIC_LOST_FOUND } from './writer/writer.ts';
 export { convert, type ConvertOptions, type ConvertProgress, type ConvertResult } from './convert.ts';
 export { rootDigest, type RootDigestOptions, type RootDigestResult } from './digest.ts';
 export {

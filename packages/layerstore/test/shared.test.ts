@@ -37,6 +37,36 @@ function holder(key: string): Promise<{ kill: () => Promise<void> }> {
 }
 
 it.runIf(process.platform === 'linux')(
+  "a layer locked by another process: this one's remove waits for it, and goes on once it is gone",
+  async () => {
+    const store = await LayerStore.open(root);
+    await store.create('busy', null);
+    const child = spawn(
+      process.execPath,
+      ['--conditions=@lcow/source', '--import', 'tsx', join(import.meta.dirname, 'layer-lock-child.ts'), root, 'busy'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise<void>((resolve, reject) => {
+      child.on('error', reject);
+      child.stdout.once('data', () => resolve());
+    });
+    let removed = false;
+    const removing = store.remove('busy').then(() => (removed = true));
+    await new Promise((r) => setTimeout(r, 500));
+    // Still there, untouched, while the other process holds it (the rename would otherwise hide the race).
+    expect(removed).toBe(false);
+    expect(await store.exists('busy')).toBe(true);
+    expect(await readdir(root)).toContain('busy');
+    await new Promise<void>((r) => {
+      child.once('exit', () => r());
+      child.kill('SIGKILL');
+    });
+    await removing;
+    expect(await store.exists('busy')).toBe(false);
+  },
+);
+
+it.runIf(process.platform === 'linux')(
   'a HostLock held by another process waits, and is free the moment that process dies',
   async () => {
     const key = `test-${process.pid}-${Date.now()}`;

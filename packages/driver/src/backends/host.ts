@@ -4,11 +4,11 @@
 // an overlayfs mount with `upper/` and `work/` in the sandbox. The filesystem `get()` returns is the real
 // host directory of the union.
 import { createHash } from 'node:crypto';
-import { chmod, lstat, mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Ext4Fs, exportTar } from '@lcow/ext4';
+import { Ext4Fs, exportTar, SYNTHETIC_LOST_FOUND } from '@lcow/ext4';
 import { unionMountArgs, type MappedDisk, type UtilityVm } from '@lcow/svm-pool';
 import { DriverError } from '../errors.ts';
 import { diskPayload, mountsUnder, runTool } from './host-tools.ts';
@@ -218,6 +218,8 @@ export class HostVm implements UtilityVm {
     if (!upper && host.length === 0)
       throw new DriverError('ERR_INVALID_ARGUMENT', `mount ${target}: needs at least one layer`);
     const flags = mountFlags(this.#suid);
+    // The lost+found our layers keep for e2fsck alone is whited out above them: not in the container's root.
+    if (await this.#hidesLostFound(lowers)) host.unshift(await lostFoundMask(this.#runDir));
     let u: string | undefined;
     if (upper) {
       u = this.hostPath(upper);
@@ -238,6 +240,26 @@ export class HostVm implements UtilityVm {
       throw e;
     }
     this.#mounts.add(target);
+  }
+
+  /**
+   * Whether `/lost+found` of the union of `lowers` (top first) would be only directories our writer made for
+   * e2fsck (marked, empty): then the union must not show it. Anything else there — the image's own
+   * lost+found, a file — is shown as the layers have it.
+   */
+  async #hidesLostFound(lowers: readonly string[]): Promise<boolean> {
+    let seen = false;
+    for (const l of lowers) {
+      const st = await lstat(join(this.hostPath(l), 'lost+found')).catch(() => null);
+      if (!st) continue;
+      if (st.isCharacterDevice() && st.rdev === 0) break; // whited out from here down
+      // A layer disk's own root can hold a marked one; any other folder (a sandbox's upper/) cannot.
+      const disk = this.#disks.get(l);
+      if (!disk || !st.isDirectory() || !(await syntheticLostFound(disk.hostPath))) return false;
+      if ((await readdir(join(this.hostPath(l), 'lost+found'))).length > 0) return false;
+      seen = true;
+    }
+    return seen;
   }
 
   async unmount(target: string): Promise<void> {
@@ -340,6 +362,52 @@ export async function unmountDetached(runDir: string, target: string): Promise<b
   }
   if ((await mountsUnder(vmRoot)).length === 0) await rm(vmRoot, { recursive: true, force: true });
   return true;
+}
+
+/** Layer files whose lost+found our writer marked as its own, by file identity (layers never change). */
+const syntheticCache = new Map<string, boolean>();
+
+async function syntheticLostFound(file: string): Promise<boolean> {
+  const st = await stat(file);
+  const key = `${file}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  let known = syntheticCache.get(key);
+  if (known === undefined) {
+    const fs = await Ext4Fs.open(file);
+    try {
+      const v = (await fs.listXattrs('/lost+found')).get(SYNTHETIC_LOST_FOUND.name);
+      known = v !== undefined && Buffer.from(v).toString() === SYNTHETIC_LOST_FOUND.value;
+    } finally {
+      await fs.close();
+    }
+    if (syntheticCache.size > 4096) syntheticCache.clear();
+    syntheticCache.set(key, known);
+  }
+  return known;
+}
+
+/**
+ * `<runDir>/mask`: a layer holding only a whiteout of `lost+found` (a 0:0 character device), put on top of
+ * a union's image layers to hide theirs. Made once, complete before its name appears.
+ */
+async function lostFoundMask(runDir: string): Promise<string> {
+  const mask = join(runDir, 'mask');
+  const st = await lstat(join(mask, 'lost+found')).catch(() => null);
+  if (st?.isCharacterDevice() && st.rdev === 0) return mask;
+  const tmp = join(runDir, `.mask-${process.pid}-${Date.now()}`);
+  await mkdir(tmp, { mode: 0o755 });
+  try {
+    await runTool('mknod', ['-m', '000', join(tmp, 'lost+found'), 'c', '0', '0']);
+    // Never replaced once there: unions of other processes may be using it.
+    await rename(tmp, mask).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOTEMPTY' && e.code !== 'EEXIST') throw e;
+    });
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+  const made = await lstat(join(mask, 'lost+found')).catch(() => null);
+  if (!made?.isCharacterDevice() || made.rdev !== 0)
+    throw new DriverError('ERR_UNSUPPORTED', `${mask}: not the lost+found mask lcow makes; remove it and try again`);
+  return mask;
 }
 
 /** A mount under some folder: where, from which device, and the folders its options name (overlay layers). */

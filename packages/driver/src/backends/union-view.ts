@@ -3,7 +3,7 @@
 // directory marked `trusted.overlay.opaque=y` hides everything below it; a non-directory ends the merge.
 // Symlinks resolve through the union and never leave it. Writes are not offered: this view is read-only.
 import type { Readable } from 'node:stream';
-import type { Ext4Dirent, Ext4Fs, Ext4Stat } from '@lcow/ext4';
+import { SYNTHETIC_LOST_FOUND, type Ext4Dirent, type Ext4Fs, type Ext4Stat } from '@lcow/ext4';
 import { DriverError } from '../errors.ts';
 
 /** One layer of the union: a filesystem and the directory in it that is the layer's root (`upper` for a sandbox). */
@@ -94,7 +94,22 @@ export class UnionView {
     }
     if (!top && prefix.length === 0) return { layer: -1, path: '/', stat: EMPTY_ROOT, merged: [] };
     if (top) top.merged = next;
+    if (top && prefix.length === 1 && prefix[0] === 'lost+found' && (await this.#synthetic(next))) return null;
     return top;
+  }
+
+  /**
+   * Whether every copy of `/lost+found` that merges is one our writer made for e2fsck alone: the union then
+   * has none, as the image's own layers have none (overlay2 shows none).
+   */
+  async #synthetic(merged: readonly number[]): Promise<boolean> {
+    if (merged.length === 0) return false;
+    for (const i of merged) {
+      const v = (await this.#layers[i]!.fs.listXattrs(this.#inLayer(i, ['lost+found']))).get(SYNTHETIC_LOST_FOUND.name);
+      if (v === undefined || Buffer.from(v).toString() !== SYNTHETIC_LOST_FOUND.value) return false;
+      if ((await this.#layers[i]!.fs.readdir(this.#inLayer(i, ['lost+found']))).length > 0) return false;
+    }
+    return true;
   }
 
   /**
@@ -198,6 +213,8 @@ export class UnionView {
         seen.set(key, white ? null : e);
       }
     }
+    if (parts.length === 0 && seen.get('lost+found') && !(await this.#lookup(['lost+found'])))
+      seen.delete('lost+found');
     return [...seen.values()].filter((e): e is Ext4Dirent => e !== null).sort((a, b) => Buffer.compare(a.raw, b.raw));
   }
 

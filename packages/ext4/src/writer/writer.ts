@@ -14,6 +14,12 @@ import { extentCount, newNode, runsOf, splitPath, Tree, type FsNode, type Run } 
 import { blockXattrs, inodeXattrs, prepareXattrs, setXattrRefcount } from './xattrs.ts';
 
 export const BLOCK_SIZE = 4096;
+
+/**
+ * The extended attribute on a `lost+found` our layout made for e2fsck alone (the layer's tar had none):
+ * unions hide such a directory, so a container's root holds what its image holds.
+ */
+export const SYNTHETIC_LOST_FOUND = { name: 'trusted.lcow.synthetic', value: 'lost+found' } as const;
 const BLOCKS_PER_GROUP = BLOCK_SIZE * 8;
 const INODES_PER_BLOCK = BLOCK_SIZE / INODE_SIZE;
 const EXTENTS_PER_LEAF = Math.floor((BLOCK_SIZE - ExtentHeader.size) / Extent.size);
@@ -109,6 +115,9 @@ export class Ext4Writer {
   #lastEntry = '(none)';
   #stats = { entries: 0, files: 0, directories: 0, symlinks: 0, hardlinks: 0, whiteouts: 0, fileBytes: 0 };
   #usesInline = false;
+  /** The lost+found this writer made, and whether any tar entry named it or something in it. */
+  readonly #lostFound: FsNode;
+  #lostFoundNamed = false;
   #dirScratch = Buffer.alloc(16 * BLOCK_SIZE);
 
   constructor(fh: FileHandle, opts: WriterOptions) {
@@ -131,12 +140,22 @@ export class Ext4Writer {
     this.#gdtBlocks = Math.ceil((maxGroups * GroupDesc.size) / BLOCK_SIZE);
     this.#out = new ImageWriter(fh, (1 + this.#gdtBlocks) * BLOCK_SIZE);
     this.#tree = new Tree({ sec: 0, nsec: 0 });
-    const lf = newNode(FileMode.DIR, 0o700, 'lost+found');
-    this.#tree.root.children!.set('lost+found', lf);
+    this.#lostFound = newNode(FileMode.DIR, 0o700, 'lost+found');
+    this.#tree.root.children!.set('lost+found', this.#lostFound);
   }
 
   #fail(code: 'ERR_TAR_FORMAT' | 'ERR_DISK_FULL' | 'ERR_EXT4_UNSUPPORTED', entry: string, why: string): Ext4Error {
     return new Ext4Error(code, `tar entry ${JSON.stringify(displayName(entry))}: ${why}`);
+  }
+
+  /**
+   * e2fsck wants a lost+found; the layer's tar did not have one. Marked so that a union of layers can hide
+   * it from the container, which sees only what its image holds (as on overlay2).
+   */
+  #markLostFound(): void {
+    const lf = this.#lostFound;
+    if (this.#lostFoundNamed || this.#tree.root.children!.get('lost+found') !== lf || lf.children!.size > 0) return;
+    (lf.xattrs ??= new Map()).set(SYNTHETIC_LOST_FOUND.name, Buffer.from(SYNTHETIC_LOST_FOUND.value));
   }
 
   #reserve(blocks: number, entry: string): number {
@@ -156,6 +175,7 @@ export class Ext4Writer {
     this.#lastEntry = e.path;
     this.#stats.entries++;
     let parts = splitPath(e.path);
+    if (parts[0] === 'lost+found') this.#lostFoundNamed = true;
     const base = parts[parts.length - 1] ?? '';
     const implicit = e.mtime;
     if (this.#opts.convertWhiteouts && base.startsWith('.wh.')) {
@@ -210,7 +230,13 @@ export class Ext4Writer {
       fifo: FileMode.FIFO,
     }[e.type];
     // The entry's path is kept only where a later error could need it (memory per entry matters).
-    const node = newNode(type, e.mode & 0o7777, e.xattrs || e.sparse ? e.path : '', e.mtime);
+    // The kernel gives every symlink 0777 whatever the header says (overlay2 shows lrwxrwxrwx); so do we.
+    const node = newNode(
+      type,
+      type === FileMode.LNK ? 0o777 : e.mode & 0o7777,
+      e.xattrs || e.sparse ? e.path : '',
+      e.mtime,
+    );
     node.uid = e.uid;
     node.gid = e.gid;
     node.atime = e.atime ?? e.mtime;
@@ -347,6 +373,7 @@ export class Ext4Writer {
   async finish(): Promise<WriterSummary> {
     const out = this.#out;
     await out.align(BLOCK_SIZE);
+    this.#markLostFound();
     const dataEnd = out.offset / BLOCK_SIZE;
     const { nodes, inodeCount } = this.#numberInodes();
     const dirBlocks = this.#planDirectories(nodes);

@@ -114,6 +114,10 @@ describe('parseFooter', () => {
     const flipped = good.slice();
     flipped[48] = flipped[48]! ^ 1; // current size
     expect(() => parseFooter(flipped)).toThrow(/footer checksum is 0x[0-9a-f]{8}, expected 0x[0-9a-f]{8}/);
+    // A zero checksum field is no excuse: the sum must still match what the rest says.
+    const zeroed = flipped.slice();
+    Footer.set(zeroed, 'checksum', 0);
+    expect(() => parseFooter(zeroed)).toThrow(/footer checksum is 0x00000000, expected 0x[0-9a-f]{8}/);
     const type = Footer.decode(good);
     expect(() => parseFooter(encodeFooter({ ...type, diskType: 5 }))).toThrow(/footer diskType is 5/);
     expect(() => parseFooter(encodeFooter({ ...type, formatVersion: 0x20000 }))).toThrow(/formatVersion/);
