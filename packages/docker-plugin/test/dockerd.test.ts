@@ -143,15 +143,6 @@ describe.runIf(ready)('dockerd 20.10 with lcow as its storage driver', () => {
     await stop(plugin);
     await rm(SOCKET, { force: true });
     if (dir) await releaseLeftovers(dir.path, join(data, NAME));
-    await run(process.execPath, [
-      '--conditions=@lcow/source',
-      '--import',
-      'tsx',
-      join(import.meta.dirname, '..', '..', 'driver', 'test', 'lcow-bin.ts'),
-      '--root',
-      join(data, NAME),
-      'cleanup',
-    ]).catch(() => {});
     if (process.env.LCOW_KEEP_DOCKERD_LOG) console.log(dockerdLog);
     await dir?.cleanup();
   }, 600_000);

@@ -258,15 +258,6 @@ describe.runIf(ready)('lcow beside overlay2: what Docker users see', () => {
     }
     await rm(SOCKET, { force: true });
     if (dir) await releaseLeftovers(dir.path, join(dir.path, 'lcow', 'data', NAME));
-    await run(process.execPath, [
-      '--conditions=@lcow/source',
-      '--import',
-      'tsx',
-      join(import.meta.dirname, '..', '..', 'driver', 'test', 'lcow-bin.ts'),
-      '--root',
-      join(dir.path, 'lcow', 'data', NAME),
-      'cleanup',
-    ]).catch(() => {});
     await dir?.cleanup();
   }, 600_000);
 
