@@ -7,7 +7,7 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { writeFileDurable } from '@lcow/durable';
-import { LcowDriver } from '@lcow/driver';
+import { LcowDriver, errorText } from '@lcow/driver';
 import { PluginError } from './errors.ts';
 import {
   ChangeKind,
@@ -42,11 +42,8 @@ export function defaultStateFile(socket: string): string {
   return join(base, `${createHash('sha256').update(socket).digest('hex').slice(0, 16)}.init`);
 }
 
-function errText(e: unknown): string {
-  const err = e as { code?: unknown; message?: unknown };
-  const code = typeof err?.code === 'string' && err.code.startsWith('ERR_') ? err.code : 'ERR_INTERNAL';
-  return `${code}: ${typeof err?.message === 'string' ? err.message : String(e)}`;
-}
+/** `CODE: message` for a reply or a log line: controls escaped, cut to a line (the driver's one rule). */
+const errText = (e: unknown): string => errorText(e);
 
 function readJson(req: IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -199,7 +196,15 @@ export class PluginServer {
       this.#log(`lcow docker plugin: ${method}: ${text}`);
       if (res.headersSent)
         res.destroy(); // a tar cut short: dockerd sees the stream fail
-      else this.#reply(res, { Err: text }, 500);
+      else {
+        // A body not read to its end (an ApplyDiff refused early) is not read on: the answer goes out,
+        // then the connection, so a client still sending cannot keep this process busy.
+        if (!req.complete) {
+          res.setHeader('connection', 'close');
+          res.once('finish', () => req.destroy());
+        }
+        this.#reply(res, { Err: text }, 500);
+      }
     }
   }
 

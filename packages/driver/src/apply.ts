@@ -244,27 +244,40 @@ export function convertInChild(
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const onAbort = (): void => void child.kill('SIGKILL');
     opts.signal?.addEventListener('abort', onAbort, { once: true });
+    // The child may stop reading at any moment (an entry refused, the size limit reached): its answer is
+    // given the moment it exits, whatever the feed is doing — blocked on a full pipe, or waiting on a slow
+    // source. The feed stops at its next step (leaving the loop returns a generator, destroys a stream);
+    // a source that never gives another chunk is its owner's to end (an import aborts its downloads).
+    let exited = false;
     let fedError: unknown = null;
     const feed = (async () => {
       if (tar === null) return; // stdin stays open while the child runs: it is the child's line to us
+      const stdinGone = new Promise<void>((r) => child.stdin.once('close', r));
       try {
         for await (const c of tar) {
-          if (!child.stdin.write(c)) await new Promise((r) => child.stdin.once('drain', r));
+          if (exited || child.stdin.destroyed) break;
+          if (!child.stdin.write(c)) await Promise.race([new Promise((r) => child.stdin.once('drain', r)), stdinGone]);
         }
-        child.stdin.end();
+        if (!exited) child.stdin.end();
       } catch (e) {
-        fedError = e;
-        child.kill('SIGKILL');
+        if (!exited) {
+          fedError = e;
+          child.kill('SIGKILL');
+        }
       }
     })();
     child.stdin.on('error', () => {}); // the child stopped reading: its own error says why
     child.on('error', (e) =>
       reject(new DriverError('ERR_APPLY', `${opts.what}: cannot start the converter: ${e.message}`)),
     );
-    child.on('exit', () => child.stdin.destroy());
+    child.on('exit', () => {
+      exited = true;
+      child.stdin.destroy();
+    });
     child.on('close', (code, sig) => {
+      exited = true;
       opts.signal?.removeEventListener('abort', onAbort);
-      void feed.then(() => {
+      const settle = (): void => {
         if (opts.signal?.aborted) return reject(opts.signal.reason);
         if (fedError) return reject(fedError);
         const line = stdout.trim().split('\n').pop() ?? '';
@@ -282,7 +295,11 @@ export function convertInChild(
             `${opts.what}: the converter exited with ${sig ?? code}${stderr ? `: ${stderr.trim().slice(-2000)}` : ''}`,
           ),
         );
-      });
+      };
+      // A success is one only once the whole source has been read (its digest may still fail); the child
+      // read its stdin to the end, so the feed is done or about to be.
+      if (code === 0) return void feed.then(settle);
+      settle();
     });
   });
 }

@@ -1,7 +1,8 @@
 // LcowDriver: moby's graph-driver contract over the LCOW on-disk layout (DESIGN.md), composed of
 // `@lcow/layerstore` (folders, chains, crash-safe commits), `@lcow/svm-pool` (VMs, attach and mount
 // refcounts), `@lcow/ext4` (conversion, mkfs, reading) and a backend that plays the service VM.
-import { readdir, rename, rm, statfs, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readdir, rename, rm, statfs, writeFile } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import {
@@ -85,6 +86,17 @@ interface Readers {
   /** The id of each of `parents` (layers with nothing applied have no reader and are not listed). */
   parentIds: string[];
   close(): Promise<void>;
+}
+
+/** Beside `layer.vhd`: the diff id its tar was checked against, when one was. */
+const DIFF_ID_FILE = 'layer.vhd.diffid';
+/** What is said of a layer's content beside it, true only of the content it was written with. */
+const PROOF_FILES = ['layer.vhd.rootdigest', DIFF_ID_FILE] as const;
+
+/** Writes, into a new layer's folder, its root digest and the diff id it was checked against (if any). */
+async function writeProofs(dir: string, r: ApplyResult, diffId: string | undefined): Promise<void> {
+  if (r.rootDigest) await writeFileAtomic(join(dir, 'layer.vhd.rootdigest'), `${r.rootDigest}\n`);
+  if (diffId !== undefined && r.diffId === diffId) await writeFileAtomic(join(dir, DIFF_ID_FILE), `${diffId}\n`);
 }
 
 /**
@@ -320,7 +332,10 @@ export class LcowDriver {
       if (!m) throw new DriverError('ERR_NOT_MOUNTED', `put ${id}: not mounted (a put without its get)`);
       if (--m.refs > 0) return;
       this.#mounted.delete(id);
-      await m.release();
+      // Under the lock `get` holds across processes: another process's get never sees this union half
+      // gone (its folder removed after that get made its own there, its owner record dropped after that
+      // get wrote one — and so taken for a union nobody owns).
+      await this.store.withLock(id, () => m.release());
     });
   }
 
@@ -331,12 +346,14 @@ export class LcowDriver {
   unmount(id: string): Promise<boolean> {
     return this.#lock(id, async () => {
       const m = this.#mounted.get(id);
-      if (m) {
-        this.#mounted.delete(id);
-        await m.release();
-        return true;
-      }
-      return this.backend.unmountDetached(`/tmp/${id}-mount`);
+      return this.store.withLock(id, async () => {
+        if (m) {
+          this.#mounted.delete(id);
+          await m.release();
+          return true;
+        }
+        return this.backend.unmountDetached(`/tmp/${id}-mount`);
+      });
     });
   }
 
@@ -388,6 +405,32 @@ export class LcowDriver {
   }
 
   /**
+   * The diff id (`sha256:…` of the uncompressed tar) layer `id` was proven to have when it was made —
+   * checked against the tar as it was converted — or null when nothing proved one (made by `create` and
+   * `applyDiff` without a diff id, or by an older lcow). An import reuses a layer only on this proof.
+   */
+  async provenDiffId(id: string): Promise<string | null> {
+    const info = await this.store.info(id);
+    let text: string;
+    try {
+      const fh = await open(
+        join(info.dir, DIFF_ID_FILE),
+        constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+      );
+      try {
+        const buf = Buffer.alloc(128);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+        text = buf.subarray(0, bytesRead).toString('utf8').trim();
+      } finally {
+        await fh.close();
+      }
+    } catch {
+      return null;
+    }
+    return /^sha256:[0-9a-f]{64}$/.test(text) ? text : null;
+  }
+
+  /**
    * The conversion half of {@link createFromDiff}, for a layer whose parent may not exist yet: the tar
    * (diff id checked) becomes `layer.vhd` in a staging folder of the data root, nothing visible.
    * {@link createFromStaged} makes it layer `id`; `discard()` drops it. An image's layers can so be
@@ -403,7 +446,7 @@ export class LcowDriver {
     const discard = (): Promise<void> => rm(dir, { recursive: true, force: true });
     try {
       const r = await this.#convert(id, tar, join(dir, 'layer.vhd'), sizeLimit, opts);
-      if (r.rootDigest) await writeFileAtomic(join(dir, 'layer.vhd.rootdigest'), `${r.rootDigest}\n`);
+      await writeProofs(dir, r, opts.diffId);
       return { dir, fileBytes: r.fileBytes, discard };
     } catch (e) {
       await discard();
@@ -454,7 +497,7 @@ export class LcowDriver {
           let fileBytes = 0;
           const info = await this.store.create(id, parent || null, async (dir) => {
             const r = await this.#convert(id, tar, join(dir, 'layer.vhd'), sizeLimit, opts);
-            if (r.rootDigest) await writeFileAtomic(join(dir, 'layer.vhd.rootdigest'), `${r.rootDigest}\n`);
+            await writeProofs(dir, r, opts.diffId);
             fileBytes = r.fileBytes;
           });
           if (process.platform === 'win32') {
@@ -531,12 +574,17 @@ export class LcowDriver {
     let fileBytes = 0;
     let digest: string | undefined;
     const sizeLimit = await this.#layerSizeLimit(id);
+    // What was said of the layer's old content is not said of its new one (a crash between the two commits
+    // below leaves less said, never something false).
+    for (const f of PROOF_FILES) await rm(join(info.dir, f), { force: true });
     const file = await this.store.commitFile(id, 'layer.vhd', async (tmp) => {
       const r = await this.#convert(id, tar, tmp, sizeLimit, opts);
       fileBytes = r.fileBytes;
       digest = r.rootDigest;
     });
     if (digest) await this.store.commitFile(id, 'layer.vhd.rootdigest', (tmp) => writeFile(tmp, `${digest}\n`));
+    if (opts.diffId !== undefined)
+      await this.store.commitFile(id, DIFF_ID_FILE, (tmp) => writeFile(tmp, `${opts.diffId}\n`));
     // A sandbox made by a get before anything was applied: the layer is now its layer.vhd.
     if (info.kind === 'sandbox') await rm(join(info.dir, 'sandbox.vhdx'), { force: true });
     if (process.platform === 'win32') {

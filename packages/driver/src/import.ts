@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { openImage, type Image, type OpenImageOptions } from '@lcow/image';
+import { LayerStoreError, MAX_CHAIN_DEPTH } from '@lcow/layerstore';
 import type { LcowDriver, StagedLayer } from './driver.ts';
 import { DriverError } from './errors.ts';
 
@@ -46,25 +47,39 @@ async function* counted(src: AsyncIterable<Uint8Array>, add: (n: number) => void
   }
 }
 
-/** Imports the image `reference` names (any transport of @lcow/image) into `driver`'s data root. */
 /**
- * Which layers are new: a layer already in the data root on the same parent is reused; one made some other
- * way (created, never applied) is removed, to be made again.
+ * Which layers are new. A layer already in the data root is reused only when it is proven to be this
+ * image's layer: made from a tar checked against this diff id, on the same parent. Anything else under
+ * that id — a layer made by `create`/`apply`, a sandbox, an older lcow's layer that recorded no proof — is
+ * not the image's to remove or replace (the image chose the id): the import stops before any work, and the
+ * message says how to make room.
  */
 async function freshLayers(driver: LcowDriver, image: Image): Promise<boolean[]> {
   const fresh: boolean[] = [];
   let parentId: string | null = null;
   for (const layer of image.layers) {
     const id = image.chainIds[layer.index]!;
-    const have = (await driver.exists(id)) ? await driver.store.info(id) : null;
-    const keep = have?.kind === 'layer' && (have.parentIds[0] ?? null) === parentId;
-    if (have && !keep) await driver.remove(id);
-    fresh.push(!keep);
+    if (!(await driver.exists(id))) {
+      fresh.push(true);
+    } else {
+      const have = await driver.store.info(id);
+      const proven =
+        have.kind === 'layer' &&
+        (have.parentIds[0] ?? null) === parentId &&
+        (await driver.provenDiffId(id)) === layer.diffId;
+      if (!proven)
+        throw new DriverError(
+          'ERR_EXISTS',
+          `image ${image.name}: layer ${layer.index} is ${id}, and a ${have.kind} of that id, not proven to be this layer, is already in the data root; nothing was changed (lcow rm ${id} first, if it may go)`,
+        );
+      fresh.push(false);
+    }
     parentId = id;
   }
   return fresh;
 }
 
+/** Imports the image `reference` names (any transport of @lcow/image) into `driver`'s data root. */
 export async function importImage(
   driver: LcowDriver,
   reference: string,
@@ -72,6 +87,12 @@ export async function importImage(
 ): Promise<ImportResult> {
   const image = await openImage(reference, { ...opts.source, ...(opts.signal ? { signal: opts.signal } : {}) });
   try {
+    // Limits before work: an image deeper than a chain may be is refused before a byte is converted.
+    if (image.layers.length > MAX_CHAIN_DEPTH + 1)
+      throw new LayerStoreError(
+        'ERR_CHAIN_TOO_DEEP',
+        `image ${image.name}: ${image.layers.length} layers, more than the ${MAX_CHAIN_DEPTH + 1} a chain may have`,
+      );
     const sizes = image.layers.map((l) => l.size);
     const total = sizes.includes(-1) ? -1 : sizes.reduce((a, b) => a + b, 0);
     let done = 0;

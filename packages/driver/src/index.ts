@@ -1,4 +1,4 @@
-export { DriverError, type DriverErrorCode } from './errors.ts';
+export { DriverError, describeError, errorText, type DriverErrorCode } from './errors.ts';
 export { LcowDriver, type CreateOptions, type DriverStatus, type StagedLayer } from './driver.ts';
 export { parseDriverOptions, type BackendName, type DriverOptions } from './options.ts';
 export type { Change, ChangeKind } from './changes.ts';

@@ -1,4 +1,4 @@
-export { ImageError, type ImageErrorCode } from './errors.ts';
+export { ImageError, escapeControls, quoteRemote, type ImageErrorCode } from './errors.ts';
 export {
   formatReference,
   parseDockerReference,

@@ -1,10 +1,10 @@
 // Images on disk: a `docker save` tarball (manifest.json), an OCI layout as a tar (oci-archive) or a
 // folder (oci). Only the small JSON documents are read whole; a layer is a byte range of the file.
-import { statSync } from 'node:fs';
+import { realpathSync, statSync } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { isAbsolute, join, posix, sep } from 'node:path';
 import { compressionOf, verified } from './compression.ts';
-import { ImageError } from './errors.ts';
+import { ImageError, quoteRemote } from './errors.ts';
 import {
   MAX_JSON,
   MediaType,
@@ -48,30 +48,47 @@ async function tarStore(path: string): Promise<Store> {
     has: (n) => members.has(norm(n)),
     range: (n) => {
       const m = members.get(norm(n));
-      if (!m) throw new ImageError('ERR_INVALID_IMAGE', `${path}: ${n}: not in the archive`);
+      if (!m) throw new ImageError('ERR_INVALID_IMAGE', `${path}: ${quoteRemote(n, 200)}: not in the archive`);
       return { path, offset: m.offset, length: m.size };
     },
     close: async () => {},
   };
 }
 
-/** A folder's files by relative name; only names our code builds reach it (index.json, blobs/sha256/<hex>). */
+/**
+ * A folder's files by relative name, every read confined to the folder: the names come from the image's own
+ * `manifest.json` or `index.json`, so an absolute name, a `..` component or a NUL is refused, and a name that
+ * resolves (through symlinks) to a place outside the folder is refused too — a symlink inside it, as
+ * `docker save` writes for a layer two images share, is followed. A range names the resolved file, so a
+ * later read does not follow the link again.
+ */
 function dirStore(dir: string): Store {
-  const sizeOf = (n: string): number | null => {
+  const realDir = realpathSync(dir);
+  const resolve = (n: string): { path: string; size: number } | null => {
+    if (n === '' || n.includes('\0') || isAbsolute(n) || n.split(/[/\\]/).includes('..'))
+      throw new ImageError('ERR_INVALID_IMAGE', `${dir}: ${quoteRemote(n, 200)}: a name that leaves the folder`);
+    let real: string;
     try {
-      const st = statSync(join(dir, n));
-      return st.isFile() ? st.size : null;
+      real = realpathSync(join(realDir, n));
+    } catch {
+      return null;
+    }
+    if (!real.startsWith(`${realDir}${sep}`))
+      throw new ImageError('ERR_INVALID_IMAGE', `${dir}: ${quoteRemote(n, 200)}: a link out of the folder`);
+    try {
+      const st = statSync(real);
+      return st.isFile() ? { path: real, size: st.size } : null;
     } catch {
       return null;
     }
   };
   return {
     where: dir,
-    has: (n) => sizeOf(n) !== null,
+    has: (n) => resolve(n) !== null,
     range: (n) => {
-      const size = sizeOf(n);
-      if (size === null) throw new ImageError('ERR_INVALID_IMAGE', `${dir}: ${n}: not in the layout`);
-      return { path: join(dir, n), offset: 0, length: size };
+      const f = resolve(n);
+      if (f === null) throw new ImageError('ERR_INVALID_IMAGE', `${dir}: ${quoteRemote(n, 200)}: not in the layout`);
+      return { path: f.path, offset: 0, length: f.size };
     },
     close: async () => {},
   };

@@ -1,7 +1,7 @@
 // Manifests, indexes and configs of the OCI image spec and Docker's schema 2, read from untrusted JSON:
 // every field checked for type before use, sizes bounded by the caller.
 import { createHash } from 'node:crypto';
-import { ImageError } from './errors.ts';
+import { ImageError, quoteRemote } from './errors.ts';
 import type { Platform } from './types.ts';
 
 export const MediaType = {
@@ -37,8 +37,8 @@ export type Parsed =
   | { kind: 'index'; mediaType: string; manifests: Descriptor[] }
   | { kind: 'manifest'; mediaType: string; config: Descriptor; layers: Descriptor[] };
 
-function invalid(what: string, why: string): ImageError {
-  return new ImageError('ERR_INVALID_IMAGE', `${what}: ${why}`);
+function invalid(what: string, why: string, options?: ErrorOptions): ImageError {
+  return new ImageError('ERR_INVALID_IMAGE', `${what}: ${why}`, options);
 }
 
 export function parseJson(bytes: Uint8Array, what: string): unknown {
@@ -46,7 +46,8 @@ export function parseJson(bytes: Uint8Array, what: string): unknown {
   try {
     return JSON.parse(Buffer.from(bytes).toString('utf8')) as unknown;
   } catch (e) {
-    throw invalid(what, `not JSON (${(e as Error).message})`);
+    // Not the parser's message: it quotes the first bytes, and a file that is not JSON may be anything.
+    throw invalid(what, `not JSON (${bytes.length} bytes)`, { cause: e });
   }
 }
 
@@ -54,9 +55,9 @@ function descriptor(d: unknown, what: string): Descriptor {
   const o = d as Record<string, unknown> | null;
   if (!o || typeof o !== 'object') throw invalid(what, 'a descriptor is not an object');
   if (typeof o.digest !== 'string' || !DIGEST.test(o.digest))
-    throw invalid(what, `digest ${JSON.stringify(o.digest)}: expected sha256: and 64 hex digits`);
+    throw invalid(what, `digest ${quoteRemote(String(o.digest), 80)}: expected sha256: and 64 hex digits`);
   if (typeof o.size !== 'number' || !Number.isSafeInteger(o.size) || o.size < 0)
-    throw invalid(what, `size ${JSON.stringify(o.size)} of ${o.digest}`);
+    throw invalid(what, `size ${quoteRemote(String(o.size), 40)} of ${o.digest}`);
   const out: Descriptor = {
     mediaType: typeof o.mediaType === 'string' ? o.mediaType : '',
     digest: o.digest,
@@ -127,7 +128,10 @@ export function pickPlatform(manifests: Descriptor[], want: Platform, what: stri
   );
   if (match.length === 0) {
     const have = manifests.map((m) => (m.platform ? formatPlatform(m.platform) : 'unknown')).join(', ');
-    throw new ImageError('ERR_PLATFORM', `${what}: no image for ${formatPlatform(want)} (it has ${have || 'none'})`);
+    throw new ImageError(
+      'ERR_PLATFORM',
+      `${what}: no image for ${formatPlatform(want)} (it has ${have ? quoteRemote(have) : 'none'})`,
+    );
   }
   return match[0]!;
 }

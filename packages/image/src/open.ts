@@ -18,6 +18,8 @@ export interface OpenImageOptions extends TransportOptions, AuthOptions {
   dockerHost?: string;
   /** Where a daemon export is copied while the image is open. */
   tmpDir?: string;
+  /** Largest daemon export copied (default: the temporary folder's free space less a reserve). */
+  maxExportBytes?: number;
   signal?: AbortSignal;
 }
 
@@ -42,6 +44,9 @@ export async function openImage(reference: string | ImageReference, opts: OpenIm
         ...(opts.dockerHost ? { host: opts.dockerHost } : {}),
         ...(opts.tmpDir ? { tmpDir: opts.tmpDir } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+        ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+        ...(opts.maxExportBytes !== undefined ? { maxBytes: opts.maxExportBytes } : {}),
       });
     default:
       return openLocal(ref, { platform });

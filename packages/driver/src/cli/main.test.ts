@@ -503,7 +503,7 @@ describe('progress', () => {
 
 describe('describeError', () => {
   it('one code, the errno once, and the output rather than a temporary name for a failed rename', async () => {
-    const { describeError } = await import('./main.ts');
+    const { describeError } = await import('../errors.ts');
     const e = Object.assign(new Error("ENOENT: no such file or directory, rename '/d/.out-p1-abc.tmp' -> '/d/out'"), {
       code: 'ENOENT',
       errno: -2,

@@ -1,7 +1,7 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { DriverError } from '../errors.ts';
+import { DriverError, describeError, errorText } from '../errors.ts';
 import {
   GLOBAL_OPTIONS,
   formOptions,
@@ -110,48 +110,6 @@ async function runExternal(path: string, args: string[], signal: AbortSignal): P
       resolve(code ?? 128 + (osConstants.signals[sig as NodeJS.Signals] ?? 0));
     });
   });
-}
-
-/** What an operating-system error means to a user, as one of our codes. */
-const ERRNO_CODES: Record<string, string> = {
-  ENOENT: 'ERR_NOT_FOUND',
-  EEXIST: 'ERR_EXISTS',
-  EISDIR: 'ERR_IS_A_DIRECTORY',
-  ENOTDIR: 'ERR_NOT_A_DIRECTORY',
-  ENOTEMPTY: 'ERR_NOT_EMPTY',
-  EACCES: 'ERR_PERMISSION',
-  EPERM: 'ERR_PERMISSION',
-  EROFS: 'ERR_READ_ONLY',
-  ENOSPC: 'ERR_DISK_FULL',
-  EDQUOT: 'ERR_DISK_FULL',
-  EFBIG: 'ERR_DISK_FULL',
-  ELOOP: 'ERR_SYMLINK_LOOP',
-  ENAMETOOLONG: 'ERR_INVALID_ARGUMENT',
-  E2BIG: 'ERR_INVALID_ARGUMENT',
-  EBUSY: 'ERR_LAYER_BUSY',
-  ETXTBSY: 'ERR_LAYER_BUSY',
-  EMFILE: 'ERR_RESOURCES',
-  ENFILE: 'ERR_RESOURCES',
-  ENOMEM: 'ERR_RESOURCES',
-};
-
-/**
- * The code and message the command prints for an error: ours as they are; an operating-system error
- * (`ENOENT`…) as one of our codes with the errno kept once at the end; anything else `ERR_INTERNAL`.
- */
-export function describeError(e: unknown): { code: string; message: string } {
-  const err = e as Error & { code?: unknown; errno?: unknown; syscall?: unknown };
-  const raw = typeof err?.code === 'string' ? err.code : null;
-  const text = err instanceof Error ? err.message : String(e);
-  if (raw && /^E[A-Z0-9]+$/.test(raw) && (typeof err.errno === 'number' || typeof err.syscall === 'string')) {
-    let message = text.startsWith(`${raw}: `) ? text.slice(raw.length + 2) : text;
-    // A rename or link of a finished temporary file names the output, not our hidden temporary name.
-    const dest = (err as { dest?: unknown }).dest;
-    if (typeof dest === 'string') message = message.replace(/, (rename|link) '.*' -> '.*'$/, `, $1 to '${dest}'`);
-    return { code: ERRNO_CODES[raw] ?? 'ERR_IO', message: `${message} (${raw})` };
-  }
-  if (raw?.startsWith('ERR_')) return { code: raw, message: text };
-  return { code: 'ERR_INTERNAL', message: text };
 }
 
 /** `--root`, `--backend` and `--storage-opt`, checked, into the command's I/O. */
@@ -276,8 +234,9 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
     return status(await cmd.run(form, parsed, full));
   } catch (e) {
     if (pipeClosed) return status(1);
-    const { code, message } = describeError(caught ? ac.signal.reason : e);
-    full.err(`lcow: ${code}: ${message}`);
+    const failure = caught ? ac.signal.reason : e;
+    const { code } = describeError(failure);
+    full.err(`lcow: ${errorText(failure)}`);
     if (code === 'ERR_INTERNAL' && process.env.LCOW_DEBUG) full.err(String((e as Error).stack));
     // A reference that does not parse is a command line that cannot run, like a bad option.
     return status(code === 'ERR_USAGE' || code === 'ERR_INVALID_REFERENCE' ? 2 : 1);

@@ -1,6 +1,7 @@
 // Registry credentials and the WWW-Authenticate challenge: Basic, and Bearer tokens from the realm the
 // registry names (the Docker token protocol), for a repository's pull scope.
-import { readFileSync } from 'node:fs';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ImageError } from '../errors.ts';
@@ -35,21 +36,69 @@ function defaultAuthfiles(): string[] {
   return out;
 }
 
+/** Largest credentials file read: real ones are kilobytes; Docker's with many registries, tens of them. */
+export const MAX_AUTHFILE = 4 << 20;
+
+/**
+ * A credentials file's text, or null when there is none. Only a regular file of at most
+ * {@link MAX_AUTHFILE} bytes is read: a FIFO is not waited on (opened non-blocking), a device such as
+ * `/dev/zero` is not read at all, and a file that grows while read is cut at the size it had.
+ */
+async function readAuthfile(file: string): Promise<string | null> {
+  let fh;
+  try {
+    fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new ImageError('ERR_UNAUTHORIZED', `${file}: not a regular file`);
+    if (st.size > MAX_AUTHFILE)
+      throw new ImageError('ERR_UNAUTHORIZED', `${file}: ${st.size} bytes, more than a credentials file can be`);
+    const buf = Buffer.alloc(st.size);
+    let at = 0;
+    while (at < buf.length) {
+      const { bytesRead } = await fh.read(buf, at, buf.length - at, at);
+      if (bytesRead === 0) break;
+      at += bytesRead;
+    }
+    return buf.subarray(0, at).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
 /**
  * Credentials for `registry` (`host[:port]`) and `repository`: the most specific `auths` key wins
  * (`host/repo/…`, then `host`, then Docker Hub's historical `https://index.docker.io/v1/`). Credential
- * helpers (`credHelpers`, `credsStore`) are not run: an entry that needs one is passed over.
+ * helpers (`credHelpers`, `credsStore`) are not run: an entry that needs one is passed over. The registry
+ * client asks only when a registry wants a login. A file that cannot be read is an error when it was named
+ * (`authfile`), and passed over when it is one of the usual places.
  */
-export function credentialsFor(registry: string, repository: string, opts: AuthOptions = {}): Credentials | null {
+export async function credentialsFor(
+  registry: string,
+  repository: string,
+  opts: AuthOptions = {},
+): Promise<Credentials | null> {
   if (opts.creds) return parseCreds(opts.creds);
   const files = opts.authfile ? [opts.authfile] : opts.noDefaultAuthfiles ? [] : defaultAuthfiles();
   for (const file of files) {
     let doc: { auths?: Record<string, { auth?: unknown; username?: unknown; password?: unknown }> };
     try {
-      doc = JSON.parse(readFileSync(file, 'utf8')) as typeof doc;
+      const text = await readAuthfile(file);
+      if (text === null) {
+        if (opts.authfile) throw new ImageError('ERR_UNAUTHORIZED', `--authfile ${file}: no such file`);
+        continue;
+      }
+      doc = JSON.parse(text) as typeof doc;
     } catch (e) {
-      if (opts.authfile)
-        throw new ImageError('ERR_UNAUTHORIZED', `--authfile ${file}: ${(e as Error).message}`, { cause: e });
+      if (opts.authfile) {
+        // Never the parser's message: it quotes the file's first bytes (a password, perhaps).
+        const why = e instanceof SyntaxError ? 'not JSON' : (e as Error).message.replace(`${file}: `, '');
+        throw new ImageError('ERR_UNAUTHORIZED', `--authfile ${file}: ${why}`, { cause: e });
+      }
       continue;
     }
     const auths = doc?.auths && typeof doc.auths === 'object' ? doc.auths : {};
@@ -59,8 +108,8 @@ export function credentialsFor(registry: string, repository: string, opts: AuthO
     keys.push(registry, `https://${registry}`, `http://${registry}`);
     if (registry === 'docker.io') keys.push('https://index.docker.io/v1/', 'index.docker.io', 'registry-1.docker.io');
     for (const k of keys) {
-      const e = auths[k];
-      if (!e) continue;
+      const e = Object.hasOwn(auths, k) ? auths[k] : undefined;
+      if (!e || typeof e !== 'object') continue;
       if (typeof e.auth === 'string' && e.auth) {
         const plain = Buffer.from(e.auth, 'base64').toString('utf8');
         const i = plain.indexOf(':');

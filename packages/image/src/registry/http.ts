@@ -24,8 +24,25 @@ export interface TransportOptions {
   attempts?: number;
   /** First wait between attempts, doubled each time up to 8 s (default 250 ms). */
   backoffMs?: number;
-  /** A connection idle this long is dropped and retried (default 60 s). */
+  /** A connection that sends nothing for this long is dropped and retried (default 30 s). */
   idleTimeoutMs?: number;
+  /**
+   * From a request (its proxy tunnel and TLS handshake included) to the answer's headers, at most this long;
+   * past it the attempt is dropped and retried (default 30 s).
+   */
+  requestTimeoutMs?: number;
+  /**
+   * A blob arriving slower than this, averaged over {@link TransportOptions.slowTimeoutMs}, ends the pull
+   * with `ERR_TIMEOUT` (default 1024 bytes a second; 0: no floor), as curl's `--speed-limit`.
+   */
+  minBytesPerSecond?: number;
+  /** The window of {@link TransportOptions.minBytesPerSecond} (default 60 s), as curl's `--speed-time`. */
+  slowTimeoutMs?: number;
+  /**
+   * Everything the client does for one image — manifests, config, every blob — ends with `ERR_TIMEOUT`
+   * past this (default none: a large image on a slow link may take hours; the floors above end a stalled one).
+   */
+  timeoutMs?: number;
   /** The environment for proxy settings (default `process.env`). */
   env?: NodeJS.ProcessEnv;
 }
@@ -99,19 +116,30 @@ export function proxyFor(url: URL, env: NodeJS.ProcessEnv = process.env): URL | 
   }
 }
 
-/** Opens a tunnel through `proxy` to `host:port` (HTTP CONNECT) and starts TLS in it. */
+/**
+ * Opens a tunnel through `proxy` to `host:port` (HTTP CONNECT) and starts TLS in it. Returns `cancel`: the
+ * caller's request timer and signal end a tunnel that a proxy never answers, or a TLS handshake that never
+ * finishes, with their error (Node's request cannot: it has no socket to destroy until the tunnel gives one).
+ */
 function tunnel(
   proxy: URL,
   target: URL,
   tlsOpts: tls.ConnectionOptions,
   done: (err: Error | null, socket?: Duplex) => void,
-): void {
+): (err: Error) => void {
   const port = target.port || '443';
   const auth = proxy.username
     ? {
         'proxy-authorization': `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}`,
       }
     : {};
+  let settled = false;
+  let open: Duplex | null = null;
+  const finish = (err: Error | null, socket?: Duplex): void => {
+    if (settled) return;
+    settled = true;
+    done(err, socket);
+  };
   const req = http.request({
     host: proxy.hostname,
     port: proxy.port || 80,
@@ -120,17 +148,25 @@ function tunnel(
     headers: { host: `${target.hostname}:${port}`, ...auth },
   });
   req.once('connect', (res, socket) => {
+    open = socket;
     if (res.statusCode !== 200) {
       socket.destroy();
-      done(new ImageError('ERR_NETWORK', `proxy ${proxy.host}: CONNECT ${target.host} answered ${res.statusCode}`));
+      finish(new ImageError('ERR_NETWORK', `proxy ${proxy.host}: CONNECT ${target.host} answered ${res.statusCode}`));
       return;
     }
     const t = tls.connect({ ...tlsOpts, socket, servername: target.hostname });
-    t.once('secureConnect', () => done(null, t));
-    t.once('error', (e) => done(e));
+    open = t;
+    t.once('secureConnect', () => finish(null, t));
+    t.once('error', (e) => finish(e));
   });
-  req.once('error', (e) => done(e));
+  req.once('error', (e) => finish(e));
   req.end();
+  return (err) => {
+    if (settled) return;
+    req.destroy();
+    open?.destroy();
+    finish(err);
+  };
 }
 
 export interface Request {
@@ -156,6 +192,7 @@ export function send(url: URL, req: Request, opts: TransportOptions): Promise<ht
       signal: req.signal,
     };
     let r: http.ClientRequest;
+    let cancelTunnel: ((err: Error) => void) | null = null;
     if (proxy && !secure) {
       // A plain-HTTP request through a proxy names the whole URL.
       r = http.request({ ...base, host: proxy.hostname, port: proxy.port || 80, path: url.href });
@@ -165,23 +202,45 @@ export function send(url: URL, req: Request, opts: TransportOptions): Promise<ht
         ...tlsOpts,
         // No agent: Node then opens the connection with createConnection (the tunnel).
         createConnection: ((_: unknown, cb: (err: Error | null, s?: Duplex) => void) => {
-          tunnel(proxy, url, tlsOpts, cb);
+          cancelTunnel = tunnel(proxy, url, tlsOpts, cb);
           return undefined;
         }) as unknown as https.RequestOptions['createConnection'],
       });
     } else r = (secure ? https : http).request(url, { ...base, ...(secure ? tlsOpts : {}) });
-    r.setTimeout(opts.idleTimeoutMs ?? 60_000, () =>
-      r.destroy(new ImageError('ERR_NETWORK', `${url.host}: no answer in ${(opts.idleTimeoutMs ?? 60_000) / 1000} s`)),
+    const idleMs = opts.idleTimeoutMs ?? 30_000;
+    const answerMs = opts.requestTimeoutMs ?? 30_000;
+    /** Ends the exchange with `err`, before or after it has a socket. */
+    const fail = (err: Error): void => {
+      const cancel = cancelTunnel as ((e: Error) => void) | null;
+      if (cancel && !r.socket) cancel(err);
+      else r.destroy(err);
+    };
+    // Until the headers are in, the whole exchange (tunnel, handshake, a server trickling its headers) has
+    // `answerMs`; after them, the body may take its time as long as it keeps coming.
+    const answerTimer = setTimeout(
+      () => fail(new ImageError('ERR_NETWORK', `${url.host}: no answer in ${answerMs / 1000} s`)),
+      answerMs,
     );
+    const onAbort = (): void =>
+      fail(new ImageError('ERR_ABORTED', `${url.host}: aborted`, { cause: req.signal?.reason }));
+    req.signal?.addEventListener('abort', onAbort, { once: true });
+    const done = (): void => {
+      clearTimeout(answerTimer);
+      req.signal?.removeEventListener('abort', onAbort);
+    };
+    r.setTimeout(idleMs, () => fail(new ImageError('ERR_NETWORK', `${url.host}: no answer in ${idleMs / 1000} s`)));
     r.once('response', (res) => {
-      res.setTimeout?.(opts.idleTimeoutMs ?? 60_000, () =>
-        res.destroy(
-          new ImageError('ERR_NETWORK', `${url.host}: stopped sending for ${(opts.idleTimeoutMs ?? 60_000) / 1000} s`),
-        ),
+      done();
+      res.setTimeout?.(idleMs, () =>
+        res.destroy(new ImageError('ERR_NETWORK', `${url.host}: stopped sending for ${idleMs / 1000} s`)),
       );
       resolve(res);
     });
-    r.once('error', reject);
+    r.once('error', (e) => {
+      done();
+      reject(e);
+    });
+    r.once('close', done);
     r.end();
   });
 }
@@ -233,22 +292,83 @@ export async function backoff(n: number, opts: TransportOptions, signal?: AbortS
   await sleep(ms * (0.8 + Math.random() * 0.4), undefined, { signal });
 }
 
-/** Reads a response body of at most `max` bytes. */
-export async function readBody(res: http.IncomingMessage, max: number, what: string): Promise<Buffer> {
+/**
+ * The speed floor of {@link TransportOptions.minBytesPerSecond}: bytes are counted as they arrive, and a
+ * window of {@link TransportOptions.slowTimeoutMs} that brought fewer than the floor ends the transfer with
+ * `ERR_TIMEOUT`. (Silence is the idle timeout's; this catches a peer that trickles to keep a connection up.)
+ */
+export class SpeedFloor {
+  readonly #floor: number;
+  readonly #windowMs: number;
+  readonly #what: string;
+  #start = performance.now();
+  #bytes = 0;
+  constructor(opts: TransportOptions, what: string) {
+    this.#floor = opts.minBytesPerSecond ?? 1024;
+    this.#windowMs = opts.slowTimeoutMs ?? 60_000;
+    this.#what = what;
+  }
+  /** Counts `n` bytes that arrived now; throws when the window just ended below the floor. */
+  add(n: number): void {
+    this.#bytes += n;
+    const elapsed = performance.now() - this.#start;
+    if (elapsed < this.#windowMs) return;
+    const rate = (this.#bytes * 1000) / elapsed;
+    if (this.#floor > 0 && rate < this.#floor)
+      throw new ImageError(
+        'ERR_TIMEOUT',
+        `${this.#what}: ${Math.round(rate)} bytes a second for ${Math.round(elapsed / 1000)} s, below the floor of ${this.#floor}`,
+      );
+    this.#start = performance.now();
+    this.#bytes = 0;
+  }
+}
+
+/**
+ * The first `max` bytes of a body (an error answer, to be quoted), the rest not read; whatever arrived
+ * before a failure. Always resolves.
+ */
+export async function readPrefix(res: http.IncomingMessage, max: number): Promise<string> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  try {
+    for await (const c of res as AsyncIterable<Buffer>) {
+      parts.push(c);
+      n += c.length;
+      if (n >= max) break;
+    }
+  } catch {
+    // what came before the failure is enough
+  } finally {
+    res.destroy();
+  }
+  return Buffer.concat(parts).subarray(0, max).toString('utf8');
+}
+
+/** Reads a response body of at most `max` bytes, no slower than the speed floor. */
+export async function readBody(
+  res: http.IncomingMessage,
+  max: number,
+  what: string,
+  opts: TransportOptions = {},
+): Promise<Buffer> {
   const declared = Number(res.headers['content-length'] ?? -1);
   if (declared > max) {
     res.destroy();
     throw new ImageError('ERR_REGISTRY', `${what}: ${declared} bytes, more than ${max}`);
   }
+  const floor = new SpeedFloor(opts, what);
   const parts: Buffer[] = [];
   let n = 0;
-  for await (const c of res as AsyncIterable<Buffer>) {
-    n += c.length;
-    if (n > max) {
-      res.destroy();
-      throw new ImageError('ERR_REGISTRY', `${what}: more than ${max} bytes`);
+  try {
+    for await (const c of res as AsyncIterable<Buffer>) {
+      n += c.length;
+      if (n > max) throw new ImageError('ERR_REGISTRY', `${what}: more than ${max} bytes`);
+      floor.add(c.length);
+      parts.push(c);
     }
-    parts.push(c);
+  } finally {
+    res.destroy();
   }
   return Buffer.concat(parts);
 }

@@ -3,7 +3,7 @@
 // with their digest checked, resumed with a Range request after a dropped connection.
 import type { IncomingMessage } from 'node:http';
 import { compressionOf, verified } from '../compression.ts';
-import { ImageError } from '../errors.ts';
+import { ImageError, quoteRemote } from '../errors.ts';
 import {
   MANIFEST_ACCEPT,
   MAX_JSON,
@@ -18,7 +18,16 @@ import {
 import { formatReference, type RegistryReference } from '../reference.ts';
 import type { Image, ImageLayer, Platform } from '../types.ts';
 import { basicHeader, credentialsFor, parseChallenge, type AuthOptions, type Credentials } from './auth.ts';
-import { backoff, networkError, readBody, retryable, send, type TransportOptions } from './http.ts';
+import {
+  SpeedFloor,
+  backoff,
+  networkError,
+  readBody,
+  readPrefix,
+  retryable,
+  send,
+  type TransportOptions,
+} from './http.ts';
 
 export interface RegistryOptions extends TransportOptions, AuthOptions {
   platform: Platform;
@@ -54,8 +63,12 @@ export class RegistryClient {
   readonly ref: RegistryReference;
   readonly #opts: RegistryOptions;
   readonly #host: string;
-  readonly #creds: Credentials | null;
+  /** Read from the credentials files only when the registry asks for a login. */
+  #creds: Promise<Credentials | null> | null = null;
+  #credsUser: string | null = null;
   readonly #slots: Slots;
+  /** Aborted when {@link TransportOptions.timeoutMs} has passed since the client was made. */
+  readonly #deadline: AbortSignal | null;
   #base: URL | null = null;
   #authorization: string | null = null;
   #challenge: { scheme: string; params: Record<string, string> } | null = null;
@@ -64,8 +77,31 @@ export class RegistryClient {
     this.ref = ref;
     this.#opts = opts;
     this.#host = ref.registry === 'docker.io' ? 'registry-1.docker.io' : ref.registry;
-    this.#creds = credentialsFor(ref.registry, ref.repository, opts);
     this.#slots = new Slots(opts.parallel ?? 3);
+    this.#deadline = opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : null;
+  }
+
+  #credentials(): Promise<Credentials | null> {
+    return (this.#creds ??= credentialsFor(this.ref.registry, this.ref.repository, this.#opts).then((c) => {
+      this.#credsUser = c?.username ?? null;
+      return c;
+    }));
+  }
+
+  /** The caller's signal joined with the client's deadline. */
+  #signal(signal?: AbortSignal): AbortSignal | undefined {
+    if (!this.#deadline) return signal;
+    return signal ? AbortSignal.any([signal, this.#deadline]) : this.#deadline;
+  }
+
+  /** `e` as the deadline's `ERR_TIMEOUT` when the deadline is what ended it. */
+  timedOut(e: unknown): unknown {
+    if (!this.#deadline?.aborted || (e instanceof ImageError && e.code === 'ERR_TIMEOUT')) return e;
+    return new ImageError(
+      'ERR_TIMEOUT',
+      `${this.#what}: not done in ${this.#opts.timeoutMs! / 1000} s (the transfer deadline)`,
+      { cause: e },
+    );
   }
 
   get #what(): string {
@@ -124,26 +160,46 @@ export class RegistryClient {
     const c = this.#challenge;
     if (!c) throw new ImageError('ERR_UNAUTHORIZED', `${this.#what}: refused (401) without saying how to log in`);
     if (c.scheme === 'basic') {
-      if (!this.#creds)
+      const creds = await this.#credentials();
+      if (!creds)
         throw new ImageError(
           'ERR_UNAUTHORIZED',
           `${this.#what}: the registry asks for credentials (--creds or --authfile)`,
         );
-      this.#authorization = basicHeader(this.#creds);
+      this.#authorization = basicHeader(creds);
       return;
     }
     if (c.scheme !== 'bearer' || !c.params.realm)
-      throw new ImageError('ERR_UNSUPPORTED', `${this.#what}: authentication scheme ${c.scheme}`);
-    const realm = new URL(c.params.realm);
+      throw new ImageError('ERR_UNSUPPORTED', `${this.#what}: authentication scheme ${quoteRemote(c.scheme, 40)}`);
+    let realm: URL;
+    try {
+      realm = new URL(c.params.realm);
+    } catch {
+      throw new ImageError(
+        'ERR_REGISTRY',
+        `${this.#what}: token realm ${quoteRemote(c.params.realm, 200)} is not a URL`,
+      );
+    }
+    if (realm.protocol !== 'https:' && realm.protocol !== 'http:')
+      throw new ImageError('ERR_REGISTRY', `${this.#what}: token realm ${quoteRemote(realm.href, 200)} is not HTTP`);
     if (c.params.service) realm.searchParams.set('service', c.params.service);
     realm.searchParams.set('scope', `repository:${this.ref.repository}:pull`);
-    const headers: Record<string, string> = this.#creds ? { authorization: basicHeader(this.#creds) } : {};
+    const creds = await this.#credentials();
+    // A registry reached over HTTPS that sends us to a plain-HTTP realm would have the password cross the
+    // network in the clear: refused, unless TLS checks are off (then the registry itself may be plain HTTP).
+    const base = this.#base!;
+    if (creds && realm.protocol === 'http:' && base.protocol === 'https:' && this.#opts.tlsVerify !== false)
+      throw new ImageError(
+        'ERR_UNAUTHORIZED',
+        `${this.#what}: the registry (HTTPS) names a plain-HTTP token realm ${realm.host}; credentials are not sent in the clear (--tls-verify=false to allow it)`,
+      );
+    const headers: Record<string, string> = creds ? { authorization: basicHeader(creds) } : {};
     const res = await this.#attempts(realm, () => send(realm, { headers, signal }, this.#opts), signal);
-    const body = await readBody(res, 1 << 20, `${realm.host} token`);
+    const body = await readBody(res, 1 << 20, `${realm.host} token`, this.#opts);
     if (res.statusCode === 401 || res.statusCode === 403)
       throw new ImageError(
         'ERR_UNAUTHORIZED',
-        `${this.#what}: ${this.#creds ? `credentials of ${this.#creds.username} refused` : 'anonymous access refused'} by ${realm.host}`,
+        `${this.#what}: ${creds ? `credentials of ${creds.username} refused` : 'anonymous access refused'} by ${realm.host}`,
       );
     if (res.statusCode !== 200)
       throw new ImageError('ERR_REGISTRY', `${this.#what}: token endpoint ${realm.host} answered ${res.statusCode}`);
@@ -165,6 +221,19 @@ export class RegistryClient {
     headers: Record<string, string> = {},
     signal?: AbortSignal,
   ): Promise<IncomingMessage> {
+    try {
+      return await this.#get(path, what, headers, this.#signal(signal));
+    } catch (e) {
+      throw this.timedOut(e);
+    }
+  }
+
+  async #get(
+    path: string,
+    what: string,
+    headers: Record<string, string>,
+    signal: AbortSignal | undefined,
+  ): Promise<IncomingMessage> {
     const base = await this.#endpoint(signal);
     let renewed = false;
     if (this.#authorization === null && this.#challenge) await this.#authorize(signal);
@@ -173,7 +242,8 @@ export class RegistryClient {
       let res: IncomingMessage | null = null;
       for (let hop = 0; hop <= REDIRECTS; hop++) {
         const h = { ...headers };
-        if (this.#authorization && url.host === base.host) h.authorization = this.#authorization;
+        if (this.#authorization && url.host === base.host && url.protocol === base.protocol)
+          h.authorization = this.#authorization;
         const target = url;
         res = await this.#attempts(target, () => send(target, { headers: h, signal }, this.#opts), signal);
         const status = res.statusCode ?? 0;
@@ -201,19 +271,25 @@ export class RegistryClient {
   async #refusal(res: IncomingMessage, what: string): Promise<ImageError> {
     const status = res.statusCode ?? 0;
     let detail = '';
+    const body = await readPrefix(res, 64 << 10);
     try {
-      const body = await readBody(res, 64 << 10, what);
-      const doc = JSON.parse(body.toString('utf8')) as { errors?: { code?: string; message?: string }[] };
-      detail = (doc.errors ?? []).map((e) => `${e.code ?? ''}${e.message ? `: ${e.message}` : ''}`).join('; ');
+      const doc = JSON.parse(body) as { errors?: { code?: unknown; message?: unknown }[] };
+      const errors = Array.isArray(doc?.errors) ? doc.errors : [];
+      detail = errors
+        .slice(0, 8)
+        .map((e) => `${String(e?.code ?? '')}${e?.message ? `: ${String(e.message)}` : ''}`)
+        .join('; ');
     } catch {
-      // not JSON: the status says enough
+      detail = body.trim(); // not JSON (or more than we read): its start
     }
+    // The registry's words, quoted: they cannot pass for ours nor rewrite the terminal.
+    if (detail) detail = quoteRemote(detail);
     const text = `${what}: ${status}${detail ? ` ${detail}` : ''}`;
     if (status === 404) return new ImageError('ERR_IMAGE_NOT_FOUND', text);
     if (status === 401 || status === 403)
       return new ImageError(
         'ERR_UNAUTHORIZED',
-        `${text}${this.#creds ? ` (as ${this.#creds.username})` : ' (anonymous; --creds or --authfile)'}`,
+        `${text}${this.#credsUser !== null ? ` (as ${this.#credsUser})` : ' (anonymous; --creds or --authfile)'}`,
       );
     return new ImageError('ERR_REGISTRY', text);
   }
@@ -230,7 +306,12 @@ export class RegistryClient {
       { accept: MANIFEST_ACCEPT },
       signal,
     );
-    const bytes = await readBody(res, MAX_JSON, `manifest ${what}`);
+    let bytes: Buffer;
+    try {
+      bytes = await readBody(res, MAX_JSON, `manifest ${what}`, this.#opts);
+    } catch (e) {
+      throw this.timedOut(e);
+    }
     const digest = sha256(bytes);
     if (reference.startsWith('sha256:') && digest !== reference)
       throw new ImageError('ERR_DIGEST_MISMATCH', `manifest ${what}: content hashes to ${digest}`);
@@ -247,19 +328,31 @@ export class RegistryClient {
    * A blob's bytes as they arrive, resumed where a dropped connection left off (`Range: bytes=N-`; a
    * registry that ignores the range is read past what was already given). The caller checks the digest.
    */
-  async *blob(digest: string, size: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  async *blob(digest: string, size: number, given?: AbortSignal): AsyncGenerator<Uint8Array> {
+    const signal = this.#signal(given);
     await this.#slots.take();
     const what = `blob ${this.#what}@${digest}`;
     const max = this.#opts.attempts ?? 5;
     try {
       let got = 0;
-      for (let failures = 0; ;) {
-        const res = await this.get(
-          `/v2/${this.ref.repository}/blobs/${digest}`,
-          what,
-          got > 0 ? { range: `bytes=${got}-` } : {},
-          signal,
-        );
+      // Failures count against `attempts` until a retry has brought real progress (1 MiB, or the end): a
+      // server that gives a byte per request and then drops the connection runs out of attempts.
+      let failures = 0;
+      let sinceFailure = 0;
+      // One floor for the whole blob, across its retries.
+      const floor = new SpeedFloor(this.#opts, what);
+      for (;;) {
+        let res: IncomingMessage;
+        try {
+          res = await this.get(
+            `/v2/${this.ref.repository}/blobs/${digest}`,
+            what,
+            got > 0 ? { range: `bytes=${got}-` } : {},
+            signal,
+          );
+        } catch (e) {
+          throw this.timedOut(e);
+        }
         let skip = 0;
         if (got > 0) {
           const m = /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
@@ -279,18 +372,24 @@ export class RegistryClient {
               if (chunk.length === 0) continue;
             }
             got += chunk.length;
-            failures = 0;
+            sinceFailure += chunk.length;
+            if (sinceFailure >= 1 << 20) failures = 0;
+            floor.add(chunk.length);
             yield chunk;
           }
           if (size >= 0 && got < size)
             throw new ImageError('ERR_NETWORK', `${what}: connection closed after ${got} of ${size} bytes`);
           return;
         } catch (e) {
-          if (++failures < max && retryable(e)) {
-            await backoff(failures, this.#opts, signal);
+          const err = this.timedOut(e);
+          if (++failures < max && retryable(err)) {
+            sinceFailure = 0;
+            await backoff(failures, this.#opts, signal).catch((b: unknown) => {
+              throw this.timedOut(b);
+            });
             continue;
           }
-          throw e instanceof ImageError ? e : networkError(new URL(this.#base!.href), e);
+          throw err instanceof ImageError ? err : networkError(new URL(this.#base!.href), err);
         } finally {
           res.destroy();
         }
@@ -321,7 +420,12 @@ export async function openRegistryImage(ref: RegistryReference, opts: RegistryOp
     {},
     opts.signal,
   );
-  const configBytes = await readBody(cfgRes, MAX_JSON, `config of ${what}`);
+  let configBytes: Buffer;
+  try {
+    configBytes = await readBody(cfgRes, MAX_JSON, `config of ${what}`, opts);
+  } catch (e) {
+    throw client.timedOut(e);
+  }
   if (sha256(configBytes) !== parsed.config.digest)
     throw new ImageError(
       'ERR_DIGEST_MISMATCH',
@@ -334,7 +438,7 @@ export async function openRegistryImage(ref: RegistryReference, opts: RegistryOp
   const layers: ImageLayer[] = parsed.layers.map((l, i) => {
     const compression = compressionOf(l.mediaType);
     if (compression === null && /encrypted|\+xz|\+bzip/.test(l.mediaType))
-      throw new ImageError('ERR_UNSUPPORTED', `${what}: layer ${i} media type ${l.mediaType}`);
+      throw new ImageError('ERR_UNSUPPORTED', `${what}: layer ${i} media type ${quoteRemote(l.mediaType, 120)}`);
     return {
       index: i,
       digest: l.digest,
