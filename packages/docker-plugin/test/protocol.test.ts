@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTar, rootWithLoop, run, tempDir } from '@lcow/testkit';
 import { PluginServer } from '../src/index.ts';
@@ -175,6 +175,28 @@ describe(`the plugin protocol (${backend} backend)`, () => {
     expect(JSON.parse(d.bytes.toString()).Err).toMatch(/^ERR_LAYER_NOT_FOUND/);
   });
 
+  it('ApplyDiff refused at its first entry while the client keeps sending: the Err at once, nothing left, the next call served', async () => {
+    await call(socket, 'GraphDriver.Create', { ID: 'refused' });
+    let sent = 0;
+    const body = new Readable({
+      read() {
+        if (sent === 0) this.push(Buffer.from(makeTar([{ path: '../escape', body: 'x' }], { end: false })));
+        else this.push(Buffer.alloc(1 << 20));
+        sent++;
+      },
+    });
+    const started = performance.now();
+    const answer = await applyDiff(socket, 'refused', '', body);
+    body.destroy();
+    expect(answer.status).toBe(500);
+    expect(String(answer.body.Err)).toMatch(/^ERR_TAR_FORMAT: layer refused: .*\.\.\/escape/);
+    expect(performance.now() - started).toBeLessThan(15_000);
+    expect(sent).toBeLessThan(2048); // the client was not read to the end of its (endless) body
+    expect(await readdir(join(home, 'refused'))).toEqual(['layerchain.json']);
+    expect((await call(socket, 'GraphDriver.Exists', { ID: 'refused' })).body).toEqual({ Exists: true });
+    await call(socket, 'GraphDriver.Remove', { ID: 'refused' });
+  });
+
   it('parallel pulls and parallel container starts, as dockerd makes them', async () => {
     const layers = Array.from({ length: 8 }, (_, i) => id(`par${i}`));
     await Promise.all(layers.map((l) => call(socket, 'GraphDriver.Create', { ID: l, Parent: id('base') })));
@@ -300,7 +322,7 @@ describe('the plugin process', () => {
     body.destroy();
     expect((await pending).status).not.toBe(200);
     await expect(stat(socket)).rejects.toMatchObject({ code: 'ENOENT' });
-    expect(await readdir(join(home, 'slow'))).toEqual(['layerchain.json']);
+    expect(await readdir(join(home, 'slow')), 'what the stop left').toEqual(['layerchain.json']);
   }, 600_000);
 
   it.runIf(host)(

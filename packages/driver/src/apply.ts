@@ -3,11 +3,11 @@
 // applies use every core), inline with `LCOW_NOREEXEC=1`.
 import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { extname } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createHash } from 'node:crypto';
-import { open, stat } from 'node:fs/promises';
+import { open, readdir, rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { Ext4Error, convert, rootDigest, type ConvertOptions, type Ext4ErrorCode } from '@lcow/ext4';
 import { decompress } from '@lcow/image';
@@ -278,8 +278,6 @@ export function convertInChild(
       exited = true;
       opts.signal?.removeEventListener('abort', onAbort);
       const settle = (): void => {
-        if (opts.signal?.aborted) return reject(opts.signal.reason);
-        if (fedError) return reject(fedError);
         const line = stdout.trim().split('\n').pop() ?? '';
         let msg: { ok?: ApplyResult; error?: { code?: string; message?: string } } = {};
         try {
@@ -287,8 +285,12 @@ export function convertInChild(
         } catch {
           // fall through
         }
+        // The child's own refusal first: it is why everything else stopped (letting go of a source stream
+        // may make its owner abort, after the fact).
+        if (msg.error && !fedError) return reject(childError(msg.error, opts.what));
+        if (opts.signal?.aborted) return reject(opts.signal.reason);
+        if (fedError) return reject(fedError);
         if (code === 0 && msg.ok) return resolve(msg.ok);
-        if (msg.error) return reject(childError(msg.error, opts.what));
         reject(
           new DriverError(
             'ERR_APPLY',
@@ -299,9 +301,20 @@ export function convertInChild(
       // A success is one only once the whole source has been read (its digest may still fail); the child
       // read its stdin to the end, so the feed is done or about to be.
       if (code === 0) return void feed.then(settle);
-      settle();
+      // A child that was killed (an abort, a stop of the daemon, the kernel's OOM killer) had no chance to
+      // remove the temporary file it writes the image through: its name carries the child's pid.
+      void removeTempsOf(out, child.pid).then(settle, settle);
     });
   });
+}
+
+/** Removes the temporary files process `pid` made beside `out` (`tempPathFor`'s `.NAME-pPID-….tmp`). */
+async function removeTempsOf(out: string, pid: number | undefined): Promise<void> {
+  if (!out || pid === undefined) return;
+  const prefix = `.${basename(out)}-p${pid}-`;
+  const dir = dirname(out);
+  for (const name of await readdir(dir).catch(() => [] as string[]))
+    if (name.startsWith(prefix) && name.endsWith('.tmp')) await rm(join(dir, name), { force: true });
 }
 
 const EXT4_CODES: ReadonlySet<string> = new Set<Ext4ErrorCode>([

@@ -4,137 +4,32 @@
 // and the host; wrong results from valid-looking input; the data root under concurrent and careless use.
 // Every failure must be one line `lcow: ERR_…: message` with exit status 1, and leave nothing behind.
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { appendFileSync, writeFileSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { makeTar, oracle, rootWithLoop, run, runLimited, tempDir, type LimitedRun, type TarSpec } from '@lcow/testkit';
+import { describe, expect, it } from 'vitest';
+import { makeTar, oracle, run, runLimited, type TarSpec } from '@lcow/testkit';
+import {
+  canary,
+  canaryIntact,
+  deepTar,
+  dir,
+  dockerArchive,
+  failed,
+  file,
+  hasE2fsck,
+  host,
+  layers,
+  lcow,
+  lcowArgs,
+  leftovers,
+  n,
+  ok,
+  root,
+  useHostileRoots,
+} from './hostile-kit.ts';
 
-const BIN = join(import.meta.dirname, 'lcow-bin.ts');
-const host = process.platform === 'linux' && rootWithLoop();
-const backend = host ? 'host' : 'inproc';
-const hasE2fsck = oracle('e2fsck');
-
-let dir: { path: string; cleanup: () => Promise<void> };
-let root: string;
-let canary: string;
-const CANARY = 'canary: must survive every case\n';
-let n = 0;
-
-beforeAll(async () => {
-  dir = await tempDir('lcow-hostile-');
-});
-afterAll(() => dir?.cleanup());
-beforeEach(async () => {
-  // A data root per case, with a canary folder beside it that no case may touch.
-  const base = join(dir.path, `case-${++n}`);
-  root = join(base, 'root');
-  canary = join(base, 'canary');
-  await mkdir(canary, { recursive: true });
-  await writeFile(join(canary, 'file'), CANARY);
-});
-
-async function canaryIntact(): Promise<void> {
-  expect(await readdir(canary)).toEqual(['file']);
-  expect(await readFile(join(canary, 'file'), 'utf8')).toBe(CANARY);
-}
-
-interface Run extends LimitedRun {
-  out: string;
-}
-
-/** `lcow --root ROOT --backend B args…` in a child: 60 s and 1 GiB for the whole tree unless said. */
-async function lcow(
-  args: string[],
-  opts: { input?: Uint8Array | AsyncIterable<Uint8Array>; timeoutMs?: number; maxRssMiB?: number } = {},
-): Promise<Run> {
-  const r = await runLimited(
-    process.execPath,
-    ['--conditions=@lcow/source', '--import', 'tsx', BIN, '--root', root, '--backend', backend, ...args],
-    { timeoutMs: opts.timeoutMs ?? 60_000, maxRssMiB: opts.maxRssMiB ?? 1024, input: opts.input },
-  );
-  expect(r.timedOut, `lcow ${args.join(' ')}: no answer in time; stderr: ${r.stderr}`).toBe(false);
-  expect(r.overMemory, `lcow ${args.join(' ')}: over the memory limit (${r.peakRssMiB} MiB)`).toBe(false);
-  return { ...r, out: r.stdout.toString() };
-}
-
-/** Exit 1 with exactly one line `lcow: CODE: message` (no stack, no raw errno code), mentioning `names`. */
-function failed(r: Run, code: string, ...names: string[]): void {
-  expect(r.stderr, `stdout: ${r.out}`).toMatch(/^lcow: ERR_[A-Z0-9_]+: [^\n]+\n$/);
-  expect(r.stderr).toMatch(new RegExp(`^lcow: ${code}: `));
-  expect(r.status).toBe(1);
-  for (const s of names) expect(r.stderr).toContain(s);
-}
-
-function ok(r: Run): void {
-  expect(r.stderr).toBe('');
-  expect(r.status).toBe(0);
-}
-
-/** Temporary files, partial creations and `-removing` folders left in the data root. */
-async function leftovers(): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(root, { withFileTypes: true })) {
-    if (e.name.endsWith('-removing')) out.push(e.name);
-    if (!e.isDirectory()) continue;
-    for (const f of await readdir(join(root, e.name)))
-      if (f.endsWith('.tmp') || e.name === 'tmp') out.push(`${e.name}/${f}`);
-  }
-  return out;
-}
-
-async function layers(): Promise<{ id: string; kind: string; error?: { code: string } }[]> {
-  const r = await lcow(['ls', '--json']);
-  ok(r);
-  return JSON.parse(r.out) as { id: string; kind: string }[];
-}
-
-async function file(name: string, bytes: Uint8Array): Promise<string> {
-  const p = join(dir.path, `${n}-${name}`);
-  await writeFile(p, bytes);
-  return p;
-}
-
-/** A `docker save` tarball of `layerTars` (bottom first), with diff ids as given or computed. */
-function dockerArchive(layerTars: Uint8Array[], diffIds?: string[]): Uint8Array {
-  const sha = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-  const config = Buffer.from(
-    JSON.stringify({
-      os: 'linux',
-      architecture: 'amd64',
-      rootfs: { type: 'layers', diff_ids: diffIds ?? layerTars.map((t) => sha(t)) },
-    }),
-  );
-  const manifest = JSON.stringify([
-    { Config: 'config.json', RepoTags: ['hostile:1'], Layers: layerTars.map((_, i) => `l${i}/layer.tar`) },
-  ]);
-  return makeTar([
-    { path: 'manifest.json', body: manifest },
-    { path: 'config.json', body: config },
-    ...layerTars.flatMap((t, i): TarSpec[] => [
-      { path: `l${i}/`, type: 'dir' },
-      { path: `l${i}/layer.tar`, body: t },
-    ]),
-  ]);
-}
-
-/** Streams a tar of `depth` nested directories (each a pax long name) to a file, in batches. */
-function deepTar(path: string, depth: number): void {
-  writeFileSync(path, new Uint8Array(0));
-  let p = '';
-  let batch: TarSpec[] = [];
-  for (let i = 0; i < depth; i++) {
-    p += 'd/';
-    batch.push({ path: p, type: 'dir' });
-    if (batch.length === 500 || i === depth - 1) {
-      appendFileSync(path, makeTar(batch, { end: false }));
-      batch = [];
-    }
-  }
-  appendFileSync(path, makeTar([{ path: `${p}leaf`, body: 'deep\n' }]));
-}
+useHostileRoots('lcow-hostile-');
 
 describe('hangs and blow-ups: every bad input ends, quickly, in bounded memory', () => {
   const BAD: [string, TarSpec[], string][] = [
@@ -604,23 +499,10 @@ describe('the data root under concurrent and careless use', () => {
     const rand = (): number => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     for (let k = 0; k < 6; k++) {
       const delay = 300 + Math.floor(rand() * 1500);
-      await runLimited(
-        process.execPath,
-        [
-          '--conditions=@lcow/source',
-          '--import',
-          'tsx',
-          BIN,
-          '--root',
-          root,
-          '--backend',
-          backend,
-          'import',
-          image,
-          '--no-sandbox',
-        ],
-        { timeoutMs: delay, maxRssMiB: 1024 },
-      );
+      await runLimited(process.execPath, lcowArgs(['import', image, '--no-sandbox']), {
+        timeoutMs: delay,
+        maxRssMiB: 1024,
+      });
       const ls = await layers();
       for (const l of ls) expect(l.kind, `after a kill at ${delay} ms`).toBe('layer');
     }

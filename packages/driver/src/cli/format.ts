@@ -18,6 +18,25 @@ export function parseSize(text: string, what: string): number {
   return n;
 }
 
+const DURATION_UNITS = { h: 3_600_000, m: 60_000, s: 1000, ms: 1 } as const;
+
+/**
+ * Parses a duration as Go programs (skopeo, dockerd) write one — `90s`, `5m`, `1h30m`, `250ms` — or bare
+ * seconds (`30`); milliseconds out. Zero means none.
+ */
+export function parseDuration(text: string, what: string): number {
+  const t = text.trim();
+  const bad = (): DriverError =>
+    new DriverError('ERR_USAGE', `${what} ${quoted(text)}: expected a duration such as 30s, 5m or 1h30m`);
+  if (/^\d+(\.\d+)?$/.test(t)) return Math.round(Number(t) * 1000);
+  if (!/^(\d+(\.\d+)?(h|ms|m|s))+$/.test(t)) throw bad();
+  let ms = 0;
+  for (const m of t.matchAll(/(\d+(?:\.\d+)?)(h|ms|m|s)/g))
+    ms += Number(m[1]) * DURATION_UNITS[m[2] as keyof typeof DURATION_UNITS];
+  if (!Number.isSafeInteger(Math.round(ms))) throw bad();
+  return Math.round(ms);
+}
+
 /** `20 GiB`, `1.5 MiB`, `512 B`. */
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

@@ -64,6 +64,34 @@ const SOURCE = {
     default: 'true',
     group: 'source',
   },
+  'command-timeout': {
+    kind: 'value',
+    arg: 'DURATION',
+    help: 'give up reaching and reading the image after this long (30s, 5m, 1h30m)',
+    default: 'none',
+    group: 'source',
+  },
+  'request-timeout': {
+    kind: 'value',
+    arg: 'DURATION',
+    help: 'give up on one request with no answer, or one connection silent, this long (then retry)',
+    default: '30s',
+    group: 'source',
+  },
+  'retry-times': {
+    kind: 'value',
+    arg: 'N',
+    help: 'retries of a request that failed in a way a retry can fix',
+    default: '4',
+    group: 'source',
+  },
+  'min-speed': {
+    kind: 'value',
+    arg: 'SIZE',
+    help: 'give up on a download slower than SIZE a second over a minute (0: no floor)',
+    default: '1K',
+    group: 'source',
+  },
 } as const satisfies Record<string, OptionSpec>;
 
 /** dmverity-vhd's way of naming the image: `-i REF` with `--tarball FILE` or `--docker`. */

@@ -12,7 +12,7 @@ import { createFixedFooter } from '@lcow/vhd';
 import { convertLayer, type ApplyResult, type LayerSource } from '../../apply.ts';
 import { DriverError } from '../../errors.ts';
 import type { Parsed } from '../args.ts';
-import { escapeName, formatBytes, toJson } from '../format.ts';
+import { escapeName, formatBytes, parseDuration, parseSize, toJson } from '../format.ts';
 import { progressBar } from '../progress.ts';
 import type { Command, Io } from '../types.ts';
 
@@ -36,6 +36,24 @@ export function sourceOptions(p: Parsed): OpenImageOptions {
   if (platform !== undefined) o.platform = platform;
   const tlsVerify = p.bool('tls-verify');
   if (tlsVerify !== undefined) o.tlsVerify = tlsVerify;
+  const total = p.value('command-timeout');
+  if (total !== undefined) o.timeoutMs = parseDuration(total, '--command-timeout');
+  const request = p.value('request-timeout');
+  if (request !== undefined) {
+    const ms = parseDuration(request, '--request-timeout');
+    if (ms === 0) throw new DriverError('ERR_USAGE', '--request-timeout 0: a request needs some time');
+    o.requestTimeoutMs = ms;
+    o.idleTimeoutMs = ms;
+  }
+  const retries = p.value('retry-times');
+  if (retries !== undefined) {
+    const n = Number(retries);
+    if (!Number.isInteger(n) || n < 0 || n > 100)
+      throw new DriverError('ERR_USAGE', `--retry-times ${retries}: 0 to 100`);
+    o.attempts = n + 1;
+  }
+  const speed = p.value('min-speed');
+  if (speed !== undefined) o.minBytesPerSecond = parseSize(speed, '--min-speed');
   return o;
 }
 
