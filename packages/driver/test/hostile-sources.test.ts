@@ -4,14 +4,13 @@
 // layer ids already in the data root or far more layers than a chain may have, image folders that point
 // outside, and 20 processes reading one layer at once.
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { makeTar } from '@lcow/testkit';
+import { imageConfig, makeTar, ociManifest, sha } from '@lcow/testkit';
 import {
   canaryIntact,
   dir,
@@ -33,7 +32,6 @@ useHostileRoots('lcow-hostile-sources-');
 /** Holds a data root's lock on one layer until killed, as another lcow process would (layerstore's test child). */
 const LAYER_LOCK_CHILD = join(import.meta.dirname, '../../layerstore/test/layer-lock-child.ts');
 
-const sha = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const servers: Server[] = [];
 const sockets = new Set<Socket>();
 afterAll(async () => {
@@ -82,15 +80,8 @@ describe('a converter that stops early is heard at once', () => {
       { path: '../escape', body: 'x' },
       { path: 'big', body: Buffer.alloc(64 << 20, 3) },
     ]);
-    const config = Buffer.from(
-      JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [sha(tar)] } }),
-    );
-    const manifest = JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(tar), size: tar.length }],
-    });
+    const config = imageConfig([tar]);
+    const manifest = ociManifest(config, [tar]);
     let sent = 0;
     const port = await listen(
       createServer((req, res) => {

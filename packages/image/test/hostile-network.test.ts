@@ -5,17 +5,14 @@
 // Each must end quickly in a typed error — never a hang, never a read outside, never a credential where it
 // does not belong, never another party's control characters in a message.
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeCerts, makeTar, tempDir } from '@lcow/testkit';
+import { imageConfig, makeCerts, makeTar, ociManifest, sha, tempDir } from '@lcow/testkit';
 import { layerTar, openImage, quoteRemote, type OpenImageOptions } from '../src/index.ts';
-
-const sha = (b: string | Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 let dir: { path: string; cleanup: () => Promise<void> };
 const servers: (Server | NetServer)[] = [];
@@ -41,18 +38,10 @@ async function listen<T extends Server | NetServer>(s: T): Promise<{ server: T; 
 }
 
 /** One image of one layer: its manifest, config and blob, and the layer's tar. */
-function oneLayerImage(layerSize = 4096): { manifest: string; config: Buffer; blob: Buffer; blobDigest: string } {
+function oneLayerImage(layerSize = 4096): { manifest: string; config: Uint8Array; blob: Buffer; blobDigest: string } {
   const blob = Buffer.from(makeTar([{ path: 'f', body: Buffer.alloc(layerSize - 1536, 7) }]));
-  const config = Buffer.from(
-    JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [sha(blob)] } }),
-  );
-  const manifest = JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(blob), size: blob.length }],
-  });
-  return { manifest, config, blob, blobDigest: sha(blob) };
+  const config = imageConfig([blob]);
+  return { manifest: ociManifest(config, [blob]), config, blob, blobDigest: sha(blob) };
 }
 
 /** A plain-HTTP registry of {@link oneLayerImage}, whose blob answers are `blob`'s to make. */

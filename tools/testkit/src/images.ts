@@ -48,6 +48,16 @@ export function config(tars: Uint8Array[], arch = 'amd64'): Uint8Array {
   );
 }
 
+/** An OCI image manifest (JSON text) of `config` and uncompressed layer `tars`, digests and sizes computed. */
+export function ociManifest(config: Uint8Array, tars: Uint8Array[]): string {
+  return JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+    layers: tars.map((t) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(t), size: t.length })),
+  });
+}
+
 /** A `docker save` tarball: `<i>/layer.tar` (gzip where asked), the config, manifest.json. */
 export async function dockerSave(path: string, tars: Uint8Array[], tag: string, gzip: boolean[] = []): Promise<void> {
   const cfg = config(tars);

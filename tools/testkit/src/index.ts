@@ -191,5 +191,13 @@ export function cpuMs(): number {
   return (u.user + u.system) / 1000;
 }
 export { makeCerts, skopeoCopy, startRegistry, type Registry } from './registry.ts';
-export { config as imageConfig, dockerSave, layerTars, multiPlatformLayout, sha, skopeo } from './images.ts';
+export {
+  config as imageConfig,
+  dockerSave,
+  layerTars,
+  multiPlatformLayout,
+  ociManifest,
+  sha,
+  skopeo,
+} from './images.ts';
 export { startDockerd, type Dockerd } from './dockerd.ts';
