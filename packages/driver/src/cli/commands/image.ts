@@ -172,13 +172,13 @@ async function inspect(p: Parsed, io: Io): Promise<number> {
     else {
       io.out(`${escapeName(info.name)}  (${info.format})`);
       if (info.repoTags.length) io.out(`  tags      ${info.repoTags.map(escapeName).join(', ')}`);
-      if (info.manifestDigest) io.out(`  manifest  ${info.manifestDigest}  ${info.mediaType ?? ''}`);
+      if (info.manifestDigest) io.out(`  manifest  ${info.manifestDigest}  ${escapeName(info.mediaType ?? '')}`);
       io.out(`  config    ${info.configDigest}`);
-      if (info.platform) io.out(`  platform  ${info.platform}`);
-      if (info.created) io.out(`  created   ${info.created}`);
+      if (info.platform) io.out(`  platform  ${escapeName(info.platform)}`);
+      if (info.created) io.out(`  created   ${escapeName(info.created)}`);
       for (const l of layers)
         io.out(
-          `  layer ${l.index}  ${l.diffId}  ${l.size >= 0 ? formatBytes(l.size).padStart(9) : '        ?'}  ${l.mediaType}`,
+          `  layer ${l.index}  ${l.diffId}  ${l.size >= 0 ? formatBytes(l.size).padStart(9) : '        ?'}  ${escapeName(l.mediaType)}`,
         );
     }
     return 0;

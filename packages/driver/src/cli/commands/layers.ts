@@ -100,7 +100,7 @@ export const importCommand = command('import', async (p, io) => {
       );
     else {
       io.out(
-        `${r.repoTags.join(', ') || basename(r.image)} (${r.format}) → ${r.root}, ${r.backend} backend: ${r.layers.length} layers`,
+        `${escapeName(r.repoTags.join(', ') || basename(r.image))} (${r.format}) → ${r.root}, ${r.backend} backend: ${r.layers.length} layers`,
       );
       for (const [i, id] of r.layers.entries())
         io.out(`  layer ${i}  ${id}${r.reused.includes(id) ? '  (already there, reused)' : ''}`);
