@@ -191,14 +191,23 @@ describe('what a server says, and servers that never answer', () => {
   });
 
   it('an HTTPS proxy that never answers CONNECT: SIGTERM ends the command at once (status 143, ERR_ABORTED)', async () => {
-    const port = await listen(createNetServer((c) => void c.on('error', () => {})) as unknown as Server);
+    // The proxy tells when the command is at its CONNECT (signal handlers long in place), never answering.
+    let connected!: () => void;
+    const reached = new Promise<void>((r) => (connected = r));
+    const port = await listen(
+      createNetServer((c) => {
+        c.on('error', () => {});
+        c.once('data', () => connected());
+      }) as unknown as Server,
+    );
     const child = spawn(process.execPath, lcowArgs(['import', 'docker://registry.invalid/x/y:z']), {
       env: { ...process.env, HTTPS_PROXY: `http://127.0.0.1:${port}` },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    await new Promise((r) => setTimeout(r, 3000));
+    await reached;
+    await new Promise((r) => setTimeout(r, 500));
     const sent = performance.now();
     child.kill('SIGTERM');
     const status = await new Promise<number | null>((resolve) => {
