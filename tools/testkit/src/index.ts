@@ -201,3 +201,5 @@ export {
   skopeo,
 } from './images.ts';
 export { startDockerd, type Dockerd } from './dockerd.ts';
+export { startContainerd, type Containerd } from './containerd.ts';
+export { PARITY_CAP, PARITY_MTIME, buildOps, parityLayers } from './parity.ts';

@@ -1,0 +1,372 @@
+// containerd's snapshotter model over the LCOW driver. A committed snapshot is an lcow layer (`layer.vhd`:
+// ext4, a dm-verity tree, its root hash as a label); an active one is a sandbox on its parent's chain, mounted
+// by the driver as an overlay (read-only, nodev layer mounts below, the sandbox's upper on top) and handed to
+// containerd as a bind mount of that union; a view is the union of its parent's chain, read-only. containerd's
+// applier writes a layer into an active snapshot; `Commit` turns what it wrote (the sandbox's upper, whiteouts
+// included) into the committed layer. The record (metadata.ts) maps containerd's keys to layer ids.
+import { randomBytes } from 'node:crypto';
+import { open, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { probeExt4 } from '@lcow/ext4';
+import { LcowDriver } from '@lcow/driver';
+import { KeyedLock } from '@lcow/layerstore';
+import { SnapshotError } from './errors.ts';
+import { matcher } from './filters.ts';
+import { Metadata, checkKey, checkLabels, type Kind, type Snapshot } from './metadata.ts';
+
+/** What containerd mounts (mount(8)'s type, source and options). */
+export interface Mount {
+  type: string;
+  source: string;
+  target: string;
+  options: string[];
+}
+
+/** The label a committed snapshot carries its dm-verity root hash in. */
+export const ROOT_HASH_LABEL = 'containerd.io/snapshot/lcow.verity.roothash';
+
+export interface SnapshotterOptions {
+  /** Driver options (`lcow.KEY=VALUE`), as `lcow --storage-opt` takes them. */
+  driverOptions?: readonly string[];
+  /** Append a dm-verity tree to every committed layer and label its root hash (default true). */
+  verity?: boolean;
+  /** Where diagnostics go (default stderr). */
+  log?: (line: string) => void;
+}
+
+/**
+ * The snapshots of one root. Every method has containerd's semantics (its `snapshots.Snapshotter`): keys are
+ * opaque; a parent must be committed; a key or name in use is `ERR_ALREADY_EXISTS`; a snapshot with children
+ * cannot be removed (`ERR_FAILED_PRECONDITION`).
+ */
+export class Snapshotter {
+  readonly driver: LcowDriver;
+  readonly #meta: Metadata;
+  readonly #verity: boolean;
+  readonly #log: (line: string) => void;
+  /** One decision about the record at a time; the long work (a conversion) runs outside it. */
+  readonly #record = new KeyedLock();
+  /** Keys being made or committed: taken, as far as another caller can tell. */
+  readonly #busy = new Set<string>();
+  /** Layers being made, not yet in the record: not Cleanup's to remove. */
+  readonly #making = new Set<string>();
+
+  private constructor(driver: LcowDriver, meta: Metadata, opts: SnapshotterOptions) {
+    this.driver = driver;
+    this.#meta = meta;
+    this.#verity = opts.verity ?? true;
+    this.#log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
+  }
+
+  /**
+   * Opens the snapshotter of `root` (the driver's data root, with the record beside the layers), and mounts
+   * again what active snapshots and views had: after a restart of this process the unions it left are adopted;
+   * after a restart of the host they are made anew.
+   */
+  static async open(root: string, opts: SnapshotterOptions = {}): Promise<Snapshotter> {
+    const driver = await LcowDriver.init(root, opts.driverOptions ?? [], { containerRoots: true, recover: false });
+    const s = new Snapshotter(driver, await Metadata.open(driver.root), opts);
+    for (const snap of s.#meta.all()) {
+      if (snap.kind === 'committed') continue;
+      await driver.get(snap.id).catch((e: unknown) => s.#log(`lcow snapshotter: ${snap.key}: mount: ${String(e)}`));
+    }
+    return s;
+  }
+
+  #run<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#record.run('record', fn);
+  }
+
+  /** The committed parent a new snapshot goes on (none for ''). */
+  #parentOf(parent: unknown, what: string): Snapshot | null {
+    if (parent === undefined || parent === null || parent === '') return null;
+    const p = this.#meta.need(checkKey(parent, what), what);
+    if (p.kind !== 'committed')
+      throw new SnapshotError('ERR_FAILED_PRECONDITION', `${what}: parent ${JSON.stringify(p.key)} is not committed`);
+    return p;
+  }
+
+  #reserve(key: string, what: string): void {
+    if (this.#meta.get(key) || this.#busy.has(key))
+      throw new SnapshotError('ERR_ALREADY_EXISTS', `${what}: snapshot ${JSON.stringify(key)} already exists`);
+    this.#busy.add(key);
+  }
+
+  /** Where a snapshot's union is mounted on this host (the driver's get, refcounted). */
+  async #union(snap: Pick<Snapshot, 'id' | 'key'>): Promise<string> {
+    const fs = await this.driver.get(snap.id);
+    if (!fs.path)
+      throw new SnapshotError(
+        'ERR_FAILED_PRECONDITION',
+        `snapshot ${JSON.stringify(snap.key)}: not mountable on this host`,
+      );
+    return fs.path;
+  }
+
+  static #bind(source: string, kind: Kind): Mount[] {
+    return [{ type: 'bind', source, target: '', options: ['rbind', kind === 'view' ? 'ro' : 'rw'] }];
+  }
+
+  /** `Prepare`: an active snapshot on `parent` (committed, or none), mounted read-write. */
+  async prepare(key: string, parent: string, labels: Record<string, string> = {}): Promise<Mount[]> {
+    return this.#make('active', key, parent, labels);
+  }
+
+  /** `View`: a read-only snapshot of `parent`'s chain. */
+  async view(key: string, parent: string, labels: Record<string, string> = {}): Promise<Mount[]> {
+    return this.#make('view', key, parent, labels);
+  }
+
+  async #make(
+    kind: 'active' | 'view',
+    key: string,
+    parentKey: string,
+    labels: Record<string, string>,
+  ): Promise<Mount[]> {
+    const what = kind === 'active' ? 'prepare' : 'view';
+    checkKey(key, what);
+    const lbl = checkLabels(labels, `${what} ${JSON.stringify(key)}`);
+    const parent = await this.#run(async () => {
+      const p = this.#parentOf(parentKey, `${what} ${JSON.stringify(key)}`);
+      this.#reserve(key, what);
+      return p;
+    });
+    let id: string | null = null;
+    let mounted: string | null = null;
+    try {
+      if (kind === 'active') {
+        id = this.#newId();
+        await this.driver.createReadWrite(id, parent?.id ?? null);
+      } else if (parent) id = parent.id;
+      else {
+        id = this.#newId();
+        await this.driver.create(id, null);
+      }
+      const path = await this.#union({ id, key });
+      mounted = id;
+      const now = new Date().toISOString();
+      const snap: Snapshot = { key, id, kind, parent: parent?.key ?? '', created: now, updated: now, labels: lbl };
+      await this.#run(() => this.#meta.change([snap]));
+      return Snapshotter.#bind(path, kind);
+    } catch (e) {
+      if (mounted) await this.driver.put(mounted).catch(() => {});
+      if (id && id !== parent?.id) await this.driver.remove(id).catch(() => {});
+      throw e;
+    } finally {
+      this.#busy.delete(key);
+      if (id) this.#making.delete(id);
+    }
+  }
+
+  #newId(): string {
+    const id = randomBytes(32).toString('hex');
+    this.#making.add(id);
+    return id;
+  }
+
+  /** `Mounts`: what to mount for an active snapshot or a view. */
+  async mounts(key: string): Promise<Mount[]> {
+    const snap = this.#meta.need(checkKey(key, 'mounts'), 'mounts');
+    if (snap.kind === 'committed')
+      throw new SnapshotError('ERR_FAILED_PRECONDITION', `mounts: snapshot ${JSON.stringify(key)} is committed`);
+    // The driver's get is refcounted: take one to learn the path, give it back (the snapshot keeps its own).
+    const path = await this.#union(snap);
+    await this.driver.put(snap.id);
+    return Snapshotter.#bind(path, snap.kind);
+  }
+
+  /**
+   * `Commit`: the active snapshot `key` becomes the committed `name` — what was written into it, as an lcow
+   * layer on the same parent (with a dm-verity tree, its root hash labelled) — and `key` is gone.
+   */
+  async commit(name: string, key: string, labels: Record<string, string> = {}): Promise<void> {
+    checkKey(name, 'commit');
+    checkKey(key, 'commit');
+    const lbl = checkLabels(labels, `commit ${JSON.stringify(name)}`);
+    const active = await this.#run(async () => {
+      const a = this.#meta.need(key, 'commit');
+      if (a.kind !== 'active')
+        throw new SnapshotError('ERR_FAILED_PRECONDITION', `commit: snapshot ${JSON.stringify(key)} is not active`);
+      if (this.#busy.has(key))
+        throw new SnapshotError('ERR_FAILED_PRECONDITION', `commit: snapshot ${JSON.stringify(key)} is in use`);
+      this.#reserve(name, 'commit');
+      this.#busy.add(key);
+      return a;
+    });
+    const parent = active.parent ? this.#meta.get(active.parent) : undefined;
+    const id = this.#newId();
+    let made = false;
+    try {
+      // The sandbox is let go first, so that its disk is read whole from the host.
+      await this.driver.put(active.id);
+      await this.driver.createFromDiff(id, parent?.id ?? null, this.driver.diff(active.id, parent?.id ?? null), {
+        verity: this.#verity,
+      });
+      made = true;
+      const rootHash = await this.#rootHash(id);
+      const now = new Date().toISOString();
+      const committed: Snapshot = {
+        key: name,
+        id,
+        kind: 'committed',
+        parent: active.parent,
+        created: now,
+        updated: now,
+        labels: { ...lbl, ...(rootHash ? { [ROOT_HASH_LABEL]: rootHash } : {}) },
+      };
+      await this.#run(() => this.#meta.change([committed], [key]));
+    } catch (e) {
+      if (made) await this.driver.remove(id).catch(() => {});
+      // The active snapshot stays as it was, mounted.
+      await this.driver.get(active.id).catch(() => {});
+      throw e;
+    } finally {
+      this.#busy.delete(name);
+      this.#busy.delete(key);
+      this.#making.delete(id);
+    }
+    await this.driver
+      .remove(active.id)
+      .catch((e: unknown) =>
+        this.#log(
+          `lcow snapshotter: commit ${JSON.stringify(name)}: the sandbox ${active.id} stays until Cleanup: ${String(e)}`,
+        ),
+      );
+  }
+
+  async #rootHash(id: string): Promise<string | null> {
+    const file = join((await this.driver.getMetadata(id)).dir, 'layer.vhd.rootdigest');
+    return readFile(file, 'utf8').then(
+      (t) => t.trim() || null,
+      () => null,
+    );
+  }
+
+  /** `Remove`: a snapshot with no children; its layer (or its mount, for a view) goes. */
+  async remove(key: string): Promise<void> {
+    checkKey(key, 'remove');
+    const snap = await this.#run(async () => {
+      const s = this.#meta.need(key, 'remove');
+      if (this.#busy.has(key))
+        throw new SnapshotError('ERR_FAILED_PRECONDITION', `remove: snapshot ${JSON.stringify(key)} is in use`);
+      const children = this.#meta.children(key);
+      if (children.length > 0)
+        throw new SnapshotError(
+          'ERR_FAILED_PRECONDITION',
+          `remove: snapshot ${JSON.stringify(key)} has ${children.length} children (${JSON.stringify(children[0])}…)`,
+        );
+      // Forgotten first: a crash after this leaves a layer the record does not name, which Cleanup removes.
+      await this.#meta.change([], [key]);
+      return s;
+    });
+    if (snap.kind !== 'committed') await this.driver.put(snap.id).catch(() => {});
+    if (snap.kind !== 'view' || snap.parent === '')
+      await this.driver
+        .remove(snap.id)
+        .catch((e: unknown) =>
+          this.#log(
+            `lcow snapshotter: remove ${JSON.stringify(key)}: layer ${snap.id} stays until Cleanup: ${String(e)}`,
+          ),
+        );
+  }
+
+  /** `Stat`. */
+  stat(key: string): Snapshot {
+    return this.#meta.need(checkKey(key, 'stat'), 'stat');
+  }
+
+  /**
+   * `Update`: a snapshot's labels — all of them (`paths` empty or `labels`) or the ones named
+   * (`labels.NAME`; a name absent from `labels` is removed). Name, kind and parent cannot change.
+   */
+  async update(key: string, labels: Record<string, string>, paths: readonly string[]): Promise<Snapshot> {
+    checkKey(key, 'update');
+    const lbl = checkLabels(labels, `update ${JSON.stringify(key)}`);
+    return this.#run(async () => {
+      const s = this.#meta.need(key, 'update');
+      let next: Record<string, string> = { ...s.labels };
+      if (paths.length === 0) next = lbl;
+      for (const p of paths) {
+        if (p === 'labels') next = lbl;
+        else if (p.startsWith('labels.')) {
+          const k = p.slice('labels.'.length);
+          if (Object.hasOwn(lbl, k)) next[k] = lbl[k]!;
+          else delete next[k];
+        } else
+          throw new SnapshotError(
+            'ERR_INVALID_ARGUMENT',
+            `update ${JSON.stringify(key)}: field ${JSON.stringify(p)} cannot change`,
+          );
+      }
+      const updated: Snapshot = { ...s, labels: next, updated: new Date().toISOString() };
+      await this.#meta.change([updated]);
+      return updated;
+    });
+  }
+
+  /** `List`: the snapshots any of `filters` selects (all, with none). */
+  list(filters: readonly string[] = []): Snapshot[] {
+    const keep = matcher(filters);
+    return this.#meta.all().filter(keep);
+  }
+
+  /**
+   * `Usage`: bytes and inodes a snapshot uses on its own. A committed one: its image files' allocated bytes and
+   * the inodes in use in its filesystem; an active one: what was written into it (bytes of content, entries).
+   */
+  async usage(key: string): Promise<{ size: number; inodes: number }> {
+    const snap = this.#meta.need(checkKey(key, 'usage'), 'usage');
+    if (snap.kind === 'view') return { size: 0, inodes: 0 };
+    if (snap.kind === 'active') {
+      const parent = snap.parent ? (this.#meta.get(snap.parent)?.id ?? null) : null;
+      const [size, changes] = await Promise.all([
+        this.driver.diffSize(snap.id, parent),
+        this.driver.changes(snap.id, parent),
+      ]);
+      return { size, inodes: changes.length };
+    }
+    const file = join((await this.driver.getMetadata(snap.id)).dir, 'layer.vhd');
+    const st = await stat(file);
+    const fh = await open(file, 'r');
+    try {
+      const sb = await probeExt4(async (at, n) => {
+        const b = Buffer.alloc(n);
+        const { bytesRead } = await fh.read(b, 0, n, at);
+        return b.subarray(0, bytesRead);
+      }, file);
+      return { size: st.blocks * 512, inodes: sb.inodesCount - sb.freeInodes };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * `Cleanup`: layers the record does not name (left by a crash between a layer's making and its recording,
+   * or a removal interrupted after the record forgot it) are removed, with the layer store's own cleanup
+   * (interrupted removals, partial creations, temporary files of dead processes). Mounts are left alone.
+   */
+  async cleanup(): Promise<{ removed: string[] }> {
+    return this.#run(async () => {
+      const named = this.#meta.ids();
+      const removed: string[] = [];
+      for (const id of await this.driver.store.list()) {
+        if (named.has(id) || this.#making.has(id) || this.driver.refs(id) > 0) continue;
+        try {
+          await this.driver.remove(id);
+          removed.push(id);
+        } catch (e) {
+          this.#log(`lcow snapshotter: cleanup: layer ${id}: ${String(e)}`);
+        }
+      }
+      // The store's own cleanup (what dead processes left), not the driver's, which is moby's shutdown: it
+      // would let go of every union, and containers run on them.
+      await this.driver.store.cleanup();
+      return { removed };
+    });
+  }
+
+  /** Stops: the unions stay mounted (containers run on them); a new process adopts them. */
+  async close(): Promise<void> {
+    await this.driver.close({ detach: true });
+  }
+}

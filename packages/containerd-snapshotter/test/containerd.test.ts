@@ -1,0 +1,227 @@
+// A real containerd (Debian's 1.6, private: its own root, state and socket) with our snapshotter as its proxy
+// plugin `lcow`, beside its own `overlayfs`: the same image imported into both and the same containers run on
+// both, what the container sees compared entry by entry (testkit's parity image and its static `/ops`); then
+// `ctr snapshots` verb by verb, containerd's garbage collection, and a restart of the snapshotter while a
+// container runs.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  PARITY_MTIME,
+  buildOps,
+  dockerSave,
+  inCI,
+  oracle,
+  parityLayers,
+  rootWithLoop,
+  run,
+  startContainerd,
+  tempDir,
+  type Containerd,
+} from '@lcow/testkit';
+
+const ready = process.platform === 'linux' && rootWithLoop() && oracle('containerd') && oracle('ctr') && oracle('cc');
+if (!ready && !inCI) console.warn('[containerd-snapshotter] skipping: needs Linux, root, containerd, ctr and cc');
+if (!ready && inCI)
+  throw new Error('CI=true: the containerd tests need root with loop devices, containerd, ctr and cc');
+
+const BIN = join(import.meta.dirname, 'snapshotter-bin.ts');
+const IMAGE = 'docker.io/parity/every-kind:1';
+
+let dir: { path: string; cleanup: () => Promise<void> };
+let ctd: Containerd | null = null;
+let snap: ChildProcess | null = null;
+let socket: string;
+let root: string;
+
+/** Starts the snapshotter command (from the sources) in a child; resolves once it serves. */
+function startSnapshotter(): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    ['--conditions=@lcow/source', '--import', 'tsx', BIN, '--socket', socket, '--root', root],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  return new Promise((resolve, reject) => {
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (process.env.LCOW_DEBUG) process.stderr.write(d);
+      if (err.includes('serving')) resolve(child);
+    });
+    child.on('exit', (code) => reject(new Error(`snapshotter exited ${code}: ${err}`)));
+  });
+}
+
+async function stopSnapshotter(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const c = snap;
+  snap = null;
+  if (!c || c.exitCode !== null) return;
+  const done = new Promise((r) => c.once('exit', r));
+  c.kill(signal);
+  await done;
+}
+
+beforeAll(async () => {
+  if (!ready) return;
+  dir = await tempDir('lcow-containerd-');
+  socket = join(dir.path, 'lcow.sock');
+  root = join(dir.path, 'lcow-root');
+  snap = await startSnapshotter();
+  ctd = await startContainerd(join(dir.path, 'containerd'), { lcow: socket });
+  const image = join(dir.path, 'image.tar');
+  await dockerSave(image, parityLayers(await buildOps(dir.path)), 'parity/every-kind:1');
+  for (const sn of ['lcow', 'overlayfs']) await ctd.ctr('images', 'import', '--snapshotter', sn, image);
+}, 300_000);
+
+afterAll(async () => {
+  await ctd?.stop().catch(() => {});
+  await stopSnapshotter().catch(() => {});
+  // Whatever a failed case left: our unions and loop devices (the snapshotter's folder under /run/lcow).
+  if (ready)
+    await run(process.execPath, [
+      '--conditions=@lcow/source',
+      '--import',
+      'tsx',
+      join(import.meta.dirname, '../../driver/test/lcow-bin.ts'),
+      '--root',
+      root,
+      'cleanup',
+    ]).catch(() => {});
+  await dir?.cleanup();
+}, 120_000);
+
+/** `ops ARGS…` in a fresh container of the image on `snapshotter`; its stdout. */
+async function runOps(snapshotter: string, ...args: string[]): Promise<string> {
+  const id = `t-${snapshotter}-${Math.random().toString(16).slice(2, 10)}`;
+  return ctd!.ctr('run', '--rm', '--snapshotter', snapshotter, IMAGE, id, '/ops', ...args);
+}
+
+/**
+ * A walk's lines by path (tab-separated: path, type and mode, owner, size, device, mtime, links, target,
+ * xattrs). An entry changed by the run gets the time it ran, which two runs do not share: compared as "now".
+ */
+const byPath = (text: string): Record<string, string> =>
+  Object.fromEntries(
+    text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        const f = l.split('\t');
+        if (f[5] !== String(PARITY_MTIME)) f[5] = 'now';
+        return [f[0]!, f.join('\t')];
+      }),
+  );
+
+describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its own overlayfs', () => {
+  it('ctr plugins ls shows lcow ok', async () => {
+    const line = (await ctd!.ctr('plugins', 'ls'))
+      .split('\n')
+      .find((l) => /io\.containerd\.snapshotter\.v1\s+lcow\s/.test(l));
+    expect(line).toMatch(/\sok\s*$/);
+  });
+
+  it('a container sees the same root on lcow as on overlayfs, entry by entry (whiteouts, opaque folder, every kind)', async () => {
+    const [a, b] = await Promise.all([runOps('lcow', 'walk'), runOps('overlayfs', 'walk')]);
+    expect(Object.keys(byPath(a)).length).toBeGreaterThan(30);
+    expect(byPath(a)).toEqual(byPath(b));
+    expect(a).not.toMatch(/^\/srv\/gone\t/m);
+    expect(a).not.toMatch(/^\/lost\+found\t/m);
+  });
+
+  it('a container writes, deletes and links on lcow as on overlayfs; the image is untouched after', async () => {
+    const ops = [
+      'w',
+      '/srv/new/file',
+      'hello',
+      'r',
+      '/srv/data2',
+      'h',
+      '/srv/data',
+      '/srv/data.h2',
+      'l',
+      'data',
+      '/srv/l2',
+      'f',
+      '/srv/f2',
+      'walk',
+    ];
+    const [a, b] = await Promise.all([runOps('lcow', ...ops), runOps('overlayfs', ...ops)]);
+    expect(byPath(a)).toEqual(byPath(b));
+    expect(a).toMatch(/^\/srv\/new\/file\t/m);
+    expect(await runOps('lcow', 'walk')).not.toMatch(/^\/srv\/new\t/m);
+  });
+
+  it('ctr snapshots: prepare, mounts, commit, view, label, usage, ls, info and rm, with keys of spaces and unicode', async () => {
+    const s = (...a: string[]): Promise<string> => ctd!.ctr('snapshots', '--snapshotter', 'lcow', ...a);
+    const layers = (await s('ls')).split('\n').filter((l) => /Committed\s*$/.test(l));
+    expect(layers).toHaveLength(2);
+    const top = layers.find((l) => l.trim().split(/\s+/).length === 3)!.split(/\s+/)[0]!;
+    const key = 'my key/ünïcödé ✓';
+    await s('prepare', key, top);
+    expect(await s('mounts', '/mnt/x', key)).toMatch(/^mount -t bind \S+ \/mnt\/x -o rbind,rw/);
+    await expect(s('prepare', key, top)).rejects.toThrow(/already exists/);
+    await s('commit', 'committed name', key);
+    const info = JSON.parse(await s('info', 'committed name')) as {
+      Kind: string;
+      Parent: string;
+      Labels: Record<string, string>;
+    };
+    expect(info).toMatchObject({ Kind: 'Committed', Parent: top });
+    expect(info.Labels['containerd.io/snapshot/lcow.verity.roothash']).toMatch(/^[0-9a-f]{64}$/);
+    await s('view', 'a view', 'committed name');
+    expect(await s('mounts', '/mnt/y', 'a view')).toMatch(/-o rbind,ro/);
+    await s('label', 'a view', 'team=lcow');
+    expect(JSON.parse(await s('info', 'a view'))).toMatchObject({ Kind: 'View', Labels: { team: 'lcow' } });
+    expect(await s('usage', 'committed name')).toMatch(/committed name\s+\d/);
+    await expect(s('rm', 'committed name')).rejects.toThrow(/child/);
+    await expect(s('info', 'nothing here')).rejects.toThrow(/not found|does not exist/);
+    await s('rm', 'a view');
+    await s('rm', 'committed name');
+    expect(await s('ls')).not.toMatch(/committed name|a view|my key/);
+  });
+
+  it('the snapshotter SIGKILLed while a container runs: the container goes on; started again, the next run works', async () => {
+    const id = 'long-running';
+    await ctd!.ctr('run', '-d', '--snapshotter', 'lcow', IMAGE, id, '/ops', 's', '120');
+    try {
+      await stopSnapshotter('SIGKILL');
+      snap = await startSnapshotter();
+      expect((await ctd!.ctr('tasks', 'ls')).split('\n').find((l) => l.startsWith(id))).toMatch(/RUNNING/);
+      const out = await ctd!.ctr('tasks', 'exec', '--exec-id', 'e1', id, '/ops', 'walk');
+      expect(out).toMatch(/^\/etc\/motd\t/m);
+      // containerd redials a proxy plugin with gRPC's backoff (about a second, growing): wait for it to be back.
+      for (let i = 0; ; i++) {
+        const back = await ctd!.ctr('snapshots', '--snapshotter', 'lcow', 'ls').then(
+          () => true,
+          () => false,
+        );
+        if (back) break;
+        if (i > 60) throw new Error('containerd did not reconnect to the restarted snapshotter in 30 s');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      expect(await runOps('lcow', 'walk')).toMatch(/^\/srv\/added\t/m);
+    } finally {
+      await ctd!.ctr('tasks', 'kill', '-s', 'SIGKILL', id).catch(() => {});
+      for (let i = 0; i < 50; i++) {
+        if (!(await ctd!.ctr('tasks', 'ls')).includes(id)) break;
+        await ctd!.ctr('tasks', 'rm', '-f', id).catch(() => {});
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      await ctd!.ctr('containers', 'rm', id).catch(() => {});
+    }
+  }, 120_000);
+
+  it('ctr images rm and garbage collection: every lcow snapshot, layer and mount goes', async () => {
+    await ctd!.ctr('images', 'rm', '--sync', IMAGE);
+    expect((await ctd!.ctr('snapshots', '--snapshotter', 'lcow', 'ls')).trim().split('\n')).toHaveLength(1); // header
+    const layerDirs = (await readdir(root, { withFileTypes: true })).filter(
+      (e) => e.isDirectory() && !['tmp', 'cache', 'scratch'].includes(e.name),
+    );
+    expect(layerDirs.map((e) => e.name)).toEqual([]);
+    const mounts = (await run('findmnt', ['-rn', '-o', 'SOURCE,TARGET'])).split('\n');
+    expect(mounts.filter((m) => m.includes(root))).toEqual([]);
+    const loops = await run('losetup', ['-nl', '-O', 'BACK-FILE']);
+    expect(loops.split('\n').filter((l) => l.includes(root))).toEqual([]);
+  }, 120_000);
+});
