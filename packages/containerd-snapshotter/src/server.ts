@@ -178,7 +178,8 @@ export class SnapshotterServer {
           for (let i = 0; i < all.length; i += LIST_BATCH) call.write({ info: all.slice(i, i + LIST_BATCH).map(info) });
           call.end();
         } catch (e) {
-          call.destroy(Object.assign(new SnapshotError('ERR_INVALID_ARGUMENT', errorText(e)), status(e)));
+          // A server stream's error is emitted as its status.
+          call.emit('error', status(e));
         }
       },
       Usage: unary<{ key: string }>((r) => s.usage(r.key)),

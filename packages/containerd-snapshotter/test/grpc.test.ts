@@ -1,0 +1,263 @@
+// The snapshots service spoken to directly over gRPC, as containerd would and as a hostile peer might: the codes
+// containerd's errdefs read for every misuse, the same key prepared from 20 connections, keys and labels at
+// and past their limits, oversized and malformed messages, a peer that is not root, filters, label updates,
+// and the snapshotter SIGKILLed in the middle of a Commit.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inCI, oracle, rootWithLoop, tempDir } from '@lcow/testkit';
+import { SnapshotterServer, snapshotsService } from '../src/index.ts';
+
+const ready = process.platform === 'linux' && rootWithLoop();
+if (!ready && inCI) throw new Error('CI=true: the snapshotter gRPC tests need root with loop devices');
+const exec = promisify(execFile);
+
+type Req = Record<string, unknown>;
+interface Client {
+  call(method: string, req: Req): Promise<Req>;
+  list(filters: string[]): Promise<Req[]>;
+  close(): void;
+}
+
+const Ctor = grpc.makeGenericClientConstructor(snapshotsService(), 'Snapshots');
+
+/** A client on its own connection. */
+function client(socket: string): Client {
+  const c = new Ctor(`unix:${socket}`, grpc.credentials.createInsecure(), {
+    'grpc.max_send_message_length': 64 << 20,
+  }) as unknown as grpc.Client & Record<string, (...a: unknown[]) => unknown>;
+  return {
+    call: (method, req) =>
+      new Promise((resolve, reject) =>
+        c[method]!(req, (e: grpc.ServiceError | null, r: Req) => (e ? reject(e) : resolve(r))),
+      ),
+    list: (filters) =>
+      new Promise((resolve, reject) => {
+        const out: Req[] = [];
+        const s = c.List!({ filters }) as grpc.ClientReadableStream<{ info: Req[] }>;
+        s.on('data', (m: { info: Req[] }) => out.push(...m.info));
+        s.on('end', () => resolve(out));
+        s.on('error', reject);
+      }),
+    close: () => c.close(),
+  };
+}
+
+/** Resolves with the gRPC status code of a failed call. */
+const code = (p: Promise<unknown>): Promise<number> =>
+  p.then(
+    () => -1,
+    (e: grpc.ServiceError) => e.code,
+  );
+
+let dir: { path: string; cleanup: () => Promise<void> };
+beforeAll(async () => {
+  dir = await tempDir('lcow-snap-grpc-');
+});
+afterAll(() => dir?.cleanup());
+
+describe.runIf(ready)('the snapshots service over gRPC', () => {
+  let server: SnapshotterServer;
+  let c: Client;
+  let socket: string;
+  beforeAll(async () => {
+    socket = join(dir.path, 'snap.sock');
+    server = await SnapshotterServer.listen({ socket, root: join(dir.path, 'root'), verity: false, log: () => {} });
+    c = client(socket);
+  });
+  afterAll(async () => {
+    c?.close();
+    await server?.close();
+  });
+
+  it('the codes containerd reads: NotFound, AlreadyExists, FailedPrecondition, InvalidArgument', async () => {
+    const S = grpc.status;
+    expect(await code(c.call('Prepare', { key: 'a', parent: 'no such parent' }))).toBe(S.NOT_FOUND);
+    await c.call('Prepare', { key: 'a', parent: '' });
+    expect(await code(c.call('Prepare', { key: 'a', parent: '' }))).toBe(S.ALREADY_EXISTS);
+    expect(await code(c.call('Prepare', { key: 'b', parent: 'a' }))).toBe(S.FAILED_PRECONDITION); // not committed
+    expect(await code(c.call('View', { key: 'v', parent: 'a' }))).toBe(S.FAILED_PRECONDITION);
+    await c.call('Commit', { name: 'A', key: 'a' });
+    expect(await code(c.call('Stat', { key: 'a' }))).toBe(S.NOT_FOUND);
+    await c.call('Prepare', { key: 'b', parent: 'A' });
+    expect(await code(c.call('Commit', { name: 'A', key: 'b' }))).toBe(S.ALREADY_EXISTS);
+    expect(await code(c.call('Remove', { key: 'A' }))).toBe(S.FAILED_PRECONDITION); // has a child
+    expect(await code(c.call('Mounts', { key: 'A' }))).toBe(S.FAILED_PRECONDITION); // committed
+    await c.call('View', { key: 'v', parent: 'A' });
+    expect(await code(c.call('Commit', { name: 'V', key: 'v' }))).toBe(S.FAILED_PRECONDITION); // a view
+    expect(await code(c.call('Remove', { key: 'nothing' }))).toBe(S.NOT_FOUND);
+    expect(await code(c.call('Prepare', { key: '', parent: '' }))).toBe(S.INVALID_ARGUMENT);
+    expect(await code(c.call('Prepare', { key: 'nul\u0000key', parent: '' }))).toBe(S.INVALID_ARGUMENT);
+    expect(await code(c.call('Prepare', { key: 'k'.repeat(4097), parent: '' }))).toBe(S.INVALID_ARGUMENT);
+    expect(await code(c.call('Prepare', { key: 'L', parent: '', labels: { big: 'x'.repeat(4094) } }))).toBe(
+      S.INVALID_ARGUMENT,
+    );
+    expect(await code(c.call('Update', { info: { name: 'A', labels: {} }, update_mask: { paths: ['parent'] } }))).toBe(
+      S.INVALID_ARGUMENT,
+    );
+    for (const k of ['v', 'b', 'A']) await c.call('Remove', { key: k });
+    expect(await c.list([])).toEqual([]);
+  }, 120_000);
+
+  it('a key at the limits (4096 bytes, unicode, slashes, spaces) and labels of 4096 bytes are kept exactly', async () => {
+    const key = `ns/1/ünï ✓ ${'k'.repeat(4096 - Buffer.byteLength('ns/1/ünï ✓ '))}`;
+    expect(Buffer.byteLength(key)).toBe(4096);
+    const labels = { 'containerd.io/snapshot.ref': 'x'.repeat(4096 - 'containerd.io/snapshot.ref'.length) };
+    await c.call('Prepare', { key, parent: '', labels });
+    const st = (await c.call('Stat', { key })) as { info: { name: string; kind: string; labels: Req } };
+    expect(st.info).toMatchObject({ name: key, kind: 'ACTIVE', labels });
+    await c.call('Remove', { key });
+  }, 60_000);
+
+  it('the same key prepared from 20 connections at once: one wins, 19 are told it exists, nothing is left over', async () => {
+    const clients = Array.from({ length: 20 }, () => client(socket));
+    try {
+      const codes = await Promise.all(clients.map((k) => code(k.call('Prepare', { key: 'race', parent: '' }))));
+      expect(codes.filter((x) => x === -1)).toHaveLength(1);
+      expect(codes.filter((x) => x === grpc.status.ALREADY_EXISTS)).toHaveLength(19);
+    } finally {
+      for (const k of clients) k.close();
+    }
+    await c.call('Remove', { key: 'race' });
+    expect((await server.snapshotter.cleanup()).removed).toEqual([]);
+  }, 120_000);
+
+  it('List filters (name, kind, labels, regular expressions; any of several), and label updates by path', async () => {
+    await c.call('Prepare', { key: 'one', parent: '', labels: { 'containerd.io/gc.root': 'x', team: 'a' } });
+    await c.call('Commit', { name: 'base', key: 'one', labels: { team: 'b' } });
+    await c.call('Prepare', { key: 'two', parent: 'base', labels: { team: 'a' } });
+    const names = async (...f: string[]): Promise<string[]> => (await c.list(f)).map((i) => i.name as string).sort();
+    expect(await names()).toEqual(['base', 'two']);
+    expect(await names('kind==committed')).toEqual(['base']);
+    expect(await names('labels.team==a')).toEqual(['two']);
+    expect(await names('labels."team"!=a')).toEqual(['base']);
+    expect(await names('name~=^tw')).toEqual(['two']);
+    expect(await names('parent==base,labels.team==a')).toEqual(['two']);
+    expect(await names('kind==committed', 'name==two')).toEqual(['base', 'two']);
+    expect(await code(c.list(['labels.team=='.concat('"unclosed')]))).toBe(grpc.status.INVALID_ARGUMENT);
+    const upd = (labels: Req, paths: string[]): Promise<Req> =>
+      c.call('Update', { info: { name: 'two', labels }, update_mask: { paths } });
+    await upd({ x: '1', y: '2' }, ['labels.x']);
+    expect(((await c.call('Stat', { key: 'two' })) as { info: { labels: Req } }).info.labels).toEqual({
+      team: 'a',
+      x: '1',
+    });
+    await upd({}, ['labels.team']);
+    expect(((await c.call('Stat', { key: 'two' })) as { info: { labels: Req } }).info.labels).toEqual({ x: '1' });
+    await upd({ only: 'this' }, []);
+    expect(((await c.call('Stat', { key: 'two' })) as { info: { labels: Req } }).info.labels).toEqual({ only: 'this' });
+    // Usage of what a client wrote into the active snapshot.
+    const m = (await c.call('Mounts', { key: 'two' })) as { mounts: { source: string }[] };
+    await writeFile(join(m.mounts[0]!.source, 'written'), Buffer.alloc(10_000, 1));
+    expect(await c.call('Usage', { key: 'two' })).toEqual({ size: 10_000, inodes: 1 });
+    for (const k of ['two', 'base']) await c.call('Remove', { key: k });
+  }, 120_000);
+
+  it('an oversized message and a malformed one are refused; the service goes on', async () => {
+    const huge = { key: 'h', parent: '', labels: { a: 'x'.repeat(5 << 20) } };
+    expect(await code(c.call('Prepare', huge))).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    const Raw = grpc.makeGenericClientConstructor(
+      {
+        Stat: {
+          path: '/containerd.services.snapshots.v1.Snapshots/Stat',
+          requestStream: false,
+          responseStream: false,
+          requestSerialize: () => Buffer.from([0x12]), // field 2, its length missing
+          requestDeserialize: (b: Buffer) => b,
+          responseSerialize: (b: Buffer) => b,
+          responseDeserialize: (b: Buffer) => b,
+        },
+      },
+      'Raw',
+    );
+    const raw = new Raw(`unix:${socket}`, grpc.credentials.createInsecure()) as unknown as grpc.Client &
+      Record<string, (r: unknown, cb: (e: grpc.ServiceError | null) => void) => void>;
+    const rawCode = await new Promise<number>((r) => raw.Stat!({}, (e) => r(e ? e.code : -1)));
+    raw.close();
+    expect(rawCode).toBe(grpc.status.INTERNAL);
+    expect(await c.list([])).toEqual([]);
+  });
+
+  it.runIf(oracle('setpriv'))('the socket is 0600: a peer that is not root cannot connect', async () => {
+    const probe = `require('net').connect(${JSON.stringify(socket)}).on('connect',()=>{console.log('connected');process.exit(0)}).on('error',e=>{console.log(e.code);process.exit(0)})`;
+    const { stdout } = await exec('setpriv', [
+      '--reuid=65534',
+      '--regid=65534',
+      '--clear-groups',
+      process.execPath,
+      '-e',
+      probe,
+    ]);
+    expect(stdout.trim()).toBe('EACCES');
+  });
+});
+
+describe.runIf(ready)('the snapshotter SIGKILLed in the middle of a Commit', () => {
+  it('after a restart: the active snapshot is as it was, no half layer is named, Cleanup removes what was made, Commit works', async () => {
+    const socket = join(dir.path, 'kill.sock');
+    const root = join(dir.path, 'kill-root');
+    const start = (): Promise<ChildProcess> => {
+      const child = spawn(
+        process.execPath,
+        [
+          '--conditions=@lcow/source',
+          '--import',
+          'tsx',
+          join(import.meta.dirname, 'snapshotter-bin.ts'),
+          '--socket',
+          socket,
+          '--root',
+          root,
+        ],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      return new Promise((resolve, reject) => {
+        let err = '';
+        child.stderr!.on('data', (d: Buffer) => {
+          err += d.toString();
+          if (err.includes('serving')) resolve(child);
+        });
+        child.on('exit', (x) => reject(new Error(`snapshotter exited ${x}: ${err}`)));
+      });
+    };
+    let child = await start();
+    let c = client(socket);
+    try {
+      const m = (await c.call('Prepare', { key: 'big', parent: '' })) as { mounts: { source: string }[] };
+      // 300 MB of varied content: a Commit of it takes seconds, so the kill lands inside it.
+      const block = createHash('sha512').update('seed').digest();
+      const chunk = Buffer.alloc(1 << 20);
+      for (let i = 0; i < chunk.length; i += block.length) block.copy(chunk, i);
+      await writeFile(join(m.mounts[0]!.source, 'data'), Buffer.concat(Array.from({ length: 300 }, () => chunk)));
+      const commit = c.call('Commit', { name: 'done', key: 'big' }).catch((e: unknown) => e);
+      await new Promise((r) => setTimeout(r, 700));
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      await commit;
+      c.close();
+      child = await start();
+      c = client(socket);
+      const st = (await c.call('Stat', { key: 'big' })) as { info: { kind: string } };
+      expect(st.info.kind).toBe('ACTIVE');
+      expect(await code(c.call('Stat', { key: 'done' }))).toBe(grpc.status.NOT_FOUND);
+      await c.call('Cleanup', {});
+      const layerDirs = async (): Promise<string[]> =>
+        (await readdir(root, { withFileTypes: true }))
+          .filter((e) => e.isDirectory() && !['tmp', 'cache', 'scratch'].includes(e.name))
+          .map((e) => e.name);
+      expect(await layerDirs()).toHaveLength(1); // the active snapshot's sandbox, and nothing half made
+      expect(await readdir(join(root, 'tmp'))).toEqual([]);
+      await c.call('Commit', { name: 'done', key: 'big' });
+      expect((await c.list([])).map((i) => [i.name, i.kind])).toEqual([['done', 'COMMITTED']]);
+      await c.call('Remove', { key: 'done' });
+    } finally {
+      c.close();
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
+    }
+  }, 300_000);
+});
