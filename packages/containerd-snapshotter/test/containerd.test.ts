@@ -4,7 +4,7 @@
 // `ctr snapshots` verb by verb, containerd's garbage collection, and a restart of the snapshotter while a
 // container runs.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -16,7 +16,9 @@ import {
   parityLayers,
   rootWithLoop,
   run,
+  skopeoCopy,
   startContainerd,
+  startRegistry,
   tempDir,
   type Containerd,
 } from '@lcow/testkit';
@@ -211,6 +213,46 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
       await ctd!.ctr('containers', 'rm', id).catch(() => {});
     }
   }, 120_000);
+
+  it('ctr images pull from a registry over TLS with a login (distribution 2.8, filled by skopeo): gzip and zstd layers', async () => {
+    const reg = await startRegistry(join(dir.path, 'registry'), 'basic');
+    try {
+      const archive = `docker-archive:${join(dir.path, 'image.tar')}`;
+      await skopeoCopy(reg, archive, 'parity/gzip:1');
+      await skopeoCopy(reg, archive, 'parity/zstd:1', ['--dest-compress-format', 'zstd']);
+      // containerd takes a loopback registry for plain HTTP unless its hosts.toml says otherwise.
+      const hostsDir = join(dir.path, 'hosts.d');
+      await mkdir(join(hostsDir, reg.host), { recursive: true });
+      await writeFile(
+        join(hostsDir, reg.host, 'hosts.toml'),
+        `server = "https://${reg.host}"\n[host."https://${reg.host}"]\n  capabilities = ["pull", "resolve"]\n  ca = ${JSON.stringify(join(reg.certDir, 'ca.crt'))}\n`,
+      );
+      for (const name of ['gzip', 'zstd']) {
+        const ref = `${reg.host}/parity/${name}:1`;
+        for (const sn of ['lcow', 'overlayfs'])
+          await ctd!.ctr(
+            'images',
+            'pull',
+            '--snapshotter',
+            sn,
+            '--user',
+            `${reg.user}:${reg.password}`,
+            '--hosts-dir',
+            hostsDir,
+            ref,
+          );
+        const id = (sn: string): string => `pull-${name}-${sn}`;
+        const [a, b] = await Promise.all(
+          ['lcow', 'overlayfs'].map((sn) => ctd!.ctr('run', '--rm', '--snapshotter', sn, ref, id(sn), '/ops', 'walk')),
+        );
+        expect(byPath(a!)).toEqual(byPath(b!));
+        expect(a).toMatch(/^\/srv\/added\t/m);
+        await ctd!.ctr('images', 'rm', '--sync', ref);
+      }
+    } finally {
+      await reg.stop();
+    }
+  }, 300_000);
 
   it('ctr images rm and garbage collection: every lcow snapshot, layer and mount goes', async () => {
     await ctd!.ctr('images', 'rm', '--sync', IMAGE);
