@@ -8,10 +8,14 @@ need_apt=()
 for pair in qemu-img:qemu-utils qemu-io:qemu-utils mkfs.ext4:e2fsprogs e2fsck:e2fsprogs debugfs:e2fsprogs dumpe2fs:e2fsprogs \
   getfattr:attr veritysetup:cryptsetup-bin losetup:mount tar:tar cc:gcc dockerd:docker.io findmnt:mount setpriv:util-linux \
   skopeo:skopeo docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl zstd:zstd strace:strace \
-  containerd:containerd ctr:containerd; do
+  containerd:containerd ctr:containerd go:golang-go; do
   tool=${pair%%:*} pkg=${pair#*:}
   PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# containerd's sources: its .proto files (the snapshotter's definitions are checked against them) and its
+# snapshotter conformance suite, built with Debian's Go against Debian's packaged dependencies.
+[ -e /usr/share/gocode/src/github.com/containerd/containerd/snapshots/testsuite/testsuite.go ] \
+  || need_apt+=(golang-github-containerd-containerd-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${need_apt[@]}" | sort -u | tr '\n' ' ')
   echo "setup: installing apt packages: $pkgs"
@@ -28,18 +32,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 \
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends $pkgs >/dev/null; }
   if [ -n "$own_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
-fi
-# containerd's own .proto files, which the snapshotter's definitions are checked against: the Debian package
-# unpacked into a cache folder (installing it would pull in a Go toolchain of 100 packages for a few text files).
-proto=github.com/containerd/containerd/api/services/snapshots/v1/snapshots.proto
-if [ ! -e "/usr/share/gocode/src/$proto" ] && [ ! -e "/var/cache/lcow/containerd-dev/usr/share/gocode/src/$proto" ]; then
-  echo "setup: unpacking containerd's .proto files (golang-github-containerd-containerd-dev)"
-  dl=$(mktemp -d)
-  (cd "$dl" && { apt-get download -q golang-github-containerd-containerd-dev >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null && apt-get download -q golang-github-containerd-containerd-dev >/dev/null; }; })
-  mkdir -p /var/cache/lcow/containerd-dev
-  dpkg-deb -x "$dl"/golang-github-containerd-containerd-dev_*.deb /var/cache/lcow/containerd-dev
-  rm -rf "$dl"
 fi
 
 if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm --version | cut -d. -f1)" != "10" ]; then

@@ -24,6 +24,24 @@ export interface Snapshot {
   labels: Record<string, string>;
 }
 
+/**
+ * Now, as an ISO time with nanoseconds (`2026-12-07T13:07:23.764276795Z`): containerd compares a snapshot's
+ * times with its own clock's, to the nanosecond; milliseconds would put an update before the call that made
+ * it. The wall clock at start plus the monotonic clock since, in microseconds, rounded up.
+ */
+export function now(): string {
+  const us = Math.ceil((performance.timeOrigin + performance.now()) * 1000);
+  const ms = Math.floor(us / 1000);
+  return new Date(ms).toISOString().replace(/Z$/, `${String(us % 1000).padStart(3, '0')}000Z`);
+}
+
+/** An ISO time (with up to nanoseconds) as seconds and nanoseconds since 1970. */
+export function secondsAndNanos(iso: string): { seconds: number; nanos: number } {
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$/.exec(iso);
+  const seconds = Math.floor(Date.parse(`${m ? m[1] : iso}Z`) / 1000);
+  return { seconds, nanos: m?.[2] ? Number(m[2].padEnd(9, '0')) : 0 };
+}
+
 /** Longest key and label (name plus value) containerd accepts; longer ones are refused, not cut. */
 export const MAX_KEY_BYTES = 4096;
 export const MAX_LABEL_BYTES = 4096;

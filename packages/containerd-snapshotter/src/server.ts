@@ -11,7 +11,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { errorText } from '@lcow/driver';
 import { HostLock } from '@lcow/layerstore';
 import { SnapshotError } from './errors.ts';
-import type { Snapshot } from './metadata.ts';
+import { secondsAndNanos, type Snapshot } from './metadata.ts';
 import { Snapshotter, type Mount, type SnapshotterOptions } from './snapshotter.ts';
 
 /** Where containerd's config points by default, and where the layers live (kubelet's image-fs accounting). */
@@ -44,18 +44,13 @@ export function snapshotsService(): grpc.ServiceDefinition {
 
 const KINDS = { view: 'VIEW', active: 'ACTIVE', committed: 'COMMITTED' } as const;
 
-function timestamp(iso: string): { seconds: number; nanos: number } {
-  const ms = Date.parse(iso);
-  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
-}
-
 function info(s: Snapshot): Record<string, unknown> {
   return {
     name: s.key,
     parent: s.parent,
     kind: KINDS[s.kind],
-    created_at: timestamp(s.created),
-    updated_at: timestamp(s.updated),
+    created_at: secondsAndNanos(s.created),
+    updated_at: secondsAndNanos(s.updated),
     labels: s.labels,
   };
 }

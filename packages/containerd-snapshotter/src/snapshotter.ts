@@ -12,7 +12,7 @@ import { LcowDriver } from '@lcow/driver';
 import { KeyedLock } from '@lcow/layerstore';
 import { SnapshotError } from './errors.ts';
 import { matcher } from './filters.ts';
-import { Metadata, checkKey, checkLabels, type Kind, type Snapshot } from './metadata.ts';
+import { Metadata, checkKey, checkLabels, now, type Kind, type Snapshot } from './metadata.ts';
 
 /** What containerd mounts (mount(8)'s type, source and options). */
 export interface Mount {
@@ -144,8 +144,8 @@ export class Snapshotter {
       }
       const path = await this.#union({ id, key });
       mounted = id;
-      const now = new Date().toISOString();
-      const snap: Snapshot = { key, id, kind, parent: parent?.key ?? '', created: now, updated: now, labels: lbl };
+      const at = now();
+      const snap: Snapshot = { key, id, kind, parent: parent?.key ?? '', created: at, updated: at, labels: lbl };
       await this.#run(() => this.#meta.change([snap]));
       return Snapshotter.#bind(path, kind);
     } catch (e) {
@@ -204,14 +204,14 @@ export class Snapshotter {
       });
       made = true;
       const rootHash = await this.#rootHash(id);
-      const now = new Date().toISOString();
+      const at = now();
       const committed: Snapshot = {
         key: name,
         id,
         kind: 'committed',
         parent: active.parent,
-        created: now,
-        updated: now,
+        created: at,
+        updated: at,
         labels: { ...lbl, ...(rootHash ? { [ROOT_HASH_LABEL]: rootHash } : {}) },
       };
       await this.#run(() => this.#meta.change([committed], [key]));
@@ -298,7 +298,7 @@ export class Snapshotter {
             `update ${JSON.stringify(key)}: field ${JSON.stringify(p)} cannot change`,
           );
       }
-      const updated: Snapshot = { ...s, labels: next, updated: new Date().toISOString() };
+      const updated: Snapshot = { ...s, labels: next, updated: now() };
       await this.#meta.change([updated]);
       return updated;
     });

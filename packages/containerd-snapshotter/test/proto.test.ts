@@ -1,5 +1,5 @@
-// Our .proto files against containerd's own (Debian's golang-github-containerd-containerd-dev, installed or
-// unpacked by scripts/setup.sh): every message, field (name, number, type, repeated, map) and enum value, and
+// Our .proto files against containerd's own (Debian's golang-github-containerd-containerd-dev, installed by
+// scripts/setup.sh): every message, field (name, number, type, repeated, map) and enum value, and
 // every method of the service with its request, answer and streaming, must be the protocol's.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,12 +8,12 @@ import { describe, expect, it } from 'vitest';
 import { inCI } from '@lcow/testkit';
 
 const SRC = 'github.com/containerd/containerd/api';
-const ROOTS = ['/usr/share/gocode/src', '/var/cache/lcow/containerd-dev/usr/share/gocode/src'];
+const ROOTS = ['/usr/share/gocode/src'];
 const theirsDir = ROOTS.map((r) => join(r, SRC)).find((d) =>
   existsSync(join(d, 'services/snapshots/v1/snapshots.proto')),
 );
 if (!theirsDir && inCI)
-  throw new Error("CI=true: containerd's .proto files are missing (scripts/setup.sh unpacks them)");
+  throw new Error("CI=true: containerd's .proto files are missing (scripts/setup.sh installs them)");
 const ours = join(import.meta.dirname, '..', 'proto');
 
 type Shape = Record<string, unknown>;
