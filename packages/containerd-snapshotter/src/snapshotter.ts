@@ -7,7 +7,8 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { probeExt4 } from '@lcow/ext4';
+import { probeExt4, type Ext4Summary } from '@lcow/ext4';
+import { checkVerity } from '@lcow/vhd';
 import { LcowDriver } from '@lcow/driver';
 import { KeyedLock } from '@lcow/layerstore';
 import { SnapshotError } from './errors.ts';
@@ -50,6 +51,8 @@ export class Snapshotter {
   readonly #busy = new Set<string>();
   /** Layers being made, not yet in the record: not Cleanup's to remove. */
   readonly #making = new Set<string>();
+  /** Committed layers whose image this process has checked against their root hash. */
+  readonly #verified = new Set<string>();
 
   private constructor(driver: LcowDriver, meta: Metadata, opts: SnapshotterOptions) {
     this.driver = driver;
@@ -68,7 +71,11 @@ export class Snapshotter {
     const s = new Snapshotter(driver, await Metadata.open(driver.root), opts);
     for (const snap of s.#meta.all()) {
       if (snap.kind === 'committed') continue;
-      await driver.get(snap.id).catch((e: unknown) => s.#log(`lcow snapshotter: ${snap.key}: mount: ${String(e)}`));
+      const parent = snap.parent ? (s.#meta.get(snap.parent) ?? null) : null;
+      await s
+        .#verifyChain(parent, `mount ${JSON.stringify(snap.key)}`)
+        .then(() => driver.get(snap.id))
+        .catch((e: unknown) => s.#log(`lcow snapshotter: ${snap.key}: not mounted: ${errorMessage(e)}`));
     }
     return s;
   }
@@ -84,6 +91,31 @@ export class Snapshotter {
     if (p.kind !== 'committed')
       throw new SnapshotError('ERR_FAILED_PRECONDITION', `${what}: parent ${JSON.stringify(p.key)} is not committed`);
     return p;
+  }
+
+  /**
+   * Checks, once per process, every committed layer of a chain against the root hash recorded when it was
+   * committed, before anything mounts it: the whole image is read and its dm-verity tree recomputed (this
+   * host's kernel mounts the layer without device-mapper). A layer that does not match is refused, named.
+   */
+  async #verifyChain(top: Snapshot | null, what: string): Promise<void> {
+    for (let s = top; s; s = s.parent ? (this.#meta.get(s.parent) ?? null) : null) {
+      const expected = s.labels[ROOT_HASH_LABEL];
+      if (s.kind !== 'committed' || !expected || this.#verified.has(s.id)) continue;
+      const file = join((await this.driver.getMetadata(s.id)).dir, 'layer.vhd');
+      // The tree starts where the ext4 filesystem ends.
+      const r = await checkVerity(file, (await superblockOf(file)).size, expected).catch((e: unknown) => ({
+        ok: false as const,
+        rootDigest: '',
+        why: errorMessage(e),
+      }));
+      if (!r.ok)
+        throw new SnapshotError(
+          'ERR_FAILED_PRECONDITION',
+          `${what}: snapshot ${JSON.stringify(s.key)} (layer ${s.id}) does not match its root hash ${expected}${'why' in r ? ` (${r.why})` : `: it hashes to ${r.rootDigest}`}; not mounted`,
+        );
+      this.#verified.add(s.id);
+    }
   }
 
   #reserve(key: string, what: string): void {
@@ -134,6 +166,7 @@ export class Snapshotter {
     let id: string | null = null;
     let mounted: string | null = null;
     try {
+      await this.#verifyChain(parent, `${what} ${JSON.stringify(key)}`);
       if (kind === 'active') {
         id = this.#newId();
         await this.driver.createReadWrite(id, parent?.id ?? null);
@@ -212,7 +245,7 @@ export class Snapshotter {
         parent: active.parent,
         created: at,
         updated: at,
-        labels: { ...lbl, ...(rootHash ? { [ROOT_HASH_LABEL]: rootHash } : {}) },
+        labels: withoutRootHash(lbl, rootHash),
       };
       await this.#run(() => this.#meta.change([committed], [key]));
     } catch (e) {
@@ -298,6 +331,9 @@ export class Snapshotter {
             `update ${JSON.stringify(key)}: field ${JSON.stringify(p)} cannot change`,
           );
       }
+      // The root hash a committed layer is checked against is the snapshotter's to say, not a client's.
+      if (s.labels[ROOT_HASH_LABEL] !== undefined) next[ROOT_HASH_LABEL] = s.labels[ROOT_HASH_LABEL];
+      else delete next[ROOT_HASH_LABEL];
       const updated: Snapshot = { ...s, labels: next, updated: now() };
       await this.#meta.change([updated]);
       return updated;
@@ -326,18 +362,8 @@ export class Snapshotter {
       return { size, inodes: changes.length };
     }
     const file = join((await this.driver.getMetadata(snap.id)).dir, 'layer.vhd');
-    const st = await stat(file);
-    const fh = await open(file, 'r');
-    try {
-      const sb = await probeExt4(async (at, n) => {
-        const b = Buffer.alloc(n);
-        const { bytesRead } = await fh.read(b, 0, n, at);
-        return b.subarray(0, bytesRead);
-      }, file);
-      return { size: st.blocks * 512, inodes: sb.inodesCount - sb.freeInodes };
-    } finally {
-      await fh.close();
-    }
+    const [st, sb] = await Promise.all([stat(file), superblockOf(file)]);
+    return { size: st.blocks * 512, inodes: sb.inodesCount - sb.freeInodes };
   }
 
   /**
@@ -368,5 +394,31 @@ export class Snapshotter {
   /** Stops: the unions stay mounted (containers run on them); a new process adopts them. */
   async close(): Promise<void> {
     await this.driver.close({ detach: true });
+  }
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** `labels` with the root-hash label as the snapshotter says it (a client cannot set it). */
+function withoutRootHash(labels: Record<string, string>, rootHash: string | null): Record<string, string> {
+  const out = { ...labels };
+  delete out[ROOT_HASH_LABEL];
+  if (rootHash) out[ROOT_HASH_LABEL] = rootHash;
+  return out;
+}
+
+/** The summary of the ext4 superblock at the start of `file`. */
+async function superblockOf(file: string): Promise<Ext4Summary> {
+  const fh = await open(file, 'r');
+  try {
+    return await probeExt4(async (at, n) => {
+      const b = Buffer.alloc(n);
+      const { bytesRead } = await fh.read(b, 0, n, at);
+      return b.subarray(0, bytesRead);
+    }, file);
+  } finally {
+    await fh.close();
   }
 }

@@ -4,13 +4,13 @@
 // and the snapshotter SIGKILLed in the middle of a Commit.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inCI, oracle, rootWithLoop, tempDir } from '@lcow/testkit';
-import { SnapshotterServer, snapshotsService } from '../src/index.ts';
+import { ROOT_HASH_LABEL, SnapshotterServer, snapshotsService } from '../src/index.ts';
 
 const ready = process.platform === 'linux' && rootWithLoop();
 if (!ready && inCI) throw new Error('CI=true: the snapshotter gRPC tests need root with loop devices');
@@ -194,6 +194,61 @@ describe.runIf(ready)('the snapshots service over gRPC', () => {
     ]);
     expect(stdout.trim()).toBe('EACCES');
   });
+});
+
+describe.runIf(ready)('a committed layer is checked against its root hash before it is mounted', () => {
+  it('a byte flipped in layer.vhd: Prepare and View on it are refused, naming it; a client cannot relabel the hash', async () => {
+    const socket = join(dir.path, 'verity.sock');
+    const root = join(dir.path, 'verity-root');
+    let server = await SnapshotterServer.listen({ socket, root, log: () => {} });
+    let c = client(socket);
+    try {
+      const m = (await c.call('Prepare', { key: 'w', parent: '' })) as { mounts: { source: string }[] };
+      await writeFile(join(m.mounts[0]!.source, 'file'), Buffer.alloc(100_000, 7));
+      await c.call('Commit', { name: 'L', key: 'w', labels: { [ROOT_HASH_LABEL]: 'f'.repeat(64) } });
+      const info = ((await c.call('Stat', { key: 'L' })) as { info: { labels: Record<string, string> } }).info;
+      const hash = info.labels[ROOT_HASH_LABEL]!;
+      expect(hash).toMatch(/^[0-9a-f]{64}$/);
+      expect(hash).not.toBe('f'.repeat(64)); // the snapshotter's, not the client's
+      await c.call('Update', {
+        info: { name: 'L', labels: { [ROOT_HASH_LABEL]: '0'.repeat(64) } },
+        update_mask: { paths: [] },
+      });
+      expect(
+        ((await c.call('Stat', { key: 'L' })) as { info: { labels: Record<string, string> } }).info.labels,
+      ).toEqual({
+        [ROOT_HASH_LABEL]: hash,
+      });
+      // Intact, it mounts (and is checked once per process).
+      await c.call('View', { key: 'ok view', parent: 'L' });
+      await c.call('Remove', { key: 'ok view' });
+      c.close();
+      await server.close();
+      // A byte in the middle of the filesystem, flipped behind the snapshotter's back.
+      const layerDir = (await readdir(root, { withFileTypes: true })).find(
+        (e) => e.isDirectory() && !['tmp', 'cache', 'scratch'].includes(e.name),
+      )!.name;
+      const file = join(root, layerDir, 'layer.vhd');
+      const bytes = await readFile(file);
+      const at = 64 * 4096 + 123;
+      bytes[at] = bytes[at]! ^ 0x01;
+      await writeFile(file, bytes);
+      server = await SnapshotterServer.listen({ socket, root, log: () => {} });
+      c = client(socket);
+      for (const method of ['Prepare', 'View']) {
+        const e = await c.call(method, { key: `on bad ${method}`, parent: 'L' }).then(
+          () => null,
+          (x: grpc.ServiceError) => x,
+        );
+        expect(e?.code, method).toBe(grpc.status.FAILED_PRECONDITION);
+        expect(e?.details).toMatch(/"L".*does not match its root hash/);
+      }
+      expect((await c.list([])).map((i) => i.name)).toEqual(['L']);
+    } finally {
+      c.close();
+      await server.close();
+    }
+  }, 120_000);
 });
 
 describe.runIf(ready)('the snapshotter SIGKILLed in the middle of a Commit', () => {
