@@ -49,6 +49,8 @@ const CASES = [
 let dir: { path: string; cleanup: () => Promise<void> };
 let binary: string;
 let wrapper: string;
+/** The `lcow` command from the sources: the suite runs its cleanup after each case. */
+let cleanup: string;
 beforeAll(async () => {
   if (!ready) return;
   dir = await tempDir('lcow-conformance-');
@@ -69,6 +71,13 @@ beforeAll(async () => {
     `#!/bin/sh\ncd ${JSON.stringify(pkg)} && exec ${JSON.stringify(process.execPath)} --conditions=@lcow/source --import tsx test/snapshotter-bin.ts "$@"\n`,
   );
   await chmod(wrapper, 0o755);
+  cleanup = join(dir.path, 'lcow');
+  const driver = join(pkg, '..', 'driver');
+  await writeFile(
+    cleanup,
+    `#!/bin/sh\ncd ${JSON.stringify(driver)} && exec ${JSON.stringify(process.execPath)} --conditions=@lcow/source --import tsx test/lcow-bin.ts "$@"\n`,
+  );
+  await chmod(cleanup, 0o755);
 }, 600_000);
 afterAll(() => dir?.cleanup());
 
@@ -76,7 +85,7 @@ describe.runIf(ready)("containerd's snapshotter conformance suite (snapshots/tes
   it(`${CASES.length} cases through containerd's proxy client, each on a fresh snapshotter`, async () => {
     const r = await exec(binary, ['-test.root', '-test.v', '-test.run', `^TestLcow$/^(${CASES.join('|')})$`], {
       cwd: dir.path,
-      env: { ...process.env, LCOW_SNAPSHOTTER: wrapper },
+      env: { ...process.env, LCOW_SNAPSHOTTER: wrapper, LCOW_CLEANUP: cleanup },
       maxBuffer: 64 << 20,
       timeout: 1_500_000,
     }).catch((e: { stdout?: string; stderr?: string }) => ({ stdout: e.stdout ?? '', stderr: e.stderr ?? '' }));
@@ -85,5 +94,10 @@ describe.runIf(ready)("containerd's snapshotter conformance suite (snapshots/tes
     const failed = CASES.filter((c) => result.get(c) !== 'PASS');
     expect(failed, `${r.stdout.slice(-6000)}\n${r.stderr.slice(-3000)}`).toEqual([]);
     expect(r.stdout).toMatch(/^ok\s|^PASS$/m);
+    // Nothing of the suite's snapshotters stays mounted on this machine: no mount, no loop device on its files.
+    const mounts = (await exec('findmnt', ['-rn', '-o', 'TARGET'])).stdout.split('\n');
+    const loops = (await exec('losetup', ['-nl', '-O', 'BACK-FILE'])).stdout.split('\n');
+    const left = [...mounts, ...loops].filter((l) => l.includes('snapshot-suite-lcow-'));
+    expect(left).toEqual([]);
   }, 1_600_000);
 });

@@ -7,13 +7,23 @@ import { DriverError } from '../errors.ts';
 
 const PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/bin:/bin`;
 
-/** Runs `cmd args…`; rejects with `ERR_HOST_COMMAND` carrying its stderr. */
-export function runTool(cmd: string, args: readonly string[], signal?: AbortSignal): Promise<string> {
+/** Runs `cmd args…` (in `cwd`, if given); rejects with `ERR_HOST_COMMAND` carrying its stderr. */
+export function runTool(
+  cmd: string,
+  args: readonly string[],
+  signal?: AbortSignal,
+  opts: { cwd?: string } = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       cmd,
       args,
-      { env: { ...process.env, PATH, LC_ALL: 'C' }, maxBuffer: 16 << 20, signal },
+      {
+        env: { ...process.env, PATH, LC_ALL: 'C' },
+        maxBuffer: 16 << 20,
+        signal,
+        ...(opts.cwd ? { cwd: opts.cwd } : {}),
+      },
       (err, stdout, stderr) => {
         if (!err) return resolve(stdout);
         const why = String(stderr).trim() || err.message;

@@ -5,7 +5,7 @@
 // host directory of the union.
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Ext4Fs, exportTar, SYNTHETIC_LOST_FOUND } from '@lcow/ext4';
@@ -229,10 +229,19 @@ export class HostVm implements UtilityVm {
     // Overlay with an upper layer: no redirects or metadata-only copies, which a later reader of the sandbox
     // (another kernel, the export) would have to understand.
     const extra = u && host.length > 0 ? ['redirect_dir=off', 'metacopy=off', ...flags] : flags;
-    const args = unionMountArgs(t, host, u, extra).slice(1);
+    let args = unionMountArgs(t, host, u, extra).slice(1);
+    let cwd: string | undefined;
+    if (args.join(',').length > MOUNT_DATA_MAX) {
+      // mount(2) takes one page of options: a deep chain's folders are named from the VM folder, where
+      // the mount runs (overlayfs resolves them from the caller's working directory, as Docker's overlay2
+      // does). unmountDetached reads them back from the same place.
+      const rel = (p: string): string => relative(this.root, p);
+      args = unionMountArgs(t, host.map(rel), u === undefined ? undefined : rel(u), extra).slice(1);
+      cwd = this.root;
+    }
     if (union !== null) await writeFile(join(this.#runDir, OWNERS, union), basename(this.root));
     try {
-      await runTool('mount', args, signal);
+      await runTool('mount', args, signal, cwd ? { cwd } : {});
     } catch (e) {
       await rmdir(t).catch(() => {});
       if (union !== null) await rm(join(this.#runDir, OWNERS, union), { force: true });
@@ -309,6 +318,9 @@ export class HostVm implements UtilityVm {
   }
 }
 
+/** Longest overlay options given with absolute folders: mount(2) copies one 4 KiB page, keep a margin. */
+const MOUNT_DATA_MAX = 3500;
+
 /** The layer id of a union's guest path `/tmp/<id>-mount`, or null for any other path. */
 function unionId(guestPath: string): string | null {
   const m = /^\/tmp\/(.+)-mount$/.exec(guestPath);
@@ -351,10 +363,13 @@ export async function unmountDetached(runDir: string, target: string): Promise<b
   for (const u of await mountTable(join(runDir, UNIONS)))
     if ((await unionOwner(runDir, u.target.slice(join(runDir, UNIONS).length + 1))) === owner) unions.push(u);
   const used = new Set<string>();
-  for (const u of unions)
+  for (const u of unions) {
+    // A deep chain's union names its folders from the VM folder (mountUnion).
+    const folders = u.options.map((p) => resolve(vmRoot, p));
     for (const d of disks)
-      if (u.device === d.device || u.options.some((p) => p === d.target || p.startsWith(`${d.target}/`)))
+      if (u.device === d.device || folders.some((p) => p === d.target || p.startsWith(`${d.target}/`)))
         used.add(d.target);
+  }
   for (const d of disks) {
     if (used.has(d.target)) continue;
     await runTool('umount', [d.target]);
