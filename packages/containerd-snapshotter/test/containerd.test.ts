@@ -12,6 +12,7 @@ import {
   buildOps,
   dockerSave,
   inCI,
+  makeTar,
   oracle,
   parityLayers,
   rootWithLoop,
@@ -252,6 +253,33 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
     } finally {
       await reg.stop();
     }
+  }, 300_000);
+
+  it('two images sharing a base imported at once: the base is one layer, both run; containerd restarted, all still there', async () => {
+    const [base, top] = parityLayers(await buildOps(dir.path));
+    const other = makeTar([{ path: 'srv/other', body: 'second image' }]);
+    const a = join(dir.path, 'shared-a.tar');
+    const b = join(dir.path, 'shared-b.tar');
+    await dockerSave(a, [base!, top!], 'shared/a:1');
+    await dockerSave(b, [base!, other], 'shared/b:1');
+    await Promise.all([a, b].map((f) => ctd!.ctr('images', 'import', '--snapshotter', 'lcow', f)));
+    const committed = async (): Promise<string[]> =>
+      (await ctd!.ctr('snapshots', '--snapshotter', 'lcow', 'ls'))
+        .split('\n')
+        .filter((l) => /Committed\s*$/.test(l))
+        .map((l) => l.split(/\s+/)[0]!)
+        .sort();
+    // The parity image's two layers (its top equals a's) and b's own top: three, the base once.
+    const before = await committed();
+    expect(before).toHaveLength(3);
+    await ctd!.stop();
+    ctd = await startContainerd(join(dir.path, 'containerd'), { lcow: socket });
+    expect(await committed()).toEqual(before);
+    expect(
+      await ctd.ctr('run', '--rm', '--snapshotter', 'lcow', 'docker.io/shared/b:1', 'shared-b', '/ops', 'walk'),
+    ).toMatch(/^\/srv\/other\t/m);
+    expect(await runOps('lcow', 'walk')).toMatch(/^\/srv\/added\t/m);
+    for (const ref of ['docker.io/shared/a:1', 'docker.io/shared/b:1']) await ctd.ctr('images', 'rm', '--sync', ref);
   }, 300_000);
 
   it('ctr images rm and garbage collection: every lcow snapshot, layer and mount goes', async () => {
