@@ -42,7 +42,7 @@ const CASES = [
 ];
 /**
  * Not run here: `Rename` (the suite skips it itself: "still fails on some kernels with overlay"), and
- * `128LayersMount`, which passes the 127-parent chain limit only in about 8 minutes on this machine: every
+ * `128LayersMount`, which passes (376 s on this machine) but is too slow for every CI run: every
  * Prepare attaches the whole chain again (n² loop-device attaches), the cost issue #30 removes.
  */
 
@@ -83,9 +83,12 @@ afterAll(() => dir?.cleanup());
 
 describe.runIf(ready)("containerd's snapshotter conformance suite (snapshots/testsuite, containerd 1.6)", () => {
   it(`${CASES.length} cases through containerd's proxy client, each on a fresh snapshotter`, async () => {
+    // The suite's folders under a temporary folder of this run alone (another run may go on beside it).
+    const tmp = join(dir.path, 'tmp');
+    await mkdir(tmp);
     const r = await exec(binary, ['-test.root', '-test.v', '-test.run', `^TestLcow$/^(${CASES.join('|')})$`], {
       cwd: dir.path,
-      env: { ...process.env, LCOW_SNAPSHOTTER: wrapper, LCOW_CLEANUP: cleanup },
+      env: { ...process.env, TMPDIR: tmp, LCOW_SNAPSHOTTER: wrapper, LCOW_CLEANUP: cleanup },
       maxBuffer: 64 << 20,
       timeout: 1_500_000,
     }).catch((e: { stdout?: string; stderr?: string }) => ({ stdout: e.stdout ?? '', stderr: e.stderr ?? '' }));
@@ -97,7 +100,7 @@ describe.runIf(ready)("containerd's snapshotter conformance suite (snapshots/tes
     // Nothing of the suite's snapshotters stays mounted on this machine: no mount, no loop device on its files.
     const mounts = (await exec('findmnt', ['-rn', '-o', 'TARGET'])).stdout.split('\n');
     const loops = (await exec('losetup', ['-nl', '-O', 'BACK-FILE'])).stdout.split('\n');
-    const left = [...mounts, ...loops].filter((l) => l.includes('snapshot-suite-lcow-'));
+    const left = [...mounts, ...loops].filter((l) => l.includes(tmp));
     expect(left).toEqual([]);
   }, 1_600_000);
 });

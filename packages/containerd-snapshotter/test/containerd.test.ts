@@ -185,7 +185,8 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
   });
 
   it('the snapshotter SIGKILLed while a container runs: the container goes on; started again, the next run works', async () => {
-    const id = 'long-running';
+    // Container ids are unique per run: runc keeps its state by id machine-wide, whichever containerd asks.
+    const id = `long-running-${Math.random().toString(16).slice(2, 10)}`;
     await ctd!.ctr('run', '-d', '--snapshotter', 'lcow', IMAGE, id, '/ops', 's', '120');
     try {
       await stopSnapshotter('SIGKILL');
@@ -242,7 +243,7 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
             hostsDir,
             ref,
           );
-        const id = (sn: string): string => `pull-${name}-${sn}`;
+        const id = (sn: string): string => `pull-${name}-${sn}-${Math.random().toString(16).slice(2, 10)}`;
         const [a, b] = await Promise.all(
           ['lcow', 'overlayfs'].map((sn) => ctd!.ctr('run', '--rm', '--snapshotter', sn, ref, id(sn), '/ops', 'walk')),
         );
@@ -276,7 +277,16 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
     ctd = await startContainerd(join(dir.path, 'containerd'), { lcow: socket });
     expect(await committed()).toEqual(before);
     expect(
-      await ctd.ctr('run', '--rm', '--snapshotter', 'lcow', 'docker.io/shared/b:1', 'shared-b', '/ops', 'walk'),
+      await ctd.ctr(
+        'run',
+        '--rm',
+        '--snapshotter',
+        'lcow',
+        'docker.io/shared/b:1',
+        `shared-b-${Math.random().toString(16).slice(2, 10)}`,
+        '/ops',
+        'walk',
+      ),
     ).toMatch(/^\/srv\/other\t/m);
     expect(await runOps('lcow', 'walk')).toMatch(/^\/srv\/added\t/m);
     for (const ref of ['docker.io/shared/a:1', 'docker.io/shared/b:1']) await ctd.ctr('images', 'rm', '--sync', ref);
