@@ -3,7 +3,7 @@
 // both, what the container sees compared entry by entry (testkit's parity image and its static `/ops`); then
 // `ctr snapshots` verb by verb, containerd's garbage collection, and a restart of the snapshotter while a
 // container runs.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,13 +23,13 @@ import {
   tempDir,
   type Containerd,
 } from '@lcow/testkit';
+import { startSnapshotter as start } from './child.ts';
 
 const ready = process.platform === 'linux' && rootWithLoop() && oracle('containerd') && oracle('ctr') && oracle('cc');
 if (!ready && !inCI) console.warn('[containerd-snapshotter] skipping: needs Linux, root, containerd, ctr and cc');
 if (!ready && inCI)
   throw new Error('CI=true: the containerd tests need root with loop devices, containerd, ctr and cc');
 
-const BIN = join(import.meta.dirname, 'snapshotter-bin.ts');
 const IMAGE = 'docker.io/parity/every-kind:1';
 
 let dir: { path: string; cleanup: () => Promise<void> };
@@ -38,23 +38,7 @@ let snap: ChildProcess | null = null;
 let socket: string;
 let root: string;
 
-/** Starts the snapshotter command (from the sources) in a child; resolves once it serves. */
-function startSnapshotter(): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    ['--conditions=@lcow/source', '--import', 'tsx', BIN, '--socket', socket, '--root', root],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  return new Promise((resolve, reject) => {
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (process.env.LCOW_DEBUG) process.stderr.write(d);
-      if (err.includes('serving')) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`snapshotter exited ${code}: ${err}`)));
-  });
-}
+const startSnapshotter = (): Promise<ChildProcess> => start(socket, root);
 
 async function stopSnapshotter(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   const c = snap;

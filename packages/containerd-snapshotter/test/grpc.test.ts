@@ -2,7 +2,7 @@
 // containerd's errdefs read for every misuse, the same key prepared from 20 connections, keys and labels at
 // and past their limits, oversized and malformed messages, a peer that is not root, filters, label updates,
 // and the snapshotter SIGKILLed in the middle of a Commit.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inCI, oracle, rootWithLoop, tempDir } from '@lcow/testkit';
 import { ROOT_HASH_LABEL, SnapshotterServer, snapshotsService } from '../src/index.ts';
+import { startSnapshotter } from './child.ts';
 
 const ready = process.platform === 'linux' && rootWithLoop();
 if (!ready && inCI) throw new Error('CI=true: the snapshotter gRPC tests need root with loop devices');
@@ -255,30 +256,7 @@ describe.runIf(ready)('the snapshotter SIGKILLed in the middle of a Commit', () 
   it('after a restart: the active snapshot is as it was, no half layer is named, Cleanup removes what was made, Commit works', async () => {
     const socket = join(dir.path, 'kill.sock');
     const root = join(dir.path, 'kill-root');
-    const start = (): Promise<ChildProcess> => {
-      const child = spawn(
-        process.execPath,
-        [
-          '--conditions=@lcow/source',
-          '--import',
-          'tsx',
-          join(import.meta.dirname, 'snapshotter-bin.ts'),
-          '--socket',
-          socket,
-          '--root',
-          root,
-        ],
-        { stdio: ['ignore', 'ignore', 'pipe'] },
-      );
-      return new Promise((resolve, reject) => {
-        let err = '';
-        child.stderr!.on('data', (d: Buffer) => {
-          err += d.toString();
-          if (err.includes('serving')) resolve(child);
-        });
-        child.on('exit', (x) => reject(new Error(`snapshotter exited ${x}: ${err}`)));
-      });
-    };
+    const start = (): Promise<ChildProcess> => startSnapshotter(socket, root);
     let child = await start();
     let c = client(socket);
     try {
