@@ -2,9 +2,12 @@
 // SIGTERM, SIGINT or SIGHUP, then stops cleanly (the unions stay mounted for the next process to adopt).
 import { parseArgs } from 'node:util';
 import { errorText } from '@lcow/driver';
+import { DEFAULT_CONTAINERD_ADDRESS } from './content.ts';
+import { loadPins } from './pins.ts';
 import { DEFAULT_ROOT, DEFAULT_SOCKET, SnapshotterServer } from './server.ts';
 
-const USAGE = `usage: lcow containerd-snapshotter [--socket PATH] [--root DIR] [--storage-opt lcow.KEY=VALUE]…
+const USAGE = `usage: lcow containerd-snapshotter [--socket PATH] [--root DIR] [--containerd-address PATH]
+                                   [--layout lcow|hcsshim] [--pins FILE] [--storage-opt lcow.KEY=VALUE]…
 
 Serves containerd's snapshots API (a proxy plugin) on a unix socket. In containerd's config.toml:
 
@@ -16,19 +19,41 @@ then \`ctr --snapshotter lcow …\`, or the CRI's snapshotter = "lcow".
 
   --socket PATH        the socket (default ${DEFAULT_SOCKET})
   --root DIR           the layers and the snapshot record (default ${DEFAULT_ROOT})
+  --containerd-address PATH
+                       containerd's socket, whose content store the fast path reads layer blobs
+                       from when the CRI names them (default ${DEFAULT_CONTAINERD_ADDRESS})
+  --no-fast-path       never read blobs from containerd: its applier extracts every layer
+  --layout L           lcow (default) or hcsshim: hcsshim's layout and dmverity-vhd's settings, so
+                       the root-hash labels equal a confidential-container policy's
+  --pins FILE          JSON {"sha256:<diff id>": "<root hash>", …}: a pinned layer that hashes
+                       otherwise is refused at commit and before any mount
   --storage-opt K=V    driver options, as lcow --storage-opt (repeatable)
   --no-verity          no dm-verity tree on committed layers (and no root-hash label)
   -h, --help           this text`;
 
 /** Runs the snapshotter; resolves with the exit status once it has stopped. */
 export async function main(argv: string[]): Promise<number> {
-  let values: { socket?: string; root?: string; 'storage-opt'?: string[]; 'no-verity'?: boolean; help?: boolean };
+  let values: {
+    socket?: string;
+    root?: string;
+    'containerd-address'?: string;
+    'no-fast-path'?: boolean;
+    layout?: string;
+    pins?: string;
+    'storage-opt'?: string[];
+    'no-verity'?: boolean;
+    help?: boolean;
+  };
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
         socket: { type: 'string' },
         root: { type: 'string' },
+        'containerd-address': { type: 'string' },
+        'no-fast-path': { type: 'boolean' },
+        layout: { type: 'string' },
+        pins: { type: 'string' },
         'storage-opt': { type: 'string', multiple: true },
         'no-verity': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -44,6 +69,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  const layout = values.layout ?? 'lcow';
+  if (layout !== 'lcow' && layout !== 'hcsshim') {
+    process.stderr.write(`lcow: ERR_USAGE: --layout ${JSON.stringify(layout)}: lcow or hcsshim\n`);
+    return 2;
+  }
   let server: SnapshotterServer;
   try {
     server = await SnapshotterServer.listen({
@@ -51,6 +81,9 @@ export async function main(argv: string[]): Promise<number> {
       root: values.root ?? DEFAULT_ROOT,
       driverOptions: values['storage-opt'] ?? [],
       verity: !values['no-verity'],
+      layout,
+      ...(values.pins !== undefined ? { pins: await loadPins(values.pins) } : {}),
+      containerdAddress: values['no-fast-path'] ? null : (values['containerd-address'] ?? DEFAULT_CONTAINERD_ADDRESS),
     });
   } catch (e) {
     process.stderr.write(`lcow: ${errorText(e)}\n`);

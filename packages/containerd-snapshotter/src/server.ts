@@ -5,14 +5,14 @@
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { errorText } from '@lcow/driver';
 import { HostLock } from '@lcow/layerstore';
 import { SnapshotError } from './errors.ts';
 import { secondsAndNanos, type Snapshot } from './metadata.ts';
-import { Snapshotter, type Mount, type SnapshotterOptions } from './snapshotter.ts';
+import { NAMESPACE_HEADER } from './content.ts';
+import { loadProto } from './proto.ts';
+import { Snapshotter, type CallContext, type Mount, type SnapshotterOptions } from './snapshotter.ts';
 
 /** Where containerd's config points by default, and where the layers live (kubelet's image-fs accounting). */
 export const DEFAULT_SOCKET = '/run/lcow/containerd-snapshotter.sock';
@@ -23,20 +23,9 @@ const LIST_BATCH = 100;
 /** Largest message accepted: a request with 4 KiB labels is kilobytes; anything near this is not ours. */
 const MAX_MESSAGE = 4 << 20;
 
-const PROTO_DIR = fileURLToPath(new URL('../proto/', import.meta.url));
-
 /** The service definition from proto/snapshots.proto. */
 export function snapshotsService(): grpc.ServiceDefinition {
-  const def = protoLoader.loadSync('snapshots.proto', {
-    includeDirs: [PROTO_DIR],
-    keepCase: true,
-    longs: Number,
-    enums: String,
-    defaults: true,
-    arrays: true,
-    objects: true,
-  });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+  const pkg = loadProto('snapshots.proto') as unknown as {
     containerd: { services: { snapshots: { v1: { Snapshots: { service: grpc.ServiceDefinition } } } } };
   };
   return pkg.containerd.services.snapshots.v1.Snapshots.service;
@@ -137,11 +126,12 @@ export class SnapshotterServer {
   #handlers(): grpc.UntypedServiceImplementation {
     const s = this.snapshotter;
     const unary =
-      <Req>(fn: (req: Req) => Promise<unknown> | unknown): Unary<Req> =>
+      <Req>(fn: (req: Req, ctx: CallContext) => Promise<unknown> | unknown): Unary<Req> =>
       (call, done) => {
         if (this.#closing) return done(status(new SnapshotError('ERR_UNAVAILABLE', 'the snapshotter is stopping')));
+        const ns = call.metadata.get(NAMESPACE_HEADER)[0];
         Promise.resolve()
-          .then(() => fn(call.request))
+          .then(() => fn(call.request, typeof ns === 'string' && ns !== '' ? { namespace: ns } : {}))
           .then(
             (r) => done(null, r),
             (e: unknown) => done(status(e)),
@@ -149,11 +139,11 @@ export class SnapshotterServer {
       };
     type KeyReq = { key: string; parent: string; labels: Record<string, string> };
     return {
-      Prepare: unary<KeyReq>(async (r) => mounts(await s.prepare(r.key, r.parent, r.labels))),
+      Prepare: unary<KeyReq>(async (r, ctx) => mounts(await s.prepare(r.key, r.parent, r.labels, ctx))),
       View: unary<KeyReq>(async (r) => mounts(await s.view(r.key, r.parent, r.labels))),
       Mounts: unary<{ key: string }>(async (r) => mounts(await s.mounts(r.key))),
-      Commit: unary<{ name: string; key: string; labels: Record<string, string> }>(async (r) => {
-        await s.commit(r.name, r.key, r.labels);
+      Commit: unary<{ name: string; key: string; labels: Record<string, string> }>(async (r, ctx) => {
+        await s.commit(r.name, r.key, r.labels, ctx);
         return {};
       }),
       Remove: unary<{ key: string }>(async (r) => {

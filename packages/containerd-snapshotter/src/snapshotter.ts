@@ -4,15 +4,17 @@
 // containerd as a bind mount of that union; a view is the union of its parent's chain, read-only. containerd's
 // applier writes a layer into an active snapshot; `Commit` turns what it wrote (the sandbox's upper, whiteouts
 // included) into the committed layer. The record (metadata.ts) maps containerd's keys to layer ids.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { probeExt4, type Ext4Summary } from '@lcow/ext4';
 import { checkVerity } from '@lcow/vhd';
 import { LcowDriver } from '@lcow/driver';
 import { KeyedLock } from '@lcow/layerstore';
+import { ContentStore, isDigest, type BlobInfo } from './content.ts';
 import { SnapshotError } from './errors.ts';
 import { matcher } from './filters.ts';
+import { checkPin, type Pins } from './pins.ts';
 import { Metadata, checkKey, checkLabels, now, type Kind, type Snapshot } from './metadata.ts';
 
 /** What containerd mounts (mount(8)'s type, source and options). */
@@ -25,12 +27,46 @@ export interface Mount {
 
 /** The label a committed snapshot carries its dm-verity root hash in. */
 export const ROOT_HASH_LABEL = 'containerd.io/snapshot/lcow.verity.roothash';
+/** The chain id containerd's unpacker will commit a snapshot as (its "target"). */
+export const SNAPSHOT_REF_LABEL = 'containerd.io/snapshot.ref';
+/** The layer's blob digest, which containerd's CRI adds when `disable_snapshot_annotations = false`. */
+export const LAYER_DIGEST_LABEL = 'containerd.io/snapshot/cri.layer-digest';
+
+/** A download that has not moved for this long is not waited for (containerd's applier waits instead). */
+const STALLED_INGEST_MS = 60_000;
+
+/** A layer's blob in containerd's store, and the chain it must make. */
+interface BlobSource {
+  content: ContentStore;
+  namespace: string;
+  blob: BlobInfo;
+  /** The chain id the layer makes on `parentChain` ('' for none). */
+  target: string;
+  parentChain: string;
+}
+
+/** What a call carries besides its request: the namespace containerd made it in. */
+export interface CallContext {
+  namespace?: string;
+}
 
 export interface SnapshotterOptions {
   /** Driver options (`lcow.KEY=VALUE`), as `lcow --storage-opt` takes them. */
   driverOptions?: readonly string[];
   /** Append a dm-verity tree to every committed layer and label its root hash (default true). */
   verity?: boolean;
+  /**
+   * `hcsshim`: layers in hcsshim's layout with dmverity-vhd's settings, so each root hash is the one a
+   * confidential-container policy lists for the layer. Default `lcow`.
+   */
+  layout?: 'lcow' | 'hcsshim';
+  /** Root hash expected per layer diff id: a layer that hashes otherwise is refused at commit and at mount. */
+  pins?: Pins;
+  /**
+   * containerd's socket. When the unpacker names a layer's blob, the fast path reads it from that
+   * containerd's content store and converts it straight into the layer (null: never).
+   */
+  containerdAddress?: string | null;
   /** Where diagnostics go (default stderr). */
   log?: (line: string) => void;
 }
@@ -44,7 +80,12 @@ export class Snapshotter {
   readonly driver: LcowDriver;
   readonly #meta: Metadata;
   readonly #verity: boolean;
+  readonly #hcsshim: boolean;
+  readonly #pins: Pins | null;
+  readonly #content: ContentStore | null;
   readonly #log: (line: string) => void;
+  /** One fast-path conversion per chain at a time: parallel pulls of a shared base convert it once. */
+  readonly #targets = new KeyedLock();
   /** One decision about the record at a time; the long work (a conversion) runs outside it. */
   readonly #record = new KeyedLock();
   /** Keys being made or committed: taken, as far as another caller can tell. */
@@ -58,6 +99,11 @@ export class Snapshotter {
     this.driver = driver;
     this.#meta = meta;
     this.#verity = opts.verity ?? true;
+    this.#hcsshim = opts.layout === 'hcsshim';
+    this.#pins = opts.pins && opts.pins.size > 0 ? opts.pins : null;
+    if (this.#pins && !this.#verity)
+      throw new SnapshotError('ERR_INVALID_ARGUMENT', 'pinned root hashes need dm-verity trees (verity is off)');
+    this.#content = opts.containerdAddress ? new ContentStore(opts.containerdAddress) : null;
     this.#log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
   }
 
@@ -100,8 +146,16 @@ export class Snapshotter {
    */
   async #verifyChain(top: Snapshot | null, what: string): Promise<void> {
     for (let s = top; s; s = s.parent ? (this.#meta.get(s.parent) ?? null) : null) {
-      const expected = s.labels[ROOT_HASH_LABEL];
-      if (s.kind !== 'committed' || !expected || this.#verified.has(s.id)) continue;
+      if (s.kind !== 'committed' || this.#verified.has(s.id)) continue;
+      const expected = s.labels[ROOT_HASH_LABEL] ?? null;
+      if (this.#pins)
+        checkPin(
+          this.#pins,
+          await this.driver.provenDiffId(s.id),
+          expected,
+          `${what}: snapshot ${JSON.stringify(s.key)}`,
+        );
+      if (!expected) continue;
       const file = join((await this.driver.getMetadata(s.id)).dir, 'layer.vhd');
       // The tree starts where the ext4 filesystem ends.
       const r = await checkVerity(file, (await superblockOf(file)).size, expected).catch((e: unknown) => ({
@@ -139,9 +193,20 @@ export class Snapshotter {
     return [{ type: 'bind', source, target: '', options: ['rbind', kind === 'view' ? 'ro' : 'rw'] }];
   }
 
-  /** `Prepare`: an active snapshot on `parent` (committed, or none), mounted read-write. */
-  async prepare(key: string, parent: string, labels: Record<string, string> = {}): Promise<Mount[]> {
-    return this.#make('active', key, parent, labels);
+  /**
+   * `Prepare`: an active snapshot on `parent` (committed, or none), mounted read-write. When the labels name
+   * the chain id the unpacker will commit it as (`containerd.io/snapshot.ref`) and that is already committed
+   * on this parent, or the layer's blob (`containerd.io/snapshot/cri.layer-digest`) can be converted straight
+   * from containerd's content store (the fast path), the answer is `ERR_ALREADY_EXISTS`: the unpacker then
+   * finds the committed snapshot and extracts nothing.
+   */
+  async prepare(
+    key: string,
+    parent: string,
+    labels: Record<string, string> = {},
+    ctx: CallContext = {},
+  ): Promise<Mount[]> {
+    return this.#make('active', key, parent, labels, ctx);
   }
 
   /** `View`: a read-only snapshot of `parent`'s chain. */
@@ -154,12 +219,15 @@ export class Snapshotter {
     key: string,
     parentKey: string,
     labels: Record<string, string>,
+    ctx: CallContext = {},
   ): Promise<Mount[]> {
     const what = kind === 'active' ? 'prepare' : 'view';
     checkKey(key, what);
     const lbl = checkLabels(labels, `${what} ${JSON.stringify(key)}`);
+    const target = kind === 'active' ? lbl[SNAPSHOT_REF_LABEL] : undefined;
     const parent = await this.#run(async () => {
       const p = this.#parentOf(parentKey, `${what} ${JSON.stringify(key)}`);
+      if (target !== undefined) this.#refuseIfCommitted(target, parentKey, key);
       this.#reserve(key, what);
       return p;
     });
@@ -167,6 +235,8 @@ export class Snapshotter {
     let mounted: string | null = null;
     try {
       await this.#verifyChain(parent, `${what} ${JSON.stringify(key)}`);
+      if (target !== undefined && (await this.#fastPath(key, target, parent, parentKey ?? '', lbl, ctx)))
+        this.#refuseIfCommitted(target, parentKey, key);
       if (kind === 'active') {
         id = this.#newId();
         await this.driver.createReadWrite(id, parent?.id ?? null);
@@ -191,6 +261,153 @@ export class Snapshotter {
     }
   }
 
+  /** The committed snapshot of chain `target` on `parentKey`, as containerd's metadata looks it up. */
+  #committedTarget(target: string, parentKey: string): Snapshot | undefined {
+    return this.#meta
+      .all()
+      .find((s) => s.kind === 'committed' && s.labels[SNAPSHOT_REF_LABEL] === target && s.parent === parentKey);
+  }
+
+  #refuseIfCommitted(target: string, parentKey: string | undefined, key: string): void {
+    if (this.#committedTarget(target, parentKey ?? ''))
+      throw new SnapshotError(
+        'ERR_ALREADY_EXISTS',
+        `prepare ${JSON.stringify(key)}: target snapshot ${JSON.stringify(target)} already exists`,
+      );
+  }
+
+  /**
+   * The fast path: the blob the labels name, read from containerd's content store (waiting while a download
+   * of it is under way), its digest and size checked, its diff id checked against the chain id, converted
+   * straight into a committed layer named for its chain. False when it does not apply — no blob named, no
+   * content store, a parent whose chain id is unknown, a blob nobody is downloading — and `Prepare` then
+   * makes an active snapshot for containerd's applier, as without it.
+   */
+  async #fastPath(
+    key: string,
+    target: string,
+    parent: Snapshot | null,
+    parentKey: string,
+    lbl: Record<string, string>,
+    ctx: CallContext,
+  ): Promise<boolean> {
+    const digest = lbl[LAYER_DIGEST_LABEL];
+    const content = this.#content;
+    if (!content || !ctx.namespace || !isDigest(digest) || !isDigest(target)) return false;
+    const parentChain = parent ? chainIdOf(parent) : '';
+    if (parentChain === null) return false;
+    const what = `prepare ${JSON.stringify(key)}`;
+    let blob: BlobInfo | null;
+    try {
+      blob = await this.#awaitBlob(content, ctx.namespace, digest);
+    } catch (e) {
+      this.#log(`lcow snapshotter: ${what}: no fast path: ${errorMessage(e)}`);
+      return false;
+    }
+    if (!blob) {
+      this.#log(
+        `lcow snapshotter: ${what}: blob ${digest} is not in containerd's store yet: containerd's applier unpacks it`,
+      );
+      return false;
+    }
+    // Named for the chain and, past the first layer, for the parent as this containerd names it (a chain id
+    // reached on another namespace's parent is another snapshot).
+    const name = parentKey ? `${target}@${createHash('sha256').update(parentKey).digest('hex').slice(0, 16)}` : target;
+    return this.#targets.run(name, async () => {
+      if (this.#committedTarget(target, parentKey)) return true;
+      const taken = await this.#run(async () => {
+        if (this.#meta.get(name) || this.#busy.has(name)) return true;
+        this.#busy.add(name);
+        return false;
+      });
+      if (taken) return false;
+      const id = this.#newId();
+      try {
+        const rootHash = await this.#layerFromBlob(
+          id,
+          what,
+          { content, namespace: ctx.namespace!, blob, target, parentChain },
+          parent,
+        );
+        const at = now();
+        const committed: Snapshot = {
+          key: name,
+          id,
+          kind: 'committed',
+          parent: parentKey,
+          created: at,
+          updated: at,
+          labels: withoutRootHash(lbl, rootHash),
+        };
+        try {
+          await this.#run(() => this.#meta.change([committed]));
+        } catch (e) {
+          await this.driver.remove(id).catch(() => {});
+          throw e;
+        }
+        this.#verified.add(id);
+        this.#log(
+          `lcow snapshotter: ${what}: blob ${digest} (${blob.size} bytes) converted from containerd's store as ${JSON.stringify(name)}`,
+        );
+        return true;
+      } finally {
+        this.#busy.delete(name);
+        this.#making.delete(id);
+      }
+    });
+  }
+
+  /**
+   * Makes layer `id` on `parent` from `blob` of containerd's store (its bytes checked against its size and
+   * digest as they stream), the tar's diff id checked against chain `target` on `parentChain`, and its pin,
+   * if it has one. Returns its root hash. On any failure no layer `id` is left.
+   */
+  async #layerFromBlob(id: string, what: string, src: BlobSource, parent: Snapshot | null): Promise<string | null> {
+    const { content, namespace, blob, target, parentChain } = src;
+    await this.driver.createFromDiff(id, parent?.id ?? null, content.read(namespace, blob), {
+      verity: this.#verity,
+      hcsshim: this.#hcsshim,
+      diffId: (diffId) => {
+        const chain = parentChain
+          ? `sha256:${createHash('sha256').update(`${parentChain} ${diffId}`).digest('hex')}`
+          : diffId;
+        if (chain !== target)
+          throw new SnapshotError(
+            'ERR_FAILED_PRECONDITION',
+            `${what}: blob ${blob.digest} holds the layer ${diffId}, whose chain id on ${parentChain || 'no parent'} is ${chain}, not ${target}`,
+          );
+      },
+    });
+    try {
+      const rootHash = await this.#rootHash(id);
+      checkPin(this.#pins, await this.driver.provenDiffId(id), rootHash, what);
+      return rootHash;
+    } catch (e) {
+      await this.driver.remove(id).catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * The blob `digest` once it is in the store: at once, or when the download under way ends. Null when
+   * nobody is downloading it (the unpacker starts its downloads after this `Prepare`) or the download stalls.
+   */
+  async #awaitBlob(content: ContentStore, namespace: string, digest: string): Promise<BlobInfo | null> {
+    let last = -1;
+    let since = Date.now();
+    for (;;) {
+      const info = await content.info(namespace, digest);
+      if (info) return info;
+      const ingest = await content.ingest(namespace, digest);
+      if (!ingest) return content.info(namespace, digest); // it may have finished in between
+      if (ingest.offset !== last) {
+        last = ingest.offset;
+        since = Date.now();
+      } else if (Date.now() - since > STALLED_INGEST_MS) return null;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   #newId(): string {
     const id = randomBytes(32).toString('hex');
     this.#making.add(id);
@@ -212,7 +429,7 @@ export class Snapshotter {
    * `Commit`: the active snapshot `key` becomes the committed `name` — what was written into it, as an lcow
    * layer on the same parent (with a dm-verity tree, its root hash labelled) — and `key` is gone.
    */
-  async commit(name: string, key: string, labels: Record<string, string> = {}): Promise<void> {
+  async commit(name: string, key: string, labels: Record<string, string> = {}, ctx: CallContext = {}): Promise<void> {
     checkKey(name, 'commit');
     checkKey(key, 'commit');
     const lbl = checkLabels(labels, `commit ${JSON.stringify(name)}`);
@@ -227,16 +444,28 @@ export class Snapshotter {
       return a;
     });
     const parent = active.parent ? this.#meta.get(active.parent) : undefined;
+    const what = `commit ${JSON.stringify(name)}`;
+    const blob = await this.#committedBlob(lbl, parent ?? null, ctx, what);
     const id = this.#newId();
     let made = false;
     try {
       // The sandbox is let go first, so that its disk is read whole from the host.
       await this.driver.put(active.id);
-      await this.driver.createFromDiff(id, parent?.id ?? null, this.driver.diff(active.id, parent?.id ?? null), {
-        verity: this.#verity,
-      });
-      made = true;
-      const rootHash = await this.#rootHash(id);
+      let rootHash: string | null;
+      if (blob) {
+        rootHash = await this.#layerFromBlob(id, what, blob, parent ?? null);
+        made = true;
+      } else {
+        await this.driver.createFromDiff(id, parent?.id ?? null, this.driver.diff(active.id, parent?.id ?? null), {
+          verity: this.#verity,
+          hcsshim: this.#hcsshim,
+          // With pins, the diff id is taken (and kept) to look the layer's pin up.
+          ...(this.#pins ? { diffId: () => {} } : {}),
+        });
+        made = true;
+        rootHash = await this.#rootHash(id);
+        checkPin(this.#pins, await this.driver.provenDiffId(id), rootHash, what);
+      }
       const at = now();
       const committed: Snapshot = {
         key: name,
@@ -265,6 +494,32 @@ export class Snapshotter {
           `lcow snapshotter: commit ${JSON.stringify(name)}: the sandbox ${active.id} stays until Cleanup: ${String(e)}`,
         ),
       );
+  }
+
+  /**
+   * For a commit of a layer containerd's unpacker extracted (its labels name the chain and the blob, and the
+   * blob is in containerd's store by now): the blob, so that the layer is made from the original tar — the
+   * same bytes, and so the same root hash, as a policy computed from the image lists, and a diff id proven
+   * against the chain — rather than from what the applier wrote. Null when the labels or the store do not
+   * allow it; the commit is then made from the sandbox.
+   */
+  async #committedBlob(
+    lbl: Record<string, string>,
+    parent: Snapshot | null,
+    ctx: CallContext,
+    what: string,
+  ): Promise<BlobSource | null> {
+    const target = lbl[SNAPSHOT_REF_LABEL];
+    const digest = lbl[LAYER_DIGEST_LABEL];
+    const content = this.#content;
+    if (!content || !ctx.namespace || !isDigest(target) || !isDigest(digest)) return null;
+    const parentChain = parent ? chainIdOf(parent) : '';
+    if (parentChain === null) return null;
+    const blob = await content.info(ctx.namespace, digest).catch((e: unknown) => {
+      this.#log(`lcow snapshotter: ${what}: made from the sandbox: ${errorMessage(e)}`);
+      return null;
+    });
+    return blob ? { content, namespace: ctx.namespace, blob, target, parentChain } : null;
   }
 
   async #rootHash(id: string): Promise<string | null> {
@@ -393,6 +648,7 @@ export class Snapshotter {
 
   /** Stops: the unions stay mounted (containers run on them); a new process adopts them. */
   async close(): Promise<void> {
+    this.#content?.close();
     await this.driver.close({ detach: true });
   }
 }
@@ -407,6 +663,16 @@ function withoutRootHash(labels: Record<string, string>, rootHash: string | null
   delete out[ROOT_HASH_LABEL];
   if (rootHash) out[ROOT_HASH_LABEL] = rootHash;
   return out;
+}
+
+/**
+ * The chain id of a committed snapshot: its `containerd.io/snapshot.ref` label, or the chain id its key ends
+ * with (containerd's metadata commits an unpacked layer as `NAMESPACE/N/CHAINID`); null when neither says.
+ */
+function chainIdOf(s: Snapshot): string | null {
+  const ref = s.labels[SNAPSHOT_REF_LABEL];
+  if (isDigest(ref)) return ref;
+  return /(?:^|\/)(sha256:[0-9a-f]{64})$/.exec(s.key)?.[1] ?? null;
 }
 
 /** The summary of the ext4 superblock at the start of `file`. */

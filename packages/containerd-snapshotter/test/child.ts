@@ -2,8 +2,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 
-/** Starts `snapshotter-bin.ts --socket SOCKET --root ROOT`; resolves once it says it serves. */
-export function startSnapshotter(socket: string, root: string): Promise<ChildProcess> {
+/** Starts `snapshotter-bin.ts --socket SOCKET --root ROOT EXTRA…`; resolves once it says it serves. */
+export function startSnapshotter(socket: string, root: string, extra: readonly string[] = []): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
     [
@@ -15,6 +15,7 @@ export function startSnapshotter(socket: string, root: string): Promise<ChildPro
       socket,
       '--root',
       root,
+      ...extra,
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );

@@ -10,50 +10,13 @@ import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inCI, oracle, rootWithLoop, tempDir } from '@lcow/testkit';
-import { ROOT_HASH_LABEL, SnapshotterServer, snapshotsService } from '../src/index.ts';
+import { ROOT_HASH_LABEL, SnapshotterServer } from '../src/index.ts';
 import { startSnapshotter } from './child.ts';
+import { client, code, type Client, type Req } from './client.ts';
 
 const ready = process.platform === 'linux' && rootWithLoop();
 if (!ready && inCI) throw new Error('CI=true: the snapshotter gRPC tests need root with loop devices');
 const exec = promisify(execFile);
-
-type Req = Record<string, unknown>;
-interface Client {
-  call(method: string, req: Req): Promise<Req>;
-  list(filters: string[]): Promise<Req[]>;
-  close(): void;
-}
-
-const Ctor = grpc.makeGenericClientConstructor(snapshotsService(), 'Snapshots');
-
-/** A client on its own connection. */
-function client(socket: string): Client {
-  const c = new Ctor(`unix:${socket}`, grpc.credentials.createInsecure(), {
-    'grpc.max_send_message_length': 64 << 20,
-  }) as unknown as grpc.Client & Record<string, (...a: unknown[]) => unknown>;
-  return {
-    call: (method, req) =>
-      new Promise((resolve, reject) =>
-        c[method]!(req, (e: grpc.ServiceError | null, r: Req) => (e ? reject(e) : resolve(r))),
-      ),
-    list: (filters) =>
-      new Promise((resolve, reject) => {
-        const out: Req[] = [];
-        const s = c.List!({ filters }) as grpc.ClientReadableStream<{ info: Req[] }>;
-        s.on('data', (m: { info: Req[] }) => out.push(...m.info));
-        s.on('end', () => resolve(out));
-        s.on('error', reject);
-      }),
-    close: () => c.close(),
-  };
-}
-
-/** Resolves with the gRPC status code of a failed call. */
-const code = (p: Promise<unknown>): Promise<number> =>
-  p.then(
-    () => -1,
-    (e: grpc.ServiceError) => e.code,
-  );
 
 let dir: { path: string; cleanup: () => Promise<void> };
 beforeAll(async () => {

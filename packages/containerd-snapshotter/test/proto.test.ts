@@ -60,6 +60,18 @@ describe.runIf(theirsDir)("our .proto files are containerd's protocol", () => {
     expect(Object.keys(mine)).toContain('.containerd.services.snapshots.v1.Snapshots');
   });
 
+  it("content.proto: the messages and methods of containerd's content service we use", () => {
+    const mine = shapes(readFileSync(join(ours, 'content.proto'), 'utf8'));
+    const theirs = shapes(readFileSync(join(theirsDir!, 'services/content/v1/content.proto'), 'utf8'));
+    const service = '.containerd.services.content.v1.Content';
+    const { [service]: myMethods, ...myMessages } = mine;
+    expect(Object.keys(myMethods as object).sort()).toEqual(['Info', 'ListStatuses', 'Read']);
+    for (const [m, shape] of Object.entries(myMethods as object))
+      expect(shape).toEqual((theirs[service] as Record<string, unknown>)[m]);
+    expect(Object.keys(myMessages).length).toBeGreaterThanOrEqual(8);
+    for (const [name, shape] of Object.entries(myMessages)) expect([name, shape]).toEqual([name, theirs[name]]);
+  });
+
   it('mount.proto: containerd.types.Mount', () => {
     const mine = shapes(readFileSync(join(ours, 'mount.proto'), 'utf8'));
     const theirs = shapes(readFileSync(join(theirsDir!, 'types/mount.proto'), 'utf8'));

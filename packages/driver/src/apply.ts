@@ -170,6 +170,7 @@ export async function convertInline(source: LayerSource, out: string, opts: Laye
           verity: opts.verity,
           timestamp: VHD_EPOCH,
           fsync: true,
+          ...(opts.sizeLimit !== undefined ? { sizeLimit: opts.sizeLimit } : {}),
           ...(opts.signal ? { signal: opts.signal } : {}),
         }
       : layerOptions(opts.verity, opts.sizeLimit, opts.signal),

@@ -94,9 +94,26 @@ const DIFF_ID_FILE = 'layer.vhd.diffid';
 const PROOF_FILES = ['layer.vhd.rootdigest', DIFF_ID_FILE] as const;
 
 /** Writes, into a new layer's folder, its root digest and the diff id it was checked against (if any). */
-async function writeProofs(dir: string, r: ApplyResult, diffId: string | undefined): Promise<void> {
+async function writeProofs(dir: string, r: ApplyResult, proven: boolean): Promise<void> {
   if (r.rootDigest) await writeFileAtomic(join(dir, 'layer.vhd.rootdigest'), `${r.rootDigest}\n`);
-  if (diffId !== undefined && r.diffId === diffId) await writeFileAtomic(join(dir, DIFF_ID_FILE), `${diffId}\n`);
+  if (proven && r.diffId) await writeFileAtomic(join(dir, DIFF_ID_FILE), `${r.diffId}\n`);
+}
+
+/**
+ * How a conversion checks the tar's diff id: the `sha256:…` it must have, or a function given the diff id
+ * found that throws when it is not acceptable (a containerd snapshotter knows a chain id, not the diff id).
+ * Either way the diff id is then kept with the layer as proven.
+ */
+export type DiffIdCheck = string | ((diffId: string) => void);
+
+/** Options of {@link LcowDriver.createFromDiff} and {@link LcowDriver.stageFromDiff}. */
+export interface LayerFromDiffOptions {
+  signal?: AbortSignal;
+  /** Append a dm-verity tree (its root digest kept in `layer.vhd.rootdigest`). */
+  verity?: boolean;
+  diffId?: DiffIdCheck;
+  /** hcsshim's layout and settings (dmverity-vhd's), so root digests equal a confidential-container policy's. */
+  hcsshim?: boolean;
 }
 
 /**
@@ -436,17 +453,13 @@ export class LcowDriver {
    * {@link createFromStaged} makes it layer `id`; `discard()` drops it. An image's layers can so be
    * converted in parallel and committed in order.
    */
-  async stageFromDiff(
-    id: string,
-    tar: LayerSource,
-    opts: { signal?: AbortSignal; verity?: boolean; diffId?: string } = {},
-  ): Promise<StagedLayer> {
+  async stageFromDiff(id: string, tar: LayerSource, opts: LayerFromDiffOptions = {}): Promise<StagedLayer> {
     const sizeLimit = await this.#layerSizeLimit(id);
     const dir = await this.store.stagingDir();
     const discard = (): Promise<void> => rm(dir, { recursive: true, force: true });
     try {
       const r = await this.#convert(id, tar, join(dir, 'layer.vhd'), sizeLimit, opts);
-      await writeProofs(dir, r, opts.diffId);
+      await writeProofs(dir, r, opts.diffId !== undefined);
       return { dir, fileBytes: r.fileBytes, discard };
     } catch (e) {
       await discard();
@@ -487,7 +500,7 @@ export class LcowDriver {
     id: string,
     parent: string | null,
     tar: LayerSource,
-    opts: { signal?: AbortSignal; verity?: boolean; diffId?: string } = {},
+    opts: LayerFromDiffOptions = {},
   ): Promise<number> {
     return this.#lock(id, () =>
       this.store.withLock(
@@ -497,7 +510,7 @@ export class LcowDriver {
           let fileBytes = 0;
           const info = await this.store.create(id, parent || null, async (dir) => {
             const r = await this.#convert(id, tar, join(dir, 'layer.vhd'), sizeLimit, opts);
-            await writeProofs(dir, r, opts.diffId);
+            await writeProofs(dir, r, opts.diffId !== undefined);
             fileBytes = r.fileBytes;
           });
           if (process.platform === 'win32') {
@@ -517,7 +530,7 @@ export class LcowDriver {
     tar: LayerSource,
     out: string,
     sizeLimit: number,
-    opts: { signal?: AbortSignal; verity?: boolean; diffId?: string },
+    opts: LayerFromDiffOptions,
   ): Promise<ApplyResult> {
     const r = await convertLayer(tar, out, {
       verity: opts.verity ?? false,
@@ -525,8 +538,10 @@ export class LcowDriver {
       sizeLimit,
       signal: opts.signal,
       what: `layer ${id}`,
+      ...(opts.hcsshim ? { hcsshim: true } : {}),
     });
-    if (opts.diffId !== undefined && r.diffId !== opts.diffId)
+    if (typeof opts.diffId === 'function') opts.diffId(r.diffId!);
+    else if (opts.diffId !== undefined && r.diffId !== opts.diffId)
       throw new DriverError(
         'ERR_VERIFICATION',
         `layer ${id}: the tar's diff id is ${r.diffId}, expected ${opts.diffId}`,

@@ -1,5 +1,12 @@
 export { DriverError, describeError, errorText, type DriverErrorCode } from './errors.ts';
-export { LcowDriver, type CreateOptions, type DriverStatus, type StagedLayer } from './driver.ts';
+export {
+  LcowDriver,
+  type CreateOptions,
+  type DiffIdCheck,
+  type DriverStatus,
+  type LayerFromDiffOptions,
+  type StagedLayer,
+} from './driver.ts';
 export { parseDriverOptions, type BackendName, type DriverOptions } from './options.ts';
 export type { Change, ChangeKind } from './changes.ts';
 export type { ContainerFile, ContainerFs, DirEntry, EntryKind, FileInfo } from './fs/types.ts';

@@ -9,6 +9,8 @@ export interface Containerd {
   address: string;
   /** Runs `ctr --address … args…`; resolves with stdout, rejects with stderr. */
   ctr(...args: string[]): Promise<string>;
+  /** The last 20 kB of its output. */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -49,6 +51,7 @@ export async function startContainerd(
   return {
     address,
     ctr,
+    log: daemon.log,
     stop: async () => {
       if (daemon.child.exitCode !== null) return;
       for (const t of (await ctr('tasks', 'ls', '-q').catch(() => '')).split('\n').filter(Boolean))
