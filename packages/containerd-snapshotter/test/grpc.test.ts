@@ -257,3 +257,52 @@ describe.runIf(ready)('the snapshotter SIGKILLed in the middle of a Commit', () 
     }
   }, 300_000);
 });
+
+describe.runIf(ready)('a full disk during Commit', () => {
+  it('is RESOURCE_EXHAUSTED; the active snapshot is as it was, nothing half made; with room again, Commit works', async () => {
+    // The snapshotter's root on a 256 MiB tmpfs; the sandbox, which lives there too, takes 150 MB of it.
+    const fsDir = join(dir.path, 'small-fs');
+    await exec('mkdir', ['-p', fsDir]);
+    await exec('mount', ['-t', 'tmpfs', '-o', 'size=256m', 'lcow-full-test', fsDir]);
+    const socket = join(dir.path, 'full.sock');
+    const root = join(fsDir, 'root');
+    let server: SnapshotterServer | null = null;
+    let c: Client | null = null;
+    try {
+      server = await SnapshotterServer.listen({ socket, root, log: () => {} });
+      c = client(socket);
+      const m = (await c.call('Prepare', { key: 'big', parent: '' })) as { mounts: { source: string }[] };
+      const data = Buffer.concat(
+        Array.from({ length: 150 }, (_, i) => createHash('sha512').update(`block ${i}`).digest()),
+      );
+      const file = Buffer.concat(Array.from({ length: 16384 }, () => data)).subarray(0, 150 << 20);
+      const want = createHash('sha256').update(file).digest('hex');
+      await writeFile(join(m.mounts[0]!.source, 'data'), file);
+      const err = (await c.call('Commit', { name: 'done', key: 'big' }).catch((e: unknown) => e)) as grpc.ServiceError;
+      expect(err.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(err.details).toMatch(/free|full|space/i);
+      // Nothing half made: the active snapshot alone, mounted, its file whole; no temporary file left.
+      expect((await c.list([])).map((i) => [i.name, i.kind])).toEqual([['big', 'ACTIVE']]);
+      const again = (await c.call('Mounts', { key: 'big' })) as { mounts: { source: string }[] };
+      const read = await readFile(join(again.mounts[0]!.source, 'data'));
+      expect(createHash('sha256').update(read).digest('hex')).toBe(want);
+      const layerDirs = (await readdir(root, { withFileTypes: true })).filter(
+        (e) => e.isDirectory() && !['tmp', 'cache', 'scratch'].includes(e.name),
+      );
+      expect(layerDirs).toHaveLength(1);
+      expect(await readdir(join(root, 'tmp'))).toEqual([]);
+      // Room again: the same Commit succeeds, and a view of it holds the file.
+      await exec('mount', ['-o', 'remount,size=768m', fsDir]);
+      await c.call('Commit', { name: 'done', key: 'big' });
+      const v = (await c.call('View', { key: 'v', parent: 'done' })) as { mounts: { source: string }[] };
+      const viewed = await readFile(join(v.mounts[0]!.source, 'data'));
+      expect(createHash('sha256').update(viewed).digest('hex')).toBe(want);
+      await c.call('Remove', { key: 'v' });
+      await c.call('Remove', { key: 'done' });
+    } finally {
+      c?.close();
+      await server?.close();
+      await exec('umount', ['-l', fsDir]).catch(() => {});
+    }
+  }, 300_000);
+});
