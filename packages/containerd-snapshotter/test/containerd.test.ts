@@ -4,7 +4,7 @@
 // `ctr snapshots` verb by verb, containerd's garbage collection, and a restart of the snapshotter while a
 // container runs.
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -24,6 +24,7 @@ import {
   type Containerd,
 } from '@lcow/testkit';
 import { startSnapshotter as start } from './child.ts';
+import { withMounted } from './client.ts';
 
 const ready = process.platform === 'linux' && rootWithLoop() && oracle('containerd') && oracle('ctr') && oracle('cc');
 if (!ready && !inCI) console.warn('[containerd-snapshotter] skipping: needs Linux, root, containerd, ctr and cc');
@@ -163,6 +164,16 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
     expect(await s('usage', 'committed name')).toMatch(/committed name\s+\d/);
     await expect(s('rm', 'committed name')).rejects.toThrow(/child/);
     await expect(s('info', 'nothing here')).rejects.toThrow(/not found|does not exist/);
+    // A view of one layer is that layer's ext4, which containerd loop-mounts read-only itself.
+    const base = layers.find((l) => l.trim().split(/\s+/).length === 2)!.split(/\s+/)[0]!;
+    await s('view', 'base view', base);
+    const m = /^mount -t ext4 (\S+) \/mnt\/z -o (\S+)$/m.exec(await s('mounts', '/mnt/z', 'base view'));
+    expect(m?.[2]).toBe('ro,loop,nodev');
+    const motd = await withMounted([{ type: 'ext4', source: m![1]!, options: m![2]!.split(',') }], (at) =>
+      readFile(join(at, 'etc/motd'), 'utf8'),
+    );
+    expect(motd).toBe('welcome\n');
+    await s('rm', 'base view');
     await s('rm', 'a view');
     await s('rm', 'committed name');
     expect(await s('ls')).not.toMatch(/committed name|a view|my key/);

@@ -7,8 +7,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildOps,
@@ -26,8 +24,8 @@ import {
   type Containerd,
   type Registry,
 } from '@lcow/testkit';
-import { loadProto } from '../src/proto.ts';
 import { startSnapshotter } from './child.ts';
+import { criClient, criToml, hostsFor } from './cri-client.ts';
 import { client } from './client.ts';
 
 const ready =
@@ -48,40 +46,6 @@ const PAUSE_C = `#include <signal.h>
 static void done(int s) { (void)s; _exit(0); }
 int main(void) { signal(SIGTERM, done); signal(SIGINT, done); for (;;) pause(); }
 `;
-
-type Call = <T>(method: string, req: object) => Promise<T>;
-
-/** A CRI client over containerd's socket: `runtime.v1` RuntimeService and ImageService. */
-function criClient(address: string): { runtime: Call; image: Call; close(): void } {
-  const pkg = loadProto(fileURLToPath(new URL('./cri.proto', import.meta.url))) as unknown as {
-    runtime: {
-      v1: Record<'RuntimeService' | 'ImageService', new (a: string, c: grpc.ChannelCredentials) => grpc.Client>;
-    };
-  };
-  const make = (svc: 'RuntimeService' | 'ImageService'): { client: grpc.Client; call: Call } => {
-    const client = new pkg.runtime.v1[svc](`unix:${address}`, grpc.credentials.createInsecure());
-    const call: Call = (method, req) =>
-      new Promise((resolve, reject) =>
-        (client as unknown as Record<string, (...a: unknown[]) => void>)[method]!.call(
-          client,
-          req,
-          { deadline: Date.now() + 240_000 },
-          (e: Error | null, r: unknown) => (e ? reject(e) : resolve(r as never)),
-        ),
-      );
-    return { client, call };
-  };
-  const rt = make('RuntimeService');
-  const im = make('ImageService');
-  return {
-    runtime: rt.call,
-    image: im.call,
-    close: () => {
-      rt.client.close();
-      im.client.close();
-    },
-  };
-}
 
 let dir: { path: string; cleanup: () => Promise<void> };
 let ctd: Containerd | null = null;
@@ -127,11 +91,7 @@ beforeAll(async () => {
   socket = join(dir.path, 'lcow.sock');
   reg = await startRegistry(join(dir.path, 'registry'), 'basic');
   hostsDir = join(dir.path, 'hosts.d');
-  await mkdir(join(hostsDir, reg.host), { recursive: true });
-  await writeFile(
-    join(hostsDir, reg.host, 'hosts.toml'),
-    `server = "https://${reg.host}"\n[host."https://${reg.host}"]\n  capabilities = ["pull", "resolve"]\n  ca = ${JSON.stringify(join(reg.certDir, 'ca.crt'))}\n`,
-  );
+  await hostsFor(hostsDir, reg.host, join(reg.certDir, 'ca.crt'));
   // The images: pause (its /bin/sh a static pause), and the parity image twice under two names.
   await writeFile(join(dir.path, 'pause.c'), PAUSE_C);
   await run('cc', ['-static', '-O2', '-o', join(dir.path, 'pause'), join(dir.path, 'pause.c')]);
@@ -155,28 +115,12 @@ beforeAll(async () => {
     'zstd',
   ]);
   snap = await startSnapshotter(socket, root, ['--containerd-address', join(ctdDir, 'containerd.sock')]);
-  const P = 'plugins."io.containerd.grpc.v1.cri"';
   ctd = await startContainerd(
     ctdDir,
     { lcow: socket },
     {
       cri: true,
-      toml: [
-        `[${P}]`,
-        `  sandbox_image = "${reg.host}/lcow/pause:1"`,
-        '  stream_server_address = "127.0.0.1"',
-        '  stream_server_port = "0"',
-        // This machine may not lower a process's oom_score_adj (the CRI asks -998 for a pod's pause).
-        '  restrict_oom_score_adj = true',
-        `[${P}.containerd]`,
-        '  snapshotter = "lcow"',
-        '  disable_snapshot_annotations = false',
-        `[${P}.cni]`,
-        `  bin_dir = ${JSON.stringify(join(dir.path, 'cni-bin'))}`,
-        `  conf_dir = ${JSON.stringify(join(dir.path, 'cni-conf'))}`,
-        `[${P}.registry]`,
-        `  config_path = ${JSON.stringify(hostsDir)}`,
-      ].join('\n'),
+      toml: criToml(dir.path, `${reg.host}/lcow/pause:1`, hostsDir),
     },
   );
   cri = criClient(ctd.address);

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inCI, oracle, rootWithLoop, tempDir } from '@lcow/testkit';
 import { ROOT_HASH_LABEL, SnapshotterServer } from '../src/index.ts';
 import { startSnapshotter } from './child.ts';
-import { client, code, type Client, type Req } from './client.ts';
+import { client, code, withMounted, type Client, type Req } from './client.ts';
 
 const ready = process.platform === 'linux' && rootWithLoop();
 if (!ready && inCI) throw new Error('CI=true: the snapshotter gRPC tests need root with loop devices');
@@ -294,8 +294,12 @@ describe.runIf(ready)('a full disk during Commit', () => {
       // Room again: the same Commit succeeds, and a view of it holds the file.
       await exec('mount', ['-o', 'remount,size=768m', fsDir]);
       await c.call('Commit', { name: 'done', key: 'big' });
-      const v = (await c.call('View', { key: 'v', parent: 'done' })) as { mounts: { source: string }[] };
-      const viewed = await readFile(join(v.mounts[0]!.source, 'data'));
+      // A view of one layer: its ext4, loop-mounted read-only as containerd would.
+      const v = (await c.call('View', { key: 'v', parent: 'done' })) as {
+        mounts: { type: string; source: string; options: string[] }[];
+      };
+      expect(v.mounts[0]).toMatchObject({ type: 'ext4', options: ['ro', 'loop', 'nodev'] });
+      const viewed = await withMounted(v.mounts, (at) => readFile(join(at, 'data')));
       expect(createHash('sha256').update(viewed).digest('hex')).toBe(want);
       await c.call('Remove', { key: 'v' });
       await c.call('Remove', { key: 'done' });

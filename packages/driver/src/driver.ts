@@ -752,9 +752,9 @@ export class LcowDriver {
       const changes = await this.#changes(info, r, parent);
       if (LcowDriver.#isDirect(info, parent)) {
         if (!r.own) return 0;
-        return changesSize(r.own.root ? subtree(r.own.fs, r.own.root) : r.own.fs, changes);
+        return await changesSize(r.own.root ? subtree(r.own.fs, r.own.root) : r.own.fs, changes);
       }
-      return changesSize((await this.#naiveTrees(info, r, parent)).next, changes);
+      return await changesSize((await this.#naiveTrees(info, r, parent)).next, changes);
     } finally {
       await r.close();
     }

@@ -148,3 +148,32 @@ describe.skipIf(!ready)('graphtest on the host backend', () => {
     }
   });
 });
+
+describe.skipIf(!ready)('diffSize of a sandbox with many files', () => {
+  it('reads every file before its readers are closed (50 000 files: more inodes than the reader caches)', async () => {
+    // Regression: diffSize returned the size walk's promise from inside its try, so the finally closed the
+    // readers while the walk still ran; once the walk had to read inode tables again (past the reader's
+    // caches, through the thread pool), every read hit a closed file — and a snapshotter asked for Usage
+    // died of the unhandled rejection.
+    const id = randomId();
+    await d.createReadWrite(id, null);
+    const fs = await d.get(id);
+    const { mkdir, writeFile } = await import('node:fs/promises');
+    let want = 0;
+    for (let i = 0; i < 100; i++) {
+      await mkdir(`${fs.path}/d${i}`);
+      await Promise.all(
+        Array.from({ length: 500 }, (_, j) => {
+          want += `${i}-${j}\n`.length;
+          return writeFile(`${fs.path}/d${i}/f${j}`, `${i}-${j}\n`);
+        }),
+      );
+    }
+    await d.put(id);
+    try {
+      expect(await d.diffSize(id, null)).toBe(want);
+    } finally {
+      await d.remove(id);
+    }
+  }, 300_000);
+});

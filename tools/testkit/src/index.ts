@@ -179,7 +179,7 @@ export async function withLoopMount<T>(
   }
 }
 export { printTable, runMeasured, tarOfTrees, type Measured } from './measure.ts';
-export { runLimited, type LimitedRun } from './limits.ts';
+export { runLimited, treeRssKiB, type LimitedRun } from './limits.ts';
 export { runReadmeExample } from './readme.ts';
 
 /**
