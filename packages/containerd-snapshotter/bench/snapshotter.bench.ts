@@ -30,7 +30,7 @@ import {
   type Registry,
 } from '@lcow/testkit';
 import { writeExampleImage } from '../../driver/src/cli/example-image.ts';
-import { startSnapshotter } from '../test/child.ts';
+import { lcowCleanup, startSnapshotter, stopChild } from '../test/child.ts';
 import { criClient, criToml, hostsFor } from '../test/cri-client.ts';
 
 const runs = Number(process.env.LCOW_BENCH_RUNS ?? 3);
@@ -245,21 +245,9 @@ async function main(): Promise<void> {
   } finally {
     cri?.close();
     await ctd?.stop().catch(() => {});
-    if (snap && snap.exitCode === null) {
-      const gone = new Promise((r) => snap!.once('exit', r));
-      snap.kill('SIGTERM');
-      await gone;
-    }
+    await stopChild(snap);
     await reg?.stop().catch(() => {});
-    await run(process.execPath, [
-      '--conditions=@lcow/source',
-      '--import',
-      'tsx',
-      join(import.meta.dirname, '../../driver/test/lcow-bin.ts'),
-      '--root',
-      join(work, 'containerd', 'root', 'io.containerd.snapshotter.v1.lcow'),
-      'cleanup',
-    ]).catch(() => {});
+    await lcowCleanup(join(work, 'containerd', 'root', 'io.containerd.snapshotter.v1.lcow'));
     await rm(work, { recursive: true, force: true });
   }
 }

@@ -22,6 +22,11 @@ export interface Snapshot {
   created: string;
   updated: string;
   labels: Record<string, string>;
+  /**
+   * An active snapshot's filesystem usage when it was made (bytes and inodes an empty sandbox already
+   * uses): `Usage` is what is used now less this.
+   */
+  base?: { size: number; inodes: number };
 }
 
 /**
@@ -120,7 +125,8 @@ export class Metadata {
         typeof o.created !== 'string' ||
         typeof o.updated !== 'string' ||
         typeof o.labels !== 'object' ||
-        o.labels === null
+        o.labels === null ||
+        (o.base !== undefined && !(Number.isSafeInteger(o.base?.size) && Number.isSafeInteger(o.base?.inodes)))
       )
         throw new SnapshotError('ERR_FAILED_PRECONDITION', `${file}: entry ${i} is not a snapshot`);
       return o as Snapshot;

@@ -6,7 +6,7 @@
 // applier writes a layer into an active snapshot; `Commit` turns what it wrote (the sandbox's upper, whiteouts
 // included) into the committed layer. The record (metadata.ts) maps containerd's keys to layer ids.
 import { createHash, randomBytes } from 'node:crypto';
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, readFile, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { probeExt4, type Ext4Summary } from '@lcow/ext4';
 import { checkVerity } from '@lcow/vhd';
@@ -267,6 +267,7 @@ export class Snapshotter {
       mounted = id;
       const at = now();
       const snap: Snapshot = { key, id, kind, parent: parent?.key ?? '', created: at, updated: at, labels: lbl };
+      if (kind === 'active') snap.base = await usedBy(path);
       await this.#run(() => this.#meta.change([snap]));
       return Snapshotter.#bind(path, kind);
     } catch (e) {
@@ -639,6 +640,18 @@ export class Snapshotter {
 
   async #usage(snap: Snapshot): Promise<{ size: number; inodes: number }> {
     if (snap.kind === 'view') return { size: 0, inodes: 0 };
+    if (snap.kind === 'active' && snap.base) {
+      // The union's statfs is its sandbox's (overlayfs reports its upper filesystem): what the container
+      // wrote, less what the empty sandbox held — at once, where a walk of every file would take seconds
+      // (and the CRI asks every snapshot every 10 s).
+      const path = await this.#union(snap);
+      try {
+        const used = await usedBy(path);
+        return { size: Math.max(0, used.size - snap.base.size), inodes: Math.max(0, used.inodes - snap.base.inodes) };
+      } finally {
+        await this.driver.put(snap.id);
+      }
+    }
     if (snap.kind === 'active') {
       const parent = snap.parent ? (this.#meta.get(snap.parent)?.id ?? null) : null;
       const [size, changes] = await Promise.all([
@@ -704,6 +717,12 @@ function chainIdOf(s: Snapshot): string | null {
   const ref = s.labels[SNAPSHOT_REF_LABEL];
   if (isDigest(ref)) return ref;
   return /(?:^|\/)(sha256:[0-9a-f]{64})$/.exec(s.key)?.[1] ?? null;
+}
+
+/** Bytes and inodes in use in the filesystem mounted at `path`. */
+async function usedBy(path: string): Promise<{ size: number; inodes: number }> {
+  const st = await statfs(path);
+  return { size: (st.blocks - st.bfree) * st.bsize, inodes: st.files - st.ffree };
 }
 
 /** The summary of the ext4 superblock at the start of `file`. */

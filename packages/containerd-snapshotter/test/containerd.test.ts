@@ -23,7 +23,7 @@ import {
   tempDir,
   type Containerd,
 } from '@lcow/testkit';
-import { startSnapshotter as start } from './child.ts';
+import { lcowCleanup, startSnapshotter as start } from './child.ts';
 import { withMounted } from './client.ts';
 
 const ready = process.platform === 'linux' && rootWithLoop() && oracle('containerd') && oracle('ctr') && oracle('cc');
@@ -66,16 +66,7 @@ afterAll(async () => {
   await ctd?.stop().catch(() => {});
   await stopSnapshotter().catch(() => {});
   // Whatever a failed case left: our unions and loop devices (the snapshotter's folder under /run/lcow).
-  if (ready)
-    await run(process.execPath, [
-      '--conditions=@lcow/source',
-      '--import',
-      'tsx',
-      join(import.meta.dirname, '../../driver/test/lcow-bin.ts'),
-      '--root',
-      root,
-      'cleanup',
-    ]).catch(() => {});
+  if (ready) await lcowCleanup(root);
   await dir?.cleanup();
 }, 120_000);
 
@@ -286,6 +277,36 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
     expect(await runOps('lcow', 'walk')).toMatch(/^\/srv\/added\t/m);
     for (const ref of ['docker.io/shared/a:1', 'docker.io/shared/b:1']) await ctd.ctr('images', 'rm', '--sync', ref);
   }, 300_000);
+
+  it('an image of 128 layers: imported, run, and seen as overlayfs sees it', async () => {
+    const [base] = parityLayers(await buildOps(dir.path));
+    const layers = [
+      base!,
+      ...Array.from({ length: 127 }, (_, i) =>
+        makeTar([
+          { path: 'deep/', type: 'dir', mtime: PARITY_MTIME },
+          { path: `deep/layer-${String(i + 1).padStart(3, '0')}`, body: `${i + 1}\n`, mtime: PARITY_MTIME },
+          ...(i > 0 ? [{ path: `deep/.wh.layer-${String(i).padStart(3, '0')}`, body: '', mtime: PARITY_MTIME }] : []),
+        ]),
+      ),
+    ];
+    const file = join(dir.path, 'deep.tar');
+    await dockerSave(file, layers, 'deep/128:1');
+    const t0 = Date.now();
+    await ctd!.ctr('images', 'import', '--snapshotter', 'lcow', file);
+    const importMs = Date.now() - t0;
+    await ctd!.ctr('images', 'import', '--snapshotter', 'overlayfs', file);
+    const ref = 'docker.io/deep/128:1';
+    const id = (sn: string): string => `deep-${sn}-${Math.random().toString(16).slice(2, 10)}`;
+    const [a, b] = await Promise.all(
+      ['lcow', 'overlayfs'].map((sn) => ctd!.ctr('run', '--rm', '--snapshotter', sn, ref, id(sn), '/ops', 'walk')),
+    );
+    expect(byPath(a!)).toEqual(byPath(b!));
+    // Each layer whited out the one below: only the top's file is left.
+    expect(Object.keys(byPath(a!)).filter((p) => p.startsWith('/deep/'))).toEqual(['/deep/layer-127']);
+    console.log(`[containerd-snapshotter] 128-layer image imported into lcow in ${importMs} ms`);
+    await ctd!.ctr('images', 'rm', '--sync', ref);
+  }, 600_000);
 
   it('ctr images rm and garbage collection: every lcow snapshot, layer and mount goes', async () => {
     await ctd!.ctr('images', 'rm', '--sync', IMAGE);

@@ -24,7 +24,7 @@ import {
   type Containerd,
   type Registry,
 } from '@lcow/testkit';
-import { startSnapshotter } from './child.ts';
+import { lcowCleanup, startSnapshotter, stopChild } from './child.ts';
 import { criClient, criToml, hostsFor } from './cri-client.ts';
 import { client } from './client.ts';
 
@@ -130,22 +130,9 @@ afterAll(async () => {
   cri?.close();
   if (process.env.LCOW_DEBUG) process.stderr.write(ctd?.log() ?? '');
   await ctd?.stop().catch(() => {});
-  if (snap && snap.exitCode === null) {
-    const gone = new Promise((r) => snap!.once('exit', r));
-    snap.kill('SIGTERM');
-    await gone;
-  }
+  await stopChild(snap);
   await reg?.stop().catch(() => {});
-  if (ready)
-    await run(process.execPath, [
-      '--conditions=@lcow/source',
-      '--import',
-      'tsx',
-      join(import.meta.dirname, '../../driver/test/lcow-bin.ts'),
-      '--root',
-      root,
-      'cleanup',
-    ]).catch(() => {});
+  if (ready) await lcowCleanup(root);
   await dir?.cleanup();
 }, 120_000);
 

@@ -4,7 +4,7 @@
 // and the snapshotter SIGKILLed in the middle of a Commit.
 import { execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
@@ -114,10 +114,17 @@ describe.runIf(ready)('the snapshots service over gRPC', () => {
     expect(((await c.call('Stat', { key: 'two' })) as { info: { labels: Req } }).info.labels).toEqual({ x: '1' });
     await upd({ only: 'this' }, []);
     expect(((await c.call('Stat', { key: 'two' })) as { info: { labels: Req } }).info.labels).toEqual({ only: 'this' });
-    // Usage of what a client wrote into the active snapshot.
+    // Usage of what a client wrote into the active snapshot: the blocks and inodes it took (as containerd's
+    // overlayfs counts the upper folder's blocks), read from the sandbox's filesystem at once.
     const m = (await c.call('Mounts', { key: 'two' })) as { mounts: { source: string }[] };
+    expect(await c.call('Usage', { key: 'two' })).toEqual({ size: 0, inodes: 0 });
     await writeFile(join(m.mounts[0]!.source, 'written'), Buffer.alloc(10_000, 1));
-    expect(await c.call('Usage', { key: 'two' })).toEqual({ size: 10_000, inodes: 1 });
+    await mkdir(join(m.mounts[0]!.source, 'folder'));
+    await writeFile(join(m.mounts[0]!.source, 'folder', 'big'), Buffer.alloc(3 << 20, 2));
+    const u = (await c.call('Usage', { key: 'two' })) as { size: number; inodes: number };
+    expect(u.inodes).toBe(3);
+    expect(u.size).toBeGreaterThanOrEqual(10_000 + (3 << 20));
+    expect(u.size).toBeLessThan(10_000 + (3 << 20) + (64 << 10));
     for (const k of ['two', 'base']) await c.call('Remove', { key: k });
   }, 120_000);
 

@@ -37,6 +37,8 @@ import { readTarTree } from './tar-tree.ts';
 import { optionMap, parseDriverOptions, parseSandboxSize, type BackendName, type DriverOptions } from './options.ts';
 
 const GiB = 2 ** 30;
+/** Read-only layer disks kept attached after their last union on the host backend (see the pool's lingerDisks). */
+const LINGER_DISKS = 256;
 /** The smallest image the converter writes (1 MiB), below which no layer can fit. */
 const MIN_LAYER_BYTES = 2 ** 20;
 
@@ -146,6 +148,10 @@ export class LcowDriver {
       mode: backend.singleVm || options.globalMode ? 'global' : 'safe',
       start: (vmId, signal) => backend.start(vmId, signal),
       attachConcurrency: backend.attachConcurrency,
+      // On the host, a layer's loop device and mount stay a while after its last union goes: the next
+      // container on the image, or the next layer unpacked on this chain, finds them ready (an image of 128
+      // layers is otherwise 128 × 129 / 2 attaches). A VM's disk slots are scarcer: there, none linger.
+      lingerDisks: backend.singleVm ? LINGER_DISKS : 0,
       ...(backend.timeoutMs ? { timeoutMs: backend.timeoutMs } : {}),
     });
   }
@@ -342,7 +348,10 @@ export class LcowDriver {
     }
   }
 
-  /** `put`: drops one `get`; the last one unmounts the union and detaches the chain. */
+  /**
+   * `put`: drops one `get`; the last one unmounts the union and detaches its sandbox (on the host the
+   * read-only layers linger a while, for the next union on them).
+   */
   put(id: string): Promise<void> {
     return this.#lock(id, async () => {
       const m = this.#mounted.get(id);
@@ -411,8 +420,12 @@ export class LcowDriver {
   async #refuseIfInUse(id: string, op: string): Promise<void> {
     const p = this.store.layer(id);
     for (const file of [p.layerVhd, p.sandboxVhdx]) {
+      // Still attached only because it lingers after its last union: let go, not in use.
+      await this.#pool.releaseIdle(file);
       if (this.#attached(file, true) || this.#attached(file, false))
         throw new DriverError('ERR_LAYER_BUSY', `${op} ${id}: its disk is attached for a mounted layer`);
+      // Lingering disks of a process that was killed: nobody will ever adopt them.
+      if (await this.backend.inUse(file)) await this.backend.releaseOrphans();
       if (await this.backend.inUse(file))
         throw new DriverError(
           'ERR_LAYER_BUSY',
@@ -854,7 +867,9 @@ export class LcowDriver {
       this.#mounted.delete(id);
       if (!m.adopted && !opts.detach) await m.release().catch(() => {});
     }
-    if (!opts.detach) await this.#pool.cleanup();
+    // Left to a successor: the unions, not the disks no union uses.
+    if (opts.detach) await this.#pool.releaseIdle().catch(() => {});
+    else await this.#pool.cleanup();
   }
 
   /**

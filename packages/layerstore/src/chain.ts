@@ -1,15 +1,16 @@
 import { isAbsolute } from 'node:path';
 import { LayerStoreError } from './errors.ts';
 
-/** Largest `layerchain.json` we read; a real chain of 127 layers with long paths stays far below. */
+/** Largest `layerchain.json` we read; a real chain of 255 layers with long paths stays far below. */
 export const MAX_CHAIN_BYTES = 1 << 20;
 
 /**
- * Most parents a layer may have: 127 (an image of 128 layers). Docker's overlay2 stops at 125 and a
- * utility VM's SCSI controller holds 64 disks per controller; a chain far deeper cannot be mounted anyway,
- * and would only make every operation on it slow.
+ * Most parents a layer may have: 255 — a container on an image of 255 layers (containerd sets no limit of its
+ * own; Docker's overlay2 stops at 125). A utility VM's four SCSI controllers hold 256 disks, and the host
+ * backend's overlay of that many layers still fits mount(2)'s one page of options; a chain far deeper could
+ * not be mounted anyway, and would only make every operation on it slow.
  */
-export const MAX_CHAIN_DEPTH = 127;
+export const MAX_CHAIN_DEPTH = 255;
 
 /**
  * Parses a `layerchain.json`: `null` (the original's "no parents"), `[]`, or an array of absolute folder

@@ -35,6 +35,15 @@ export interface PoolOptions {
    * one). A backend whose attach is a host mount takes more: a 50-layer chain then attaches in a few steps.
    */
   attachConcurrency?: number;
+  /**
+   * Read-only disks kept attached, with no reference, after their last lease lets them go (default 0: none):
+   * the next acquire of the same layer — the next container on an image, the next layer of an image being
+   * unpacked on its parent — takes them as they are instead of attaching them again. The oldest go first past
+   * this many, and any after {@link lingerMs}; {@link SvmPool.releaseIdle} lets them go at once.
+   */
+  lingerDisks?: number;
+  /** How long a lingering disk is kept (default 120 s). */
+  lingerMs?: number;
 }
 
 type VmState = 'starting' | 'running' | 'stopping';
@@ -55,6 +64,8 @@ class Entry {
   /** Next `/tmp/d<n>`: monotonic per VM, never reused. */
   counter = 0;
   readonly disks = new Map<string, AttachedDisk>();
+  /** Lingering disks (attached, no reference), oldest first, with when they were let go. */
+  readonly idle = new Map<string, number>();
   readonly mounts = new Map<string, number>();
   /** The guest paths each mounted union reads (its lowers and upper). */
   readonly mountUses = new Map<string, readonly string[]>();
@@ -113,6 +124,7 @@ export class SvmPool {
   readonly #opts: Required<Omit<PoolOptions, 'platform'>>;
   readonly #key: (path: string) => string;
   readonly #entries = new Map<string, Entry>();
+  #sweeper: NodeJS.Timeout | null = null;
 
   constructor(opts: PoolOptions) {
     this.#opts = {
@@ -120,7 +132,11 @@ export class SvmPool {
       start: opts.start,
       timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       attachConcurrency: opts.attachConcurrency ?? 1,
+      lingerDisks: opts.lingerDisks ?? 0,
+      lingerMs: opts.lingerMs ?? 120_000,
     };
+    if (!Number.isInteger(this.#opts.lingerDisks) || this.#opts.lingerDisks < 0)
+      throw new SvmPoolError('ERR_INVALID_ARGUMENT', `lingerDisks ${opts.lingerDisks}: a whole number`);
     if (!Number.isInteger(this.#opts.attachConcurrency) || this.#opts.attachConcurrency < 1)
       throw new SvmPoolError('ERR_INVALID_ARGUMENT', `attachConcurrency ${opts.attachConcurrency}: a positive integer`);
     if (opts.mode !== 'global' && opts.mode !== 'safe')
@@ -228,6 +244,7 @@ export class SvmPool {
         const have = e.disks.get(key);
         if (have) {
           have.refs++;
+          e.idle.delete(key);
           refd.push(key);
           out[i] = { key, disk: have.disk };
         } else if (seen.has(key)) {
@@ -304,8 +321,18 @@ export class SvmPool {
       if (!a || a.refs === 0) continue;
       a.refs--;
       // A disk that a mounted union still uses (its unmount failed) stays attached, unreferenced.
-      if (a.refs === 0 && e.state === 'running' && !e.inUse(a.disk.guestPath)) gone.push(key);
+      if (a.refs > 0 || e.state !== 'running' || e.inUse(a.disk.guestPath)) continue;
+      if (a.disk.readOnly && this.#opts.lingerDisks > 0) {
+        e.idle.delete(key);
+        e.idle.set(key, Date.now());
+      } else gone.push(key);
     }
+    // Past the cap, the oldest lingering disks go.
+    for (const key of e.idle.keys()) {
+      if (e.idle.size - gone.filter((k) => e.idle.has(k)).length <= this.#opts.lingerDisks) break;
+      gone.push(key);
+    }
+    this.#sweepLater();
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < gone.length) {
@@ -314,6 +341,7 @@ export class SvmPool {
         try {
           await this.#deadline(e.vm!.hotRemove(a.disk), `service VM ${e.vmId}: hot-remove ${a.disk.hostPath}`);
           e.disks.delete(key);
+          e.idle.delete(key);
         } catch (err) {
           // Still attached as far as we know: kept with no references, reused or retried later.
           first ??= err;
@@ -322,6 +350,59 @@ export class SvmPool {
     };
     await Promise.all(Array.from({ length: Math.min(this.#opts.attachConcurrency, gone.length) }, worker));
     if (first) throw first;
+  }
+
+  /**
+   * Lets lingering disks go now: the one of `hostPath` (before its layer is removed), or all of them (before
+   * a process stops and leaves its unions to the next one). Throws the first hot-remove error.
+   */
+  async releaseIdle(hostPath?: string): Promise<void> {
+    const want = hostPath === undefined ? null : this.#key(hostPath);
+    let first: unknown = null;
+    for (const e of this.#entries.values()) {
+      if (e.state !== 'running' || e.idle.size === 0) continue;
+      await e
+        .serial(() => this.#dropIdle(e, (key) => want === null || key === want))
+        .catch((err: unknown) => void (first ??= err));
+    }
+    if (first) throw first;
+  }
+
+  /** Hot-removes the lingering disks `pick` chooses (those still unreferenced and unused). Call inside serial. */
+  async #dropIdle(e: Entry, pick: (key: string, since: number) => boolean): Promise<void> {
+    const keys = [...e.idle].filter(([k, since]) => pick(k, since)).map(([k]) => k);
+    let first: unknown = null;
+    for (const key of keys) {
+      const a = e.disks.get(key);
+      e.idle.delete(key);
+      if (!a || a.refs > 0 || e.inUse(a.disk.guestPath) || e.state !== 'running') continue;
+      try {
+        await this.#deadline(e.vm!.hotRemove(a.disk), `service VM ${e.vmId}: hot-remove ${a.disk.hostPath}`);
+        e.disks.delete(key);
+      } catch (err) {
+        first ??= err;
+      }
+    }
+    if (first) throw first;
+  }
+
+  /** While disks linger, a timer (not keeping the process alive) lets go of those idle past `lingerMs`. */
+  #sweepLater(): void {
+    if (this.#sweeper || this.#opts.lingerDisks === 0) return;
+    if (![...this.#entries.values()].some((e) => e.idle.size > 0)) return;
+    this.#sweeper = setTimeout(
+      () => {
+        this.#sweeper = null;
+        const cutoff = Date.now() - this.#opts.lingerMs;
+        void Promise.all(
+          [...this.#entries.values()]
+            .filter((e) => e.state === 'running')
+            .map((e) => e.serial(() => this.#dropIdle(e, (_k, since) => since <= cutoff)).catch(() => {})),
+        ).then(() => this.#sweepLater());
+      },
+      Math.max(1000, this.#opts.lingerMs / 4),
+    );
+    this.#sweeper.unref();
   }
 
   /** Drops a VM reference; at the last one in safe mode, stops the VM (the promise settles when it is gone). */
@@ -341,6 +422,7 @@ export class SvmPool {
         if (vm) await this.#deadline(vm.terminate(), `service VM ${e.vmId}: terminate`);
       } finally {
         e.disks.clear();
+        e.idle.clear();
         e.mounts.clear();
         e.mountUses.clear();
         if (this.#entries.get(e.vmId) === e) this.#entries.delete(e.vmId);

@@ -138,6 +138,50 @@ describe('disks', () => {
   });
 });
 
+describe('lingering disks', () => {
+  it('a read-only disk let go stays attached, unreferenced, and the next acquire takes it without a hot-add', async () => {
+    const { host, pool } = setup('global', { lingerDisks: 2 });
+    const a = await pool.acquire('a', [disk('/l/base.vhd'), disk('/s/box.vhdx', false)]);
+    await a.release();
+    // The writable sandbox goes at once; the layer lingers.
+    expect(host.log.filter((l) => l.includes('hotRemove'))).toEqual([
+      '_lcow_global_svm_#1 hotRemove /s/box.vhdx /tmp/d2',
+    ]);
+    expect(pool.snapshot().vms[0]!.disks).toEqual([
+      { hostPath: '/l/base.vhd', guestPath: '/tmp/d1', readOnly: true, refs: 0 },
+    ]);
+    const b = await pool.acquire('b', [disk('/l/base.vhd')]);
+    expect(b.disks[0]!.guestPath).toBe('/tmp/d1');
+    expect(host.log.filter((l) => l.includes('hotAdd /l/base.vhd'))).toHaveLength(1);
+    await b.release();
+  });
+
+  it('past the cap the oldest go; releaseIdle(path) lets one go (a layer about to be removed), releaseIdle() all', async () => {
+    const { host, pool } = setup('global', { lingerDisks: 2 });
+    for (const n of ['a', 'b', 'c']) await (await pool.acquire(n, [disk(`/l/${n}.vhd`)])).release();
+    const removed = (): string[] => host.log.filter((l) => l.includes('hotRemove')).map((l) => l.split(' ')[2]!);
+    expect(removed()).toEqual(['/l/a.vhd']);
+    await pool.releaseIdle('/l/c.vhd');
+    expect(removed()).toEqual(['/l/a.vhd', '/l/c.vhd']);
+    // A disk in use is never let go by releaseIdle.
+    const held = await pool.acquire('d', [disk('/l/d.vhd')]);
+    await pool.releaseIdle();
+    expect(removed()).toEqual(['/l/a.vhd', '/l/c.vhd', '/l/b.vhd']);
+    expect(pool.snapshot().vms[0]!.disks.map((d) => d.hostPath)).toEqual(['/l/d.vhd']);
+    await held.release();
+  });
+
+  it('a lingering disk goes after lingerMs', async () => {
+    const { host, pool } = setup('global', { lingerDisks: 4, lingerMs: 200 });
+    await (await pool.acquire('a', [disk('/l/a.vhd')])).release();
+    expect(host.log.some((l) => l.includes('hotRemove'))).toBe(false);
+    for (let i = 0; i < 40 && !host.log.some((l) => l.includes('hotRemove')); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(host.log.filter((l) => l.includes('hotRemove'))).toEqual(['_lcow_global_svm_#1 hotRemove /l/a.vhd /tmp/d1']);
+    expect(pool.snapshot().vms[0]!.disks).toEqual([]);
+  });
+});
+
 describe('union mounts', () => {
   it('a second mount of the same target issues no command; unmounted at the last reference', async () => {
     const { host, pool } = setup('global');

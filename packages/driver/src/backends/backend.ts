@@ -6,7 +6,15 @@ import type { ContainerFs } from '../fs/types.ts';
 import { HostFs } from '../fs/host-fs.ts';
 import { UnionFs } from '../fs/union-fs.ts';
 import type { BackendName } from '../options.ts';
-import { HostVm, findDetached, hostBackendAvailable, hostRunDir, unmountDetached, unmountStale } from './host.ts';
+import {
+  HostVm,
+  findDetached,
+  hostBackendAvailable,
+  hostRunDir,
+  unmountDetached,
+  unmountOrphanDisks,
+  unmountStale,
+} from './host.ts';
 import { loopAttached, syncMountsOf } from './host-tools.ts';
 import { InprocVm } from './inproc.ts';
 
@@ -41,6 +49,8 @@ export interface Backend {
   flush(hostPath: string): Promise<void>;
   /** Whether any process of this machine has the disk file attached (the host's own view). */
   inUse(hostPath: string): Promise<boolean>;
+  /** Lets go of disks that processes now gone left attached with no union reading them. */
+  releaseOrphans(): Promise<void>;
   /** At init and cleanup: what a killed process left mounted. */
   recover(): Promise<string[]>;
   /** Unmounts a union that another process mounted and left (`lcow mount`); false if there is none. */
@@ -66,6 +76,7 @@ export function hostBackend(dataRoot: string, opts: { suid?: boolean } = {}): Ba
     adopt: (target) => findDetached(runDir, target),
     flush: (hostPath) => syncMountsOf(hostPath),
     inUse: (hostPath) => loopAttached(hostPath),
+    releaseOrphans: () => unmountOrphanDisks(runDir),
     recover: () => unmountStale(runDir),
     unmountDetached: (target) => unmountDetached(runDir, target),
   };
@@ -85,6 +96,7 @@ export function inprocBackend(): Backend {
     adopt: async () => null,
     flush: async () => {},
     inUse: async () => false,
+    releaseOrphans: async () => {},
     recover: async () => [],
     unmountDetached: async () => false,
   };

@@ -340,6 +340,7 @@ export function hcsBackend(
     // Hyper-V holds an attached disk open exclusively: another process's attach shows as a sharing
     // violation when the file is replaced or removed, which the caller reports.
     inUse: async () => false,
+    releaseOrphans: async () => {},
     recover: async () => [],
     unmountDetached: async () => false,
   };

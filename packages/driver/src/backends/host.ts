@@ -356,6 +356,25 @@ export async function unmountDetached(runDir: string, target: string): Promise<b
   await rmdir(path).catch(() => {});
   await rm(join(runDir, OWNERS, id), { force: true });
   if (owner === null) return true;
+  await unmountUnusedDisks(runDir, owner);
+  return true;
+}
+
+/**
+ * Unmounts the disks of gone processes' VM folders that no union reads — a killed process's lingering
+ * layer disks, which nobody would ever adopt. Their unions' disks stay, for those unions' own `put`.
+ */
+export async function unmountOrphanDisks(runDir: string): Promise<void> {
+  const owners = new Set<string>();
+  for (const m of await mountsUnder(runDir)) {
+    const vm = m.slice(runDir.length + 1).split('/')[0] ?? '';
+    if (vm !== UNIONS && vmGone(vm)) owners.add(vm);
+  }
+  for (const owner of owners) await unmountUnusedDisks(runDir, owner);
+}
+
+/** Unmounts the disks of VM folder `owner` that no union (in it, or in `u/` owned by it) reads. */
+async function unmountUnusedDisks(runDir: string, owner: string): Promise<void> {
   const vmRoot = join(runDir, owner);
   const inVm = await mountTable(vmRoot);
   const disks = inVm.filter((m) => /\/tmp\/d[0-9]+$/.test(m.target));
@@ -376,7 +395,6 @@ export async function unmountDetached(runDir: string, target: string): Promise<b
     await rmdir(d.target).catch(() => {});
   }
   if ((await mountsUnder(vmRoot)).length === 0) await rm(vmRoot, { recursive: true, force: true });
-  return true;
 }
 
 /** Layer files whose lost+found our writer marked as its own, by file identity (layers never change). */
