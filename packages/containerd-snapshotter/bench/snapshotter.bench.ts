@@ -52,14 +52,18 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
 
 /** Bytes allocated under `dir` (du), 0 when it does not exist. */
 function du(dir: string, exclude: string[] = []): number {
+  let out: string;
   try {
-    const out = execFileSync('du', ['-s', '--block-size=1', ...exclude.map((e) => `--exclude=${e}`), dir], {
+    out = execFileSync('du', ['-s', '--block-size=1', ...exclude.map((e) => `--exclude=${e}`), dir], {
       encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
     });
-    return Number(out.split('\t')[0]);
-  } catch {
-    return 0;
+  } catch (e) {
+    // du says what it could read even when something vanished under it (a sandbox being removed).
+    out = String((e as { stdout?: unknown }).stdout ?? '');
   }
+  const n = Number(out.split('\t')[0]);
+  return Number.isFinite(n) ? n : 0;
 }
 
 const rssOf = (pid: number, field: 'VmRSS' | 'VmHWM'): number =>
@@ -170,7 +174,15 @@ async function main(): Promise<void> {
           execFileSync('sync');
           times.get(way)!.push(await timed(() => pull(ref)));
           disk.set(way, du(store, ['tmp', 'scratch']) - before);
-          await ctr('images', 'rm', '--sync', ref);
+          // Every name of the image goes (the CRI adds its id and digest as names), so that containerd
+          // collects its snapshots and the next trial starts from nothing.
+          const names = (await ctr('images', 'ls', '-q')).split('\n').filter(Boolean);
+          await ctr('images', 'rm', '--sync', ...names);
+          const left = (await ctr('snapshots', '--snapshotter', store === root ? 'lcow' : 'overlayfs', 'ls'))
+            .split('\n')
+            .slice(1)
+            .filter(Boolean);
+          if (left.length > 0) throw new Error(`bench: snapshots left after removing ${ref}: ${left.join('; ')}`);
         }
       const ref0 = median(times.get('overlayfs')!);
       for (const [way] of ways) {
