@@ -1,8 +1,9 @@
 // containerd's snapshotter model over the LCOW driver. A committed snapshot is an lcow layer (`layer.vhd`:
 // ext4, a dm-verity tree, its root hash as a label); an active one is a sandbox on its parent's chain, mounted
 // by the driver as an overlay (read-only, nodev layer mounts below, the sandbox's upper on top) and handed to
-// containerd as a bind mount of that union; a view is the union of its parent's chain, read-only (of a single
-// layer: that layer's ext4, which containerd loop-mounts read-only itself). containerd's
+// containerd as a bind mount of that union; a view is the union of its parent's chain, read-only — of a single
+// layer too: the layer's ext4 mounted as it is would show the lost+found e2fsck needs, which the union hides
+// (containerd's conformance suite compares a view with what was written). containerd's
 // applier writes a layer into an active snapshot; `Commit` turns what it wrote (the sandbox's upper, whiteouts
 // included) into the committed layer. The record (metadata.ts) maps containerd's keys to layer ids.
 import { createHash, randomBytes } from 'node:crypto';
@@ -117,7 +118,7 @@ export class Snapshotter {
     const driver = await LcowDriver.init(root, opts.driverOptions ?? [], { containerRoots: true, recover: false });
     const s = new Snapshotter(driver, await Metadata.open(driver.root), opts);
     for (const snap of s.#meta.all()) {
-      if (snap.kind === 'committed' || s.#isLoopView(snap)) continue;
+      if (snap.kind === 'committed') continue;
       const parent = snap.parent ? (s.#meta.get(snap.parent) ?? null) : null;
       await s
         .#verifyChain(parent, `mount ${JSON.stringify(snap.key)}`)
@@ -190,16 +191,6 @@ export class Snapshotter {
     return fs.path;
   }
 
-  /** A view of a single committed layer: handed to containerd as the layer's ext4, `ro,loop`. */
-  #isLoopView(snap: Snapshot): boolean {
-    return snap.kind === 'view' && snap.parent !== '' && this.#meta.get(snap.parent)?.parent === '';
-  }
-
-  async #loopMount(layerId: string): Promise<Mount[]> {
-    const source = join((await this.driver.getMetadata(layerId)).dir, 'layer.vhd');
-    return [{ type: 'ext4', source, target: '', options: ['ro', 'loop', 'nodev'] }];
-  }
-
   static #bind(source: string, kind: Kind): Mount[] {
     return [{ type: 'bind', source, target: '', options: ['rbind', kind === 'view' ? 'ro' : 'rw'] }];
   }
@@ -248,13 +239,6 @@ export class Snapshotter {
       await this.#verifyChain(parent, `${what} ${JSON.stringify(key)}`);
       if (target !== undefined && (await this.#fastPath(key, target, parent, parentKey ?? '', lbl, ctx)))
         this.#refuseIfCommitted(target, parentKey, key);
-      if (kind === 'view' && parent && parent.parent === '') {
-        // One layer: its ext4, which containerd loop-mounts read-only itself; nothing of ours stays mounted.
-        const at = now();
-        const snap: Snapshot = { key, id: parent.id, kind, parent: parent.key, created: at, updated: at, labels: lbl };
-        await this.#run(() => this.#meta.change([snap]));
-        return await this.#loopMount(parent.id);
-      }
       if (kind === 'active') {
         id = this.#newId();
         await this.driver.createReadWrite(id, parent?.id ?? null);
@@ -438,7 +422,6 @@ export class Snapshotter {
     const snap = this.#meta.need(checkKey(key, 'mounts'), 'mounts');
     if (snap.kind === 'committed')
       throw new SnapshotError('ERR_FAILED_PRECONDITION', `mounts: snapshot ${JSON.stringify(key)} is committed`);
-    if (this.#isLoopView(snap)) return this.#loopMount(snap.id);
     // The driver's get is refcounted: take one to learn the path, give it back (the snapshot keeps its own).
     const path = await this.#union(snap);
     await this.driver.put(snap.id);
@@ -567,8 +550,7 @@ export class Snapshotter {
       await this.#meta.change([], [key]);
       return s;
     });
-    // (A view of one layer held no mount of ours; the check reads the parent, which Remove cannot have removed.)
-    if (snap.kind !== 'committed' && !this.#isLoopView(snap)) await this.driver.put(snap.id).catch(() => {});
+    if (snap.kind !== 'committed') await this.driver.put(snap.id).catch(() => {});
     if (snap.kind !== 'view' || snap.parent === '')
       await this.driver
         .remove(snap.id)

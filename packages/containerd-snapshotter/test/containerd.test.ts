@@ -24,7 +24,6 @@ import {
   type Containerd,
 } from '@lcow/testkit';
 import { lcowCleanup, startSnapshotter as start } from './child.ts';
-import { withMounted } from './client.ts';
 
 const ready = process.platform === 'linux' && rootWithLoop() && oracle('containerd') && oracle('ctr') && oracle('cc');
 if (!ready && !inCI) console.warn('[containerd-snapshotter] skipping: needs Linux, root, containerd, ctr and cc');
@@ -155,15 +154,14 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
     expect(await s('usage', 'committed name')).toMatch(/committed name\s+\d/);
     await expect(s('rm', 'committed name')).rejects.toThrow(/child/);
     await expect(s('info', 'nothing here')).rejects.toThrow(/not found|does not exist/);
-    // A view of one layer is that layer's ext4, which containerd loop-mounts read-only itself.
+    // A view of one layer is its union too (read-only): the layer's ext4 as it is would show the lost+found
+    // e2fsck needs, which containerd's own view of the layer does not have.
     const base = layers.find((l) => l.trim().split(/\s+/).length === 2)!.split(/\s+/)[0]!;
     await s('view', 'base view', base);
-    const m = /^mount -t ext4 (\S+) \/mnt\/z -o (\S+)$/m.exec(await s('mounts', '/mnt/z', 'base view'));
-    expect(m?.[2]).toBe('ro,loop,nodev');
-    const motd = await withMounted([{ type: 'ext4', source: m![1]!, options: m![2]!.split(',') }], (at) =>
-      readFile(join(at, 'etc/motd'), 'utf8'),
-    );
-    expect(motd).toBe('welcome\n');
+    const m = /^mount -t bind (\S+) \/mnt\/z -o (\S+)$/m.exec(await s('mounts', '/mnt/z', 'base view'));
+    expect(m?.[2]).toBe('rbind,ro');
+    expect(await readFile(join(m![1]!, 'etc/motd'), 'utf8')).toBe('welcome\n');
+    await expect(readdir(join(m![1]!, 'lost+found'))).rejects.toThrow(/ENOENT/);
     await s('rm', 'base view');
     await s('rm', 'a view');
     await s('rm', 'committed name');
@@ -306,7 +304,7 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
     expect(Object.keys(byPath(a!)).filter((p) => p.startsWith('/deep/'))).toEqual(['/deep/layer-127']);
     console.log(`[containerd-snapshotter] 128-layer image imported into lcow in ${importMs} ms`);
     await ctd!.ctr('images', 'rm', '--sync', ref);
-  }, 600_000);
+  }, 1_500_000);
 
   it('ctr images rm and garbage collection: every lcow snapshot, layer and mount goes', async () => {
     await ctd!.ctr('images', 'rm', '--sync', IMAGE);

@@ -301,11 +301,9 @@ describe.runIf(ready)('a full disk during Commit', () => {
       // Room again: the same Commit succeeds, and a view of it holds the file.
       await exec('mount', ['-o', 'remount,size=768m', fsDir]);
       await c.call('Commit', { name: 'done', key: 'big' });
-      // A view of one layer: its ext4, loop-mounted read-only as containerd would.
       const v = (await c.call('View', { key: 'v', parent: 'done' })) as {
         mounts: { type: string; source: string; options: string[] }[];
       };
-      expect(v.mounts[0]).toMatchObject({ type: 'ext4', options: ['ro', 'loop', 'nodev'] });
       const viewed = await withMounted(v.mounts, (at) => readFile(join(at, 'data')));
       expect(createHash('sha256').update(viewed).digest('hex')).toBe(want);
       await c.call('Remove', { key: 'v' });

@@ -94,7 +94,7 @@ describe.skipIf(!ready)('a real directory tree', () => {
       await fs.close();
     }
     console.log(`[real tree] ${result.entries} entries, ${(result.tarBytes / 1e9).toFixed(2)} GB of tar compared`);
-  }, 600_000);
+  }, 1_500_000);
 });
 
 describe.skipIf(!ready)('big directories and GNU long names', () => {
