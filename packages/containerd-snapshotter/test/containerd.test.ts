@@ -40,6 +40,23 @@ let root: string;
 
 const startSnapshotter = (): Promise<ChildProcess> => start(socket, root);
 
+// Snapshots made with `ctr snapshots prepare|view|commit` hold no lease: containerd's GC collects them at its next
+// run, which any deletion starts at once (deletion_threshold 0). The ctr snapshots case would race it (it lost on a
+// busy CI machine: "snapshot a view does not exist"), so this daemon collects only when a case asks
+// (`ctr images rm --sync`), which every case that removes an image does.
+const startOurContainerd = (): Promise<Containerd> =>
+  startContainerd(
+    join(dir.path, 'containerd'),
+    { lcow: socket },
+    {
+      toml: [
+        '[plugins."io.containerd.gc.v1.scheduler"]',
+        '  deletion_threshold = 1000000',
+        '  mutation_threshold = 1000000',
+      ].join('\n'),
+    },
+  );
+
 async function stopSnapshotter(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   const c = snap;
   snap = null;
@@ -55,7 +72,7 @@ beforeAll(async () => {
   socket = join(dir.path, 'lcow.sock');
   root = join(dir.path, 'lcow-root');
   snap = await startSnapshotter();
-  ctd = await startContainerd(join(dir.path, 'containerd'), { lcow: socket });
+  ctd = await startOurContainerd();
   const image = join(dir.path, 'image.tar');
   await dockerSave(image, parityLayers(await buildOps(dir.path)), 'parity/every-kind:1');
   for (const sn of ['lcow', 'overlayfs']) await ctd.ctr('images', 'import', '--snapshotter', sn, image);
@@ -258,7 +275,7 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
     const before = await committed();
     expect(before).toHaveLength(3);
     await ctd!.stop();
-    ctd = await startContainerd(join(dir.path, 'containerd'), { lcow: socket });
+    ctd = await startOurContainerd();
     expect(await committed()).toEqual(before);
     expect(
       await ctd.ctr(
