@@ -36,6 +36,8 @@ import { criClient, criToml, hostsFor } from '../test/cri-client.ts';
 const runs = Number(process.env.LCOW_BENCH_RUNS ?? 3);
 const bigTrees = (process.env.LCOW_BENCH_SNAPSHOTTER_TREES ?? '/usr/share').split(/\s+/).filter(Boolean);
 const RUNS_CTR = Number(process.env.LCOW_BENCH_CTR_RUNS ?? 20);
+/** Which parts run (`unpack run memory`, the default all three): `LCOW_BENCH_PARTS=run` for container starts alone. */
+const parts = new Set((process.env.LCOW_BENCH_PARTS ?? 'unpack run memory').split(/[\s,]+/).filter(Boolean));
 const NS = 'k8s.io';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -116,15 +118,18 @@ async function main(): Promise<void> {
     const trueLayer = makeTar([{ path: 'true', body: await readFile(join(work, 'true')), mode: 0o755 }]);
     await dockerSave(join(work, 'true.tar'), [trueLayer], 'lcow/true:1');
     await writeExampleImage(join(work, 'example.tar'));
-    const bigTar = join(work, 'big-layer.tar');
-    const { bytes: bigBytes } = tarOfTrees(bigTar, bigTrees);
-    await singleLayerArchive(bigTar, join(work, 'big.tar'), 'lcow/big:1', work);
-    await rm(bigTar);
     const push = (file: string, name: string): Promise<void> => skopeoCopy(reg!, `docker-archive:${file}`, name);
     await push(join(work, 'true.tar'), 'lcow/true:1');
     await push(join(work, 'example.tar'), 'lcow/example:1');
-    await push(join(work, 'big.tar'), 'lcow/big:1');
-    for (let i = 0; i < 10; i++) {
+    let bigBytes = 0;
+    if (parts.has('unpack')) {
+      const bigTar = join(work, 'big-layer.tar');
+      bigBytes = tarOfTrees(bigTar, bigTrees).bytes;
+      await singleLayerArchive(bigTar, join(work, 'big.tar'), 'lcow/big:1', work);
+      await rm(bigTar);
+      await push(join(work, 'big.tar'), 'lcow/big:1');
+    }
+    for (let i = 0; i < (parts.has('memory') ? 10 : 0); i++) {
       await dockerSave(
         join(work, `p${i}.tar`),
         [makeTar([{ path: `data${i}`, body: pseudoRandomBytes(16 << 20, i) }])],
@@ -160,10 +165,11 @@ async function main(): Promise<void> {
       ['lcow (b) fast path', (ref) => cri!.image('PullImage', { image: { image: ref }, auth }), root],
     ];
     const rows: string[][] = [];
-    for (const [name, n, bytes] of [
+    const images = [
       ['example (2 layers)', 'lcow/example:1', 0],
       [`big (1 layer, ${mb(bigBytes)} tar)`, 'lcow/big:1', bigBytes],
-    ] as const) {
+    ] as const;
+    for (const [name, n, bytes] of parts.has('unpack') ? images : []) {
       const ref = `${reg.host}/${n}`;
       const times = new Map<Way, number[]>(ways.map(([w]) => [w, []]));
       const disk = new Map<Way, number>();
@@ -196,10 +202,11 @@ async function main(): Promise<void> {
         ]);
       }
     }
-    console.log(
-      `\n1. Unpack from containerd's content store (blobs fetched before, untimed); median of ${runs} (big: ${Math.min(runs, 2)})`,
-    );
-    printTable(['image', 'snapshotter', 'time', 'vs overlayfs', 'disk added'], rows);
+    if (rows.length > 0)
+      console.log(
+        `\n1. Unpack from containerd's content store (blobs fetched before, untimed); median of ${runs} (big: ${Math.min(runs, 2)})`,
+      );
+    if (rows.length > 0) printTable(['image', 'snapshotter', 'time', 'vs overlayfs', 'disk added'], rows);
 
     // 2. ctr run --rm IMAGE /true
     const trueRef = `${reg.host}/lcow/true:1`;
@@ -209,7 +216,7 @@ async function main(): Promise<void> {
       ['overlayfs', []],
       ['lcow', []],
     ]);
-    for (let i = 0; i < RUNS_CTR; i++)
+    for (let i = 0; i < (parts.has('run') ? RUNS_CTR : 0); i++)
       for (const sn of ['overlayfs', 'lcow'])
         lat
           .get(sn)!
@@ -219,41 +226,44 @@ async function main(): Promise<void> {
             ),
           );
     const o = median(lat.get('overlayfs')!);
-    console.log(`\n2. ctr run --rm IMAGE /true, ${RUNS_CTR} runs each, interleaved`);
-    printTable(
-      ['snapshotter', 'median', 'p90', 'vs overlayfs'],
-      [...lat].map(([sn, xs]) => [sn, sec(median(xs)), sec(pct(xs, 0.9)), `${(median(xs) / o).toFixed(2)}×`]),
-    );
+    if (parts.has('run')) console.log(`\n2. ctr run --rm IMAGE /true, ${RUNS_CTR} runs each, interleaved`);
+    if (parts.has('run'))
+      printTable(
+        ['snapshotter', 'median', 'p90', 'vs overlayfs'],
+        [...lat].map(([sn, xs]) => [sn, sec(median(xs)), sec(pct(xs, 0.9)), `${(median(xs) / o).toFixed(2)}×`]),
+      );
 
-    // 3. Memory: idle, and 10 cold pulls through the CRI at once.
-    let treePeak = 0;
-    const sampler = setInterval(() => {
-      try {
-        treePeak = Math.max(treePeak, treeRssKiB(snap!.pid!));
-      } catch {
-        // between samples
-      }
-    }, 50);
-    const parallel = await timed(() =>
-      Promise.all(
-        Array.from({ length: 10 }, (_, i) =>
-          cri!.image('PullImage', { image: { image: `${reg!.host}/lcow/p${i}:1` }, auth }),
+    if (parts.has('memory')) {
+      // 3. Memory: idle, and 10 cold pulls through the CRI at once.
+      let treePeak = 0;
+      const sampler = setInterval(() => {
+        try {
+          treePeak = Math.max(treePeak, treeRssKiB(snap!.pid!));
+        } catch {
+          // between samples
+        }
+      }, 50);
+      const parallel = await timed(() =>
+        Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            cri!.image('PullImage', { image: { image: `${reg!.host}/lcow/p${i}:1` }, auth }),
+          ),
         ),
-      ),
-    );
-    clearInterval(sampler);
-    console.log('\n3. The snapshotter’s memory');
-    printTable(
-      ['state', 'snapshotter RSS', 'with its converter children'],
-      [
-        ['idle, after start', `${(idleRss / 1024).toFixed(0)} MB`, '—'],
+      );
+      clearInterval(sampler);
+      console.log('\n3. The snapshotter’s memory');
+      printTable(
+        ['state', 'snapshotter RSS', 'with its converter children'],
         [
-          `10 cold CRI pulls at once (16 MiB layers, ${sec(parallel)})`,
-          `${(rssOf(snap.pid!, 'VmHWM') / 1024).toFixed(0)} MB peak`,
-          `${(treePeak / 1024).toFixed(0)} MB peak`,
+          ['idle, after start', `${(idleRss / 1024).toFixed(0)} MB`, '—'],
+          [
+            `10 cold CRI pulls at once (16 MiB layers, ${sec(parallel)})`,
+            `${(rssOf(snap.pid!, 'VmHWM') / 1024).toFixed(0)} MB peak`,
+            `${(treePeak / 1024).toFixed(0)} MB peak`,
+          ],
         ],
-      ],
-    );
+      );
+    }
   } finally {
     cri?.close();
     await ctd?.stop().catch(() => {});

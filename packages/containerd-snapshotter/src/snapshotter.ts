@@ -37,6 +37,9 @@ export const LAYER_DIGEST_LABEL = 'containerd.io/snapshot/cri.layer-digest';
 /** A download that has not moved for this long is not waited for (containerd's applier waits instead). */
 const STALLED_INGEST_MS = 60_000;
 
+/** Sandboxes kept made ahead of need: every container's `Prepare` makes one. */
+const SPARE_SANDBOXES = 2;
+
 /** A layer's blob in containerd's store, and the chain it must make. */
 interface BlobSource {
   content: ContentStore;
@@ -115,7 +118,11 @@ export class Snapshotter {
    * after a restart of the host they are made anew.
    */
   static async open(root: string, opts: SnapshotterOptions = {}): Promise<Snapshotter> {
-    const driver = await LcowDriver.init(root, opts.driverOptions ?? [], { containerRoots: true, recover: false });
+    const driver = await LcowDriver.init(root, opts.driverOptions ?? [], {
+      containerRoots: true,
+      recover: false,
+      spareSandboxes: SPARE_SANDBOXES,
+    });
     const s = new Snapshotter(driver, await Metadata.open(driver.root), opts);
     for (const snap of s.#meta.all()) {
       if (snap.kind === 'committed') continue;

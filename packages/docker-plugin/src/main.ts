@@ -14,11 +14,12 @@ Serves Docker's graph-driver plugin protocol on a unix socket. dockerd finds a p
   --storage-opt K=V    driver options applied before dockerd's own --storage-opt (repeatable)
   --state FILE         where the last Init is kept for a restart while dockerd runs
                        (default: /run/lcow/docker-plugin/<hash of the socket>.init)
+  --trace-calls        log every call too: its layer and how long it took
   -h, --help           this text`;
 
 /** Runs the plugin; resolves with the exit status once it has stopped. */
 export async function main(argv: string[]): Promise<number> {
-  let values: { socket?: string; 'storage-opt'?: string[]; state?: string; help?: boolean };
+  let values: { socket?: string; 'storage-opt'?: string[]; state?: string; 'trace-calls'?: boolean; help?: boolean };
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -26,6 +27,7 @@ export async function main(argv: string[]): Promise<number> {
         socket: { type: 'string' },
         'storage-opt': { type: 'string', multiple: true },
         state: { type: 'string' },
+        'trace-calls': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -50,6 +52,7 @@ export async function main(argv: string[]): Promise<number> {
       socket: values.socket ?? DEFAULT_SOCKET,
       defaults: values['storage-opt'],
       ...(values.state ? { stateFile: values.state } : {}),
+      traceCalls: values['trace-calls'] ?? false,
     });
   } catch (e) {
     const err = e as { code?: string; message?: string };

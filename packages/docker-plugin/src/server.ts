@@ -31,6 +31,8 @@ export interface PluginServerOptions {
    * sends `Init` once, when it starts; a plugin restarted while dockerd runs reads it back from here.
    */
   stateFile?: string | null;
+  /** Also one line per call, with the layer it names and how long it took (`--trace-calls`). */
+  traceCalls?: boolean;
 }
 
 /** The default state file of a socket: root-only, outside dockerd's plugin folders (which it scans). */
@@ -44,6 +46,9 @@ export function defaultStateFile(socket: string): string {
 
 /** `CODE: message` for a reply or a log line: controls escaped, cut to a line (the driver's one rule). */
 const errText = (e: unknown): string => errorText(e);
+
+/** Sandboxes kept made ahead of need: `docker run` makes two (the init layer's and the container's). */
+const SPARE_SANDBOXES = 2;
 
 function readJson(req: IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -91,6 +96,7 @@ export class PluginServer {
   readonly #defaults: readonly string[];
   readonly #log: (line: string) => void;
   readonly #stateFile: string | null;
+  readonly #traceCalls: boolean;
   #driver: LcowDriver | null = null;
   #home: string | null = null;
   #opts: string[] = [];
@@ -104,6 +110,7 @@ export class PluginServer {
     this.#defaults = opts.defaults ?? [];
     this.#log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
     this.#stateFile = opts.stateFile === undefined ? defaultStateFile(opts.socket) : opts.stateFile;
+    this.#traceCalls = opts.traceCalls ?? false;
   }
 
   /**
@@ -181,6 +188,9 @@ export class PluginServer {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://plugin');
     const method = url.pathname.slice(1);
+    const started = performance.now();
+    let layer = url.searchParams.get('id') ?? '';
+    let failed = false;
     try {
       if (req.method !== 'POST')
         throw new PluginError('ERR_INVALID_ARGUMENT', `${req.method} ${url.pathname}: POST only`);
@@ -189,9 +199,11 @@ export class PluginServer {
       const body = (await readJson(req)) as DriverRequest & InitRequest;
       if (typeof body !== 'object' || body === null || Array.isArray(body))
         throw new PluginError('ERR_INVALID_ARGUMENT', 'request body is not a JSON object');
+      if (typeof body.ID === 'string') layer = body.ID;
       if (method === 'GraphDriver.Diff') return await this.#diff(body, res);
       this.#reply(res, await this.#call(method, body));
     } catch (e) {
+      failed = true;
       const text = errText(e);
       this.#log(`lcow docker plugin: ${method}: ${text}`);
       if (res.headersSent)
@@ -204,6 +216,11 @@ export class PluginServer {
           res.once('finish', () => req.destroy());
         }
         this.#reply(res, { Err: text }, 500);
+      }
+    } finally {
+      if (this.#traceCalls) {
+        const ms = (performance.now() - started).toFixed(1);
+        this.#log(`lcow docker plugin: call ${method} ${layer || '-'} ${ms} ms${failed ? ' (failed)' : ''}`);
       }
     }
   }
@@ -318,7 +335,11 @@ export class PluginServer {
     await old?.close({ detach: true });
     // Unions a previous plugin process mounted stay: dockerd may still run containers on them, and puts
     // them one by one (Put unmounts what an earlier process left); `lcow cleanup` removes true leftovers.
-    this.#driver = await LcowDriver.init(home, [...this.#defaults, ...opts], { containerRoots: true, recover: false });
+    this.#driver = await LcowDriver.init(home, [...this.#defaults, ...opts], {
+      containerRoots: true,
+      recover: false,
+      spareSandboxes: SPARE_SANDBOXES,
+    });
     // Removals and creations a killed process left are finished now, not at the next `lcow` command (the
     // mounts stay: dockerd may be running containers on them).
     const left = await this.#driver.store.cleanup();

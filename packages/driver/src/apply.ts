@@ -348,11 +348,94 @@ function childError(e: { code?: string; message?: string }, what: string): Error
   return new DriverError('ERR_APPLY', e.code ? `${what}: ${e.code}: ${e.message}` : message);
 }
 
-/** Converts `source` into `out`: in a child unless `LCOW_NOREEXEC=1`. */
-export function convertLayer(
+/**
+ * Layers whose tar (uncompressed) is at most this size are converted in this process: a child's start costs
+ * more than converting them (60–100 ms built, most of a second from the sources), and an image of many small
+ * layers paid it per layer. Nothing that small can hurt this process — 4 MiB of tar holds at most 8192 entries
+ * — and the size is what the tar turned out to be, never what a header or a manifest claims.
+ */
+export const INLINE_TAR_BYTES = 4 << 20;
+
+/**
+ * The whole source, when its tar ends within {@link INLINE_TAR_BYTES}: the raw (maybe compressed) chunks
+ * read. Otherwise the source to give the child instead: the chunks read so far, then the rest (a file or a
+ * range is simply read again by the child).
+ */
+async function peekSmall(
+  source: LayerSource,
+  signal?: AbortSignal,
+): Promise<{ small: Uint8Array[] | null; rest: LayerSource }> {
+  let raw: AsyncIterable<Uint8Array>;
+  if (typeof source === 'string' || isFileRange(source)) {
+    const r = typeof source === 'string' ? { path: source, offset: 0, length: (await stat(source)).size } : source;
+    // Compressed or not, a file larger than the limit is not a small tar (a few bytes of gzip framing aside).
+    if (r.length > INLINE_TAR_BYTES) return { small: null, rest: source };
+    const copies: Uint8Array[] = [];
+    for await (const c of rangeChunks(r)) copies.push(c.slice()); // rangeChunks reuses its buffers
+    raw = chunksOf(copies);
+  } else raw = source;
+  const it = raw[Symbol.asyncIterator]();
+  const read: Uint8Array[] = [];
+  let ended = false;
+  // A source that stops sending is given up at an abort, as the child's feed is.
+  const aborted = new Promise<never>((_, reject) => {
+    if (!signal) return;
+    const fail = (): void => reject(new DriverError('ERR_ABORTED', 'applyDiff: aborted'));
+    if (signal.aborted) fail();
+    else signal.addEventListener('abort', fail, { once: true });
+  });
+  aborted.catch(() => {});
+  const tap = (async function* () {
+    for (;;) {
+      const n = await Promise.race([it.next(), aborted]);
+      if (n.done) return void (ended = true);
+      read.push(n.value);
+      yield n.value;
+    }
+  })();
+  let total = 0;
+  try {
+    for await (const c of decompress(tap, null)) {
+      total += c.length;
+      if (total > INLINE_TAR_BYTES) break;
+    }
+  } catch (e) {
+    // Aborted or unreadable: the source is let go (a stream destroyed), as the child's feed does.
+    void it.return?.()?.catch(() => {});
+    throw e;
+  }
+  if (ended && total <= INLINE_TAR_BYTES) return { small: read, rest: source };
+  if (typeof source === 'string' || isFileRange(source)) return { small: null, rest: source };
+  const rest = (async function* () {
+    yield* read;
+    for (let n = await it.next(); !n.done; n = await it.next()) yield n.value;
+  })();
+  return { small: null, rest };
+}
+
+/**
+ * Converts `source` into `out`: a small tar ({@link INLINE_TAR_BYTES}) here, anything larger in a child;
+ * everything here with `LCOW_NOREEXEC=1`, everything in a child with `LCOW_REEXEC=always`.
+ */
+export async function convertLayer(
   source: LayerSource,
   out: string,
   opts: LayerConvertOptions & { what: string },
 ): Promise<ApplyResult> {
-  return process.env.LCOW_NOREEXEC === '1' ? convertInline(source, out, opts) : convertInChild(source, out, opts);
+  if (process.env.LCOW_NOREEXEC === '1') return convertInline(source, out, opts);
+  if (process.env.LCOW_REEXEC === 'always') return convertInChild(source, out, opts);
+  const { small, rest } = await peekSmall(source, opts.signal);
+  if (small === null) return convertInChild(rest, out, opts);
+  try {
+    return await convertInline(chunksOf(small), out, opts);
+  } catch (e) {
+    // Named and coded as the child's errors are: the layer first.
+    const err = e as { code?: unknown; message?: string };
+    if (typeof err.code === 'string') throw childError({ code: err.code, message: err.message ?? '' }, opts.what);
+    throw e;
+  }
+}
+
+async function* chunksOf(chunks: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
+  yield* chunks;
 }

@@ -30,7 +30,7 @@ import { defaultBackend, hostBackend, inprocBackend, unsupportedBackend, type Ba
 import { hostBackendAvailable } from './backends/host.ts';
 import { UnionView, type UnionLayer } from './backends/union-view.ts';
 import { changesSize, layerChanges, subtree, treeChanges, type Change, type Tree } from './changes.ts';
-import { BlankDisk, CACHED_DISK_GIB } from './disk-cache.ts';
+import { BlankDisk, CACHED_DISK_GIB, SpareSandboxes } from './disk-cache.ts';
 import { DriverError } from './errors.ts';
 import type { ContainerFs } from './fs/types.ts';
 import { readTarTree } from './tar-tree.ts';
@@ -136,14 +136,33 @@ export class LcowDriver {
   readonly sandboxType: 'dynamic' | 'fixed';
   /** `cache/sandbox.vhdx`, the blank every default-size dynamic sandbox is copied from. */
   readonly sandboxBlank: BlankDisk;
+  /** Default sandboxes made ahead of need (a service's, see `init`), or null. */
+  readonly spares: SpareSandboxes | null;
 
-  private constructor(root: string, store: LayerStore, backend: Backend, options: DriverOptions) {
+  private constructor(
+    root: string,
+    store: LayerStore,
+    backend: Backend,
+    options: DriverOptions,
+    spareSandboxes: number,
+  ) {
     this.root = root;
     this.store = store;
     this.backend = backend;
     this.options = options;
     this.sandboxType = options.sandboxType ?? backend.sandboxType;
     this.sandboxBlank = new BlankDisk(dataRootPaths(root).cachedSandbox);
+    const size = options.sandboxSizeGb;
+    this.spares =
+      spareSandboxes > 0
+        ? new SpareSandboxes(
+            join(dataRootPaths(root).cache, 'spare'),
+            `${size}g-${this.sandboxType}`,
+            spareSandboxes,
+            (path, signal) => this.#formatSandbox(path, size, signal),
+            async (path) => this.backend.prepareDisk?.(path),
+          )
+        : null;
     this.#pool = new SvmPool({
       mode: backend.singleVm || options.globalMode ? 'global' : 'safe',
       start: (vmId, signal) => backend.start(vmId, signal),
@@ -176,6 +195,11 @@ export class LcowDriver {
        * setuid programs in them work. Default false: every mount is `nosuid` (and always `nodev`).
        */
       containerRoots?: boolean;
+      /**
+       * Default-size sandboxes to keep made ahead of need (default 0): a service starting containers takes
+       * one by a rename instead of formatting one while the container waits, and makes the next after.
+       */
+      spareSandboxes?: number;
     } = {},
   ): Promise<LcowDriver> {
     const opts = parseDriverOptions(options);
@@ -199,7 +223,9 @@ export class LcowDriver {
       );
     const store = await LayerStore.open(abs);
     if (extra.recover !== false) await backend.recover();
-    return new LcowDriver(abs, store, backend, opts);
+    const driver = new LcowDriver(abs, store, backend, opts, extra.spareSandboxes ?? 0);
+    driver.spares?.fill();
+    return driver;
   }
 
   #lock<T>(id: string, fn: () => Promise<T>): Promise<T> {
@@ -218,7 +244,11 @@ export class LcowDriver {
    */
   async createReadWrite(id: string, parent: string | null = null, opts: CreateOptions = {}): Promise<void> {
     const sizeGb = this.#sandboxSize(id, opts);
-    await this.store.create(id, parent || null, (dir) => this.#formatSandbox(join(dir, 'sandbox.vhdx'), sizeGb));
+    await this.store.create(id, parent || null, async (dir) => {
+      const path = join(dir, 'sandbox.vhdx');
+      if (sizeGb === this.options.sandboxSizeGb && (await this.spares?.take(path))) return;
+      await this.#formatSandbox(path, sizeGb);
+    });
   }
 
   #sandboxSize(id: string, opts: CreateOptions): number {
@@ -230,10 +260,11 @@ export class LcowDriver {
    * A new sandbox at `path`: a copy of `cache/sandbox.vhdx` for a default-size dynamic one (the original's
    * fast path; the cache is made on first use), otherwise made by mkfs.
    */
-  async #formatSandbox(path: string, sizeGb: number): Promise<void> {
+  async #formatSandbox(path: string, sizeGb: number, signal?: AbortSignal): Promise<void> {
+    const sig = signal ? { signal } : {};
     if (this.sandboxType === 'dynamic' && sizeGb === CACHED_DISK_GIB)
-      await this.sandboxBlank.copyTo(path, { overwrite: true });
-    else await mkfs(path, { size: sizeGb * GiB, format: 'vhdx', vhdxType: this.sandboxType, overwrite: true });
+      await this.sandboxBlank.copyTo(path, { overwrite: true, ...sig });
+    else await mkfs(path, { size: sizeGb * GiB, format: 'vhdx', vhdxType: this.sandboxType, overwrite: true, ...sig });
     if (process.platform === 'win32') {
       const { grantVmGroupAccess } = await import('@lcow/hcs');
       await grantVmGroupAccess(path);
@@ -332,6 +363,10 @@ export class LcowDriver {
       const writable = this.backend.writable;
       if (writable && this.#attached(info.file!, true))
         throw new DriverError('ERR_LAYER_BUSY', `layer ${id}: in use read-only as a parent; put its children first`);
+      // A process killed while it let this sandbox go (between the union's unmount and the disk's) left the
+      // disk mounted in its own folder, where no union reads it and nobody will adopt it.
+      if (writable && !this.#attached(info.file!, false) && (await this.backend.inUse(info.file!)))
+        await this.backend.releaseOrphans();
       disks.unshift({ hostPath: info.file!, readOnly: !writable });
       upper = info.file!;
     }
@@ -863,6 +898,7 @@ export class LcowDriver {
    * successor to adopt. Nothing of the data root changes.
    */
   async close(opts: { detach?: boolean } = {}): Promise<void> {
+    await this.spares?.close();
     for (const [id, m] of [...this.#mounted]) {
       this.#mounted.delete(id);
       if (!m.adopted && !opts.detach) await m.release().catch(() => {});

@@ -11,3 +11,4 @@ export { MAX_CHAIN_BYTES, MAX_CHAIN_DEPTH, formatLayerChain, parseLayerChain } f
 export { LayerStore, scratchLock, type CleanupReport, type LayerInfo } from './store.ts';
 export { HostLock, KeyedLock, SharedKeyedLock } from './lock.ts';
 export { fsyncDir, writeFileAtomic } from './atomic.ts';
+export { ownerAlive, ownerOf, ownerToken, type OwnerToken } from './owner.ts';

@@ -15,7 +15,7 @@ import {
   unmountOrphanDisks,
   unmountStale,
 } from './host.ts';
-import { loopAttached, syncMountsOf } from './host-tools.ts';
+import { diskPayload, loopAttached, syncMountsOf } from './host-tools.ts';
 import { InprocVm } from './inproc.ts';
 
 export interface Backend {
@@ -47,6 +47,11 @@ export interface Backend {
   adopt(target: string): Promise<string | null>;
   /** Makes what a writable mount of a disk holds visible in its file (before the reader opens it). */
   flush(hostPath: string): Promise<void>;
+  /**
+   * Learns what attaching a disk just made needs (the host: where its payload lies), ahead of the attach
+   * a container start waits for.
+   */
+  prepareDisk?(hostPath: string): Promise<void>;
   /** Whether any process of this machine has the disk file attached (the host's own view). */
   inUse(hostPath: string): Promise<boolean>;
   /** Lets go of disks that processes now gone left attached with no union reading them. */
@@ -75,6 +80,7 @@ export function hostBackend(dataRoot: string, opts: { suid?: boolean } = {}): Ba
     containerFsAt: (path) => new HostFs(path),
     adopt: (target) => findDetached(runDir, target),
     flush: (hostPath) => syncMountsOf(hostPath),
+    prepareDisk: async (hostPath) => void (await diskPayload(hostPath)),
     inUse: (hostPath) => loopAttached(hostPath),
     releaseOrphans: () => unmountOrphanDisks(runDir),
     recover: () => unmountStale(runDir),

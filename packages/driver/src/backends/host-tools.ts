@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { openVhdx, readFooter } from '@lcow/vhd';
 import { DriverError } from '../errors.ts';
+import { loopsOf } from './linux.ts';
 
 const PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/bin:/bin`;
 
@@ -55,10 +56,7 @@ export async function mountsUnder(prefix: string): Promise<string[]> {
  * mounts behind on purpose).
  */
 export async function syncMountsOf(file: string): Promise<void> {
-  const loops = (await runTool('losetup', ['-j', file]))
-    .split('\n')
-    .map((l) => l.split(':')[0]!)
-    .filter((l) => l.startsWith('/dev/'));
+  const loops = await loopsOf(file);
   if (loops.length === 0) return;
   const text = await readFile('/proc/self/mountinfo', 'utf8');
   for (const line of text.split('\n')) {
@@ -74,12 +72,7 @@ export async function syncMountsOf(file: string): Promise<void> {
 
 /** Whether a loop device (of any process) is backed by `file`; false when the file does not exist. */
 export async function loopAttached(file: string): Promise<boolean> {
-  try {
-    await stat(file);
-  } catch {
-    return false;
-  }
-  return (await runTool('losetup', ['-j', file])).trim() !== '';
+  return (await loopsOf(file)).length > 0;
 }
 
 /** Where the ext4 payload of a layer or sandbox disk lies in its file, for a loop device. */
@@ -95,18 +88,19 @@ export interface DiskPayload {
  */
 export async function diskPayload(path: string): Promise<DiskPayload> {
   // Scanning a 20 GiB sandbox's BAT takes longer than mounting it; a fixed VHDX's layout never changes
-  // while the file (inode) and its size stay the same, so the answer is kept per file.
+  // while the file (inode) and its size stay the same, so the answer is kept per file — by identity, not
+  // name: a sandbox made ahead of need (and scanned then) keeps it when renamed into its layer folder.
   const st = await stat(path, { bigint: true });
   const key = `${st.dev}:${st.ino}:${st.size}`;
-  const known = PAYLOADS.get(path);
-  if (known?.key === key) return known.payload;
+  const known = PAYLOADS.get(key);
+  if (known) return known;
   const payload = await scanPayload(path);
-  PAYLOADS.set(path, { key, payload });
+  PAYLOADS.set(key, payload);
   if (PAYLOADS.size > 4096) PAYLOADS.delete(PAYLOADS.keys().next().value!);
   return payload;
 }
 
-const PAYLOADS = new Map<string, { key: string; payload: DiskPayload }>();
+const PAYLOADS = new Map<string, DiskPayload>();
 
 async function scanPayload(path: string): Promise<DiskPayload> {
   if (/\.vhdx$/i.test(path)) {

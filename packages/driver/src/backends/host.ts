@@ -12,6 +12,7 @@ import { Ext4Fs, exportTar, SYNTHETIC_LOST_FOUND } from '@lcow/ext4';
 import { unionMountArgs, type MappedDisk, type UtilityVm } from '@lcow/svm-pool';
 import { DriverError } from '../errors.ts';
 import { diskPayload, mountsUnder, runTool } from './host-tools.ts';
+import { loopMount, loopsOf, mountFs, parseMountArgv, syscallsUnavailable, unmount } from './linux.ts';
 
 /** Where every data root's mounts live: only root may enter it (0700), so no user reaches a layer's files. */
 export const HOST_RUN_BASE = '/run/lcow';
@@ -50,7 +51,8 @@ function mountFlags(suid: boolean): string[] {
 export function hostBackendAvailable(): { ok: boolean; reason: string } {
   if (process.platform !== 'linux') return { ok: false, reason: `the host backend needs Linux (${process.platform})` };
   if (process.getuid?.() !== 0) return { ok: false, reason: 'the host backend needs root (loop devices, mounts)' };
-  return { ok: true, reason: '' };
+  const why = syscallsUnavailable();
+  return why === null ? { ok: true, reason: '' } : { ok: false, reason: why };
 }
 
 /** Where the unions live: one folder per layer id, the same for every process (dockerd needs that). */
@@ -86,7 +88,7 @@ export async function unmountStale(runDir: string): Promise<string[]> {
     // This process's own unions count as left over too: cleanup has already released what it holds.
     const mine = owner?.startsWith(`${process.pid.toString(36)}.`) ?? false;
     if (owner !== null && !mine && !vmGone(owner)) continue;
-    await runTool('umount', [m]).catch(() => runTool('umount', ['-l', m]));
+    await unmount(m).catch(() => unmount(m, { lazy: true }));
     await rm(join(runDir, OWNERS, id), { force: true });
     await rmdir(m).catch(() => {});
     gone.push(m);
@@ -94,7 +96,7 @@ export async function unmountStale(runDir: string): Promise<string[]> {
   for (const m of await mountsUnder(runDir)) {
     const vm = m.slice(runDir.length + 1).split('/')[0] ?? '';
     if (vm === UNIONS || !vmGone(vm)) continue;
-    await runTool('umount', [m]).catch(() => runTool('umount', ['-l', m]));
+    await unmount(m).catch(() => unmount(m, { lazy: true }));
     gone.push(m);
   }
   // Never delete through a mount that is still there.
@@ -175,15 +177,9 @@ export class HostVm implements UtilityVm {
       );
     const { offset, size } = await diskPayload(disk.hostPath);
     await mkdir(dir, { recursive: true });
-    const opts = [
-      `loop`,
-      `offset=${offset}`,
-      `sizelimit=${size}`,
-      disk.readOnly ? 'ro' : 'rw',
-      ...mountFlags(this.#suid),
-    ];
     try {
-      await mountLoopRetrying(['-t', 'ext4', '-o', opts.join(','), disk.hostPath, dir], signal);
+      const options = mountFlags(this.#suid);
+      await loopMount(disk.hostPath, dir, 'ext4', { offset, size, readOnly: disk.readOnly, options }, signal);
     } catch (e) {
       await rmdir(dir).catch(() => {});
       throw e;
@@ -193,7 +189,7 @@ export class HostVm implements UtilityVm {
 
   async hotRemove(disk: MappedDisk): Promise<void> {
     const dir = this.hostPath(disk.guestPath);
-    await runTool('umount', [dir]);
+    await unmount(dir, { flush: !disk.readOnly });
     this.#disks.delete(disk.guestPath);
     await rmdir(dir).catch(() => {});
   }
@@ -241,7 +237,11 @@ export class HostVm implements UtilityVm {
     }
     if (union !== null) await writeFile(join(this.#runDir, OWNERS, union), basename(this.root));
     try {
-      await runTool('mount', args, signal, cwd ? { cwd } : {});
+      if (cwd) await runTool('mount', args, signal, { cwd });
+      else {
+        const m = parseMountArgv(args);
+        mountFs(m.source, m.target, m.fstype, m.options);
+      }
     } catch (e) {
       await rmdir(t).catch(() => {});
       if (union !== null) await rm(join(this.#runDir, OWNERS, union), { force: true });
@@ -273,7 +273,7 @@ export class HostVm implements UtilityVm {
 
   async unmount(target: string): Promise<void> {
     const t = this.hostPath(target);
-    await runTool('umount', [t]);
+    await unmount(t);
     this.#mounts.delete(target);
     await rmdir(t).catch(() => {});
     const shared = !this.#unionPaths.delete(target);
@@ -308,8 +308,7 @@ export class HostVm implements UtilityVm {
   async terminate(): Promise<void> {
     let first: unknown = null;
     for (const target of [...this.#mounts]) await this.unmount(target).catch((e: unknown) => void (first ??= e));
-    for (const m of await mountsUnder(this.root))
-      await runTool('umount', [m]).catch((e: unknown) => void (first ??= e));
+    for (const m of await mountsUnder(this.root)) await unmount(m).catch((e: unknown) => void (first ??= e));
     this.#mounts.clear();
     this.#disks.clear();
     if (first) throw first;
@@ -352,7 +351,7 @@ export async function unmountDetached(runDir: string, target: string): Promise<b
   const path = join(runDir, UNIONS, id);
   if (!(await mountsUnder(path)).includes(path)) return false;
   const owner = await unionOwner(runDir, id);
-  await runTool('umount', [path]);
+  await unmount(path);
   await rmdir(path).catch(() => {});
   await rm(join(runDir, OWNERS, id), { force: true });
   if (owner === null) return true;
@@ -391,7 +390,7 @@ async function unmountUnusedDisks(runDir: string, owner: string): Promise<void> 
   }
   for (const d of disks) {
     if (used.has(d.target)) continue;
-    await runTool('umount', [d.target]);
+    await unmount(d.target);
     await rmdir(d.target).catch(() => {});
   }
   if ((await mountsUnder(vmRoot)).length === 0) await rm(vmRoot, { recursive: true, force: true });
@@ -472,27 +471,14 @@ async function mountTable(prefix: string): Promise<MountRow[]> {
 }
 
 /**
- * After an unmount, the loop device `mount -o loop` made stays bound to its file until the last process
- * that has it open closes it (any `losetup -a` or `-j` on the machine opens every device), a few
- * milliseconds. Within that moment the file looks attached, and a new `mount -o loop` of it may pick that
- * device and fail "busy". So: attached means still attached after a short wait, and a busy mount is tried
- * again.
+ * After an unmount, a loop device stays bound to its file until the last process that has it open closes it
+ * (`losetup -a` or `-j`, anywhere on the machine, opens every device): a few milliseconds in which the file
+ * looks attached. So: attached means still attached after a short wait.
  */
 async function stillAttached(file: string, signal?: AbortSignal): Promise<boolean> {
   for (let wait = 20; ; wait *= 2) {
-    if ((await runTool('losetup', ['-j', file], signal)).trim() === '') return false;
+    if ((await loopsOf(file)).length === 0) return false;
     if (wait > 640) return true;
-    await sleep(wait, undefined, { signal });
-  }
-}
-
-async function mountLoopRetrying(args: string[], signal?: AbortSignal): Promise<void> {
-  for (let wait = 20; ; wait *= 2) {
-    try {
-      return await runTool('mount', args, signal).then(() => {});
-    } catch (e) {
-      if (wait > 640 || !/busy|overlapping/i.test((e as Error).message)) throw e;
-    }
     await sleep(wait, undefined, { signal });
   }
 }
