@@ -4,11 +4,12 @@
 // must pass, except the two the suite or this machine rules out (named below, with why).
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, cp, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inCI, oracle, rootWithLoop, tempDir } from '@lcow/testkit';
+import { lcowCleanup } from './child.ts';
 
 const exec = promisify(execFile);
 const GOPATH_DEBIAN = '/usr/share/gocode';
@@ -80,7 +81,26 @@ beforeAll(async () => {
   );
   await chmod(cleanup, 0o755);
 }, 600_000);
-afterAll(() => dir?.cleanup());
+afterAll(async () => {
+  if (!dir) return;
+  // A suite that fails part-way leaves the snapshotters it started running (seen: two of them, an hour
+  // later): every process whose command line names this run's folder is killed, then what they had mounted
+  // is let go with `lcow cleanup` of each of their roots.
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes(dir.path)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+  const suites = await readdir(join(dir.path, 'tmp')).catch(() => [] as string[]);
+  for (const s of suites) await lcowCleanup(join(dir.path, 'tmp', s, 'root', 'lcow'));
+  await dir.cleanup();
+});
 
 describe.runIf(ready)("containerd's snapshotter conformance suite (snapshots/testsuite, containerd 1.6)", () => {
   it(`${CASES.length} cases through containerd's proxy client, each on a fresh snapshotter`, async () => {

@@ -6,7 +6,7 @@
 //     (the plugin's `--trace-calls`), and the plugin's peak memory.
 // Needs root, dockerd and cc (scripts/setup.sh installs them); says so otherwise.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,6 +22,8 @@ import {
 } from '@lcow/testkit';
 import { releaseLeftovers } from '../test/client.ts';
 
+const BIN = join(import.meta.dirname, '..', 'bin.js');
+const BUILT = join(import.meta.dirname, '..', 'dist', 'main.js');
 const runs = Number(process.env.LCOW_BENCH_RUNS ?? 3);
 const RUNS_START = Number(process.env.LCOW_BENCH_DOCKER_RUNS ?? 15);
 
@@ -41,10 +43,11 @@ async function startTracedPlugin(socket: string, state: string, lines: string[])
   const child = spawn(
     process.execPath,
     [
-      '--conditions=@lcow/source',
-      '--import',
-      'tsx',
-      join(import.meta.dirname, '..', 'test', 'plugin-bin.ts'),
+      // The built plugin when there is one (as installed: its converter child is the bundled one), else the
+      // sources under tsx, whose every converter child compiles its sources again (most of a second a layer).
+      ...(existsSync(BUILT)
+        ? [BIN]
+        : ['--conditions=@lcow/source', '--import', 'tsx', join(import.meta.dirname, '..', 'test', 'plugin-bin.ts')]),
       '--socket',
       socket,
       '--state',
@@ -107,6 +110,9 @@ async function main(): Promise<void> {
       'FROM bench/true:1\nCOPY payload /payload\nRUN ["/true"]\nENV BENCH=1\n',
     );
 
+    console.log(
+      `the plugin: ${existsSync(BUILT) ? 'built (bin.js, bundled converter child)' : 'from the sources (tsx)'}`,
+    );
     plugin = await startTracedPlugin(socket, join(work, 'plugin.init'), trace);
     const [lcow, overlay] = await Promise.all([
       startDockerd(join(work, 'lcow'), ['--experimental', '--storage-driver', name]),

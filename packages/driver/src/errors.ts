@@ -1,4 +1,3 @@
-import { escapeControls } from '@lcow/image';
 /**
  * Codes of {@link DriverError}: `ERR_USAGE`, a command line the `lcow` tool cannot run; `ERR_VERIFICATION`,
  * a self-check (such as `lcow demo`'s) that found a difference; `ERR_NOT_FOUND`, `ERR_NOT_A_DIRECTORY`,
@@ -79,21 +78,4 @@ export function describeError(e: unknown): { code: string; message: string } {
   }
   if (raw?.startsWith('ERR_')) return { code: raw, message: text };
   return { code: 'ERR_INTERNAL', message: text };
-}
-
-/** Longest message {@link errorText} gives: a line, not a page of someone else's text. */
-const MESSAGE_MAX = 2000;
-
-/**
- * `CODE: message` for an error, fit for a terminal, a log line or a reply another program shows: the code
- * and message of {@link describeError}, the message's control characters escaped (a tar entry's name or a
- * server's text cannot rewrite the screen or start a forged line) and cut to 2000 characters.
- */
-export function errorText(e: unknown): string {
-  const { code, message } = describeError(e);
-  const cut =
-    message.length > MESSAGE_MAX
-      ? `${message.slice(0, MESSAGE_MAX)}… (${message.length - MESSAGE_MAX} more characters)`
-      : message;
-  return `${code}: ${escapeControls(cut)}`;
 }

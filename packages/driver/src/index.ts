@@ -1,4 +1,5 @@
-export { DriverError, describeError, errorText, type DriverErrorCode } from './errors.ts';
+export { DriverError, describeError, type DriverErrorCode } from './errors.ts';
+export { errorText } from './error-text.ts';
 export {
   LcowDriver,
   type CreateOptions,

@@ -1,7 +1,7 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { DriverError, describeError, errorText } from '../errors.ts';
+import { DriverError, describeError } from '../errors.ts';
 import {
   GLOBAL_OPTIONS,
   formOptions,
@@ -236,6 +236,7 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
     if (pipeClosed) return status(1);
     const failure = caught ? ac.signal.reason : e;
     const { code } = describeError(failure);
+    const { errorText } = await import('../error-text.ts');
     full.err(`lcow: ${errorText(failure)}`);
     if (code === 'ERR_INTERNAL' && process.env.LCOW_DEBUG) full.err(String((e as Error).stack));
     // A reference that does not parse is a command line that cannot run, like a bad option.
