@@ -378,13 +378,13 @@ async function peekSmall(
   const read: Uint8Array[] = [];
   let ended = false;
   // A source that stops sending is given up at an abort, as the child's feed is.
+  let fail: () => void = () => {};
   const aborted = new Promise<never>((_, reject) => {
-    if (!signal) return;
-    const fail = (): void => reject(new DriverError('ERR_ABORTED', 'applyDiff: aborted'));
-    if (signal.aborted) fail();
-    else signal.addEventListener('abort', fail, { once: true });
+    fail = (): void => reject(new DriverError('ERR_ABORTED', 'applyDiff: aborted'));
   });
   aborted.catch(() => {});
+  if (signal?.aborted) fail();
+  signal?.addEventListener('abort', fail, { once: true });
   const tap = (async function* () {
     for (;;) {
       const n = await Promise.race([it.next(), aborted]);
@@ -403,6 +403,8 @@ async function peekSmall(
     // Aborted or unreadable: the source is let go (a stream destroyed), as the child's feed does.
     void it.return?.()?.catch(() => {});
     throw e;
+  } finally {
+    signal?.removeEventListener('abort', fail);
   }
   if (ended && total <= INLINE_TAR_BYTES) return { small: read, rest: source };
   if (typeof source === 'string' || isFileRange(source)) return { small: null, rest: source };
@@ -424,15 +426,22 @@ export async function convertLayer(
 ): Promise<ApplyResult> {
   if (process.env.LCOW_NOREEXEC === '1') return convertInline(source, out, opts);
   if (process.env.LCOW_REEXEC === 'always') return convertInChild(source, out, opts);
-  const { small, rest } = await peekSmall(source, opts.signal);
-  if (small === null) return convertInChild(rest, out, opts);
-  try {
-    return await convertInline(chunksOf(small), out, opts);
-  } catch (e) {
-    // Named and coded as the child's errors are: the layer first.
+  // Named and coded as the child's errors are: the layer first.
+  const named = (e: unknown): unknown => {
     const err = e as { code?: unknown; message?: string };
-    if (typeof err.code === 'string') throw childError({ code: err.code, message: err.message ?? '' }, opts.what);
-    throw e;
+    return typeof err.code === 'string' ? childError({ code: err.code, message: err.message ?? '' }, opts.what) : e;
+  };
+  let peeked: Awaited<ReturnType<typeof peekSmall>>;
+  try {
+    peeked = await peekSmall(source, opts.signal);
+  } catch (e) {
+    throw named(e);
+  }
+  if (peeked.small === null) return convertInChild(peeked.rest, out, opts);
+  try {
+    return await convertInline(chunksOf(peeked.small), out, opts);
+  } catch (e) {
+    throw named(e);
   }
 }
 

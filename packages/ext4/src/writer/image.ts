@@ -16,6 +16,9 @@ export class ImageWriter {
   #start = 0;
   #len = 0;
   #hash: Hash | null = null;
+  /** Buffers not made yet: made when first needed, so a small image never pays for (zeroes) them. */
+  #unmade: number;
+  readonly #bufferSize: number;
   /** Bytes written so far (the next byte's offset). */
   get offset(): number {
     return this.#start + this.#len;
@@ -30,7 +33,8 @@ export class ImageWriter {
     this.#fh = fh;
     this.#start = start;
     this.#buf = new Uint8Array(bufferSize);
-    for (let i = 1; i < depth; i++) this.#free.push(new Uint8Array(bufferSize));
+    this.#bufferSize = bufferSize;
+    this.#unmade = depth - 1;
   }
 
   /** Starts hashing everything appended from now on. */
@@ -75,6 +79,10 @@ export class ImageWriter {
     this.#inFlight.push({ done, buf });
     this.#start += len;
     this.#len = 0;
+    if (this.#free.length === 0 && this.#unmade > 0) {
+      this.#unmade--;
+      this.#free.push(new Uint8Array(this.#bufferSize));
+    }
     if (this.#free.length === 0) await this.#retireOldest();
     this.#buf = this.#free.pop()!;
   }

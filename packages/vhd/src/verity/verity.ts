@@ -1,4 +1,4 @@
-import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createHash, hash, randomUUID, type Hash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BinaryError } from '@lcow/binary';
@@ -242,12 +242,22 @@ parentPort.on('message', (job) => {
 const JOB_BYTES = 1 << 20;
 
 /**
+ * Bytes a {@link LeafHasher} hashes in the caller's thread before it starts its worker: a thread's start
+ * (a V8 isolate, 30–50 ms here) is more than hashing this much (≈ 3 ms), and a small layer never needs one.
+ */
+const INLINE_BYTES = 4 << 20;
+
+/**
  * Hashes data blocks into dm-verity leaf digests on a worker thread while the caller goes on producing them
- * (a converter hashes the image it writes as it writes it, instead of reading it back). Each call to
- * {@link LeafHasher.hash} copies its bytes; at most `window` calls are in flight, so memory stays bounded.
+ * (a converter hashes the image it writes as it writes it, instead of reading it back). The first
+ * {@link INLINE_BYTES} are hashed in the caller's thread, at once; the thread starts only for more. Each call
+ * to {@link LeafHasher.hash} copies its bytes; at most `window` calls are in flight, so memory stays bounded.
+ * Digests arrive in the order the blocks were handed over.
  */
 export class LeafHasher {
-  readonly #worker: Worker;
+  #worker: Worker | null = null;
+  readonly #salt: Buffer;
+  #inline = INLINE_BYTES;
   /** Jobs in flight: id → first block. */
   readonly #jobs = new Map<number, number>();
   readonly #onDigests: (firstBlock: number, digests: Uint8Array) => void;
@@ -263,8 +273,12 @@ export class LeafHasher {
   constructor(salt: Uint8Array, onDigests: (firstBlock: number, digests: Uint8Array) => void, window = 8) {
     this.#onDigests = onDigests;
     this.#window = window;
-    this.#worker = new Worker(LEAF_WORKER, { eval: true, workerData: { salt: Buffer.from(salt).toString('hex') } });
-    this.#worker.on('message', (m: { id: number; digests: Uint8Array; data: ArrayBuffer }) => {
+    this.#salt = Buffer.from(salt);
+  }
+
+  #start(): Worker {
+    const worker = new Worker(LEAF_WORKER, { eval: true, workerData: { salt: this.#salt.toString('hex') } });
+    worker.on('message', (m: { id: number; digests: Uint8Array; data: ArrayBuffer }) => {
       this.#free.push(m.data);
       const first = this.#jobs.get(m.id);
       if (first === undefined) return;
@@ -272,11 +286,26 @@ export class LeafHasher {
       this.#onDigests(first, m.digests);
       this.#wake();
     });
-    this.#worker.on('error', (e) => {
+    worker.on('error', (e) => {
       this.#failure ??= e;
       this.#jobs.clear();
       this.#wake();
     });
+    this.#worker = worker;
+    return worker;
+  }
+
+  /** Leaf digests of whole blocks, here and now (what the worker does, for a little data). */
+  #hashHere(first: number, data: Uint8Array): void {
+    const scratch = Buffer.alloc(this.#salt.length + VERITY_BLOCK);
+    this.#salt.copy(scratch, 0);
+    const count = data.length / VERITY_BLOCK;
+    const out = new Uint8Array(count * 32);
+    for (let i = 0; i < count; i++) {
+      scratch.set(data.subarray(i * VERITY_BLOCK, (i + 1) * VERITY_BLOCK), this.#salt.length);
+      out.set(hash('sha256', scratch, 'buffer'), i * 32);
+    }
+    this.#onDigests(first, out);
   }
 
   #wake(): void {
@@ -298,6 +327,11 @@ export class LeafHasher {
     if (this.#closed) throw new VhdError('ERR_INVALID_ARGUMENT', 'dm-verity hashing: hash() after close()');
     if (data.length % VERITY_BLOCK !== 0)
       throw new VhdError('ERR_INVALID_ARGUMENT', `dm-verity hashing: ${data.length} bytes is not whole blocks`);
+    if (this.#worker === null && data.length <= this.#inline) {
+      this.#inline -= data.length;
+      return this.#hashHere(first, data);
+    }
+    const worker = this.#worker ?? this.#start();
     for (let at = 0; at < data.length; at += JOB_BYTES) {
       while (this.#jobs.size >= this.#window) {
         await this.#changed();
@@ -308,7 +342,7 @@ export class LeafHasher {
       new Uint8Array(buffer).set(part);
       const id = this.#nextId++;
       this.#jobs.set(id, first + at / VERITY_BLOCK);
-      this.#worker.postMessage({ id, data: buffer, length: part.length }, [buffer]);
+      worker.postMessage({ id, data: buffer, length: part.length }, [buffer]);
     }
   }
 
@@ -322,7 +356,7 @@ export class LeafHasher {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#worker.terminate();
+    await this.#worker?.terminate();
   }
 }
 
