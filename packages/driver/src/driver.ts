@@ -363,10 +363,6 @@ export class LcowDriver {
       const writable = this.backend.writable;
       if (writable && this.#attached(info.file!, true))
         throw new DriverError('ERR_LAYER_BUSY', `layer ${id}: in use read-only as a parent; put its children first`);
-      // A process killed while it let this sandbox go (between the union's unmount and the disk's) left the
-      // disk mounted in its own folder, where no union reads it and nobody will adopt it.
-      if (writable && !this.#attached(info.file!, false) && (await this.backend.inUse(info.file!)))
-        await this.backend.releaseOrphans();
       disks.unshift({ hostPath: info.file!, readOnly: !writable });
       upper = info.file!;
     }

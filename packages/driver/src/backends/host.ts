@@ -169,12 +169,17 @@ export class HostVm implements UtilityVm {
 
   async hotAdd(disk: MappedDisk, signal?: AbortSignal): Promise<void> {
     const dir = this.hostPath(disk.guestPath);
-    // A writable ext4 mounted twice (through two loop devices) would be corrupted: another process holds it.
-    if (!disk.readOnly && (await stillAttached(disk.hostPath, signal)))
-      throw new DriverError(
-        'ERR_LAYER_BUSY',
-        `${disk.hostPath}: already attached to a loop device (mounted by another lcow process? \`lcow unmount\` or cleanup)`,
-      );
+    // A writable ext4 mounted twice (through two loop devices) would be corrupted: another process holds it —
+    // unless that process is gone, killed while it let the sandbox go (between the union's unmount and the
+    // disk's): then the disk is mounted in its folder, where no union reads it and nobody will adopt it.
+    if (!disk.readOnly && (await loopsOf(disk.hostPath)).length > 0) {
+      await unmountOrphanDisks(this.#runDir);
+      if (await stillAttached(disk.hostPath, signal))
+        throw new DriverError(
+          'ERR_LAYER_BUSY',
+          `${disk.hostPath}: already attached to a loop device (mounted by another lcow process? \`lcow unmount\` or cleanup)`,
+        );
+    }
     const { offset, size } = await diskPayload(disk.hostPath);
     await mkdir(dir, { recursive: true });
     try {
