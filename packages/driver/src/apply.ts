@@ -387,7 +387,12 @@ async function peekSmall(
   signal?.addEventListener('abort', fail, { once: true });
   const tap = (async function* () {
     for (;;) {
-      const n = await Promise.race([it.next(), aborted]);
+      let n: IteratorResult<Uint8Array>;
+      try {
+        n = await Promise.race([it.next(), aborted]);
+      } catch (e) {
+        throw new FromSource(e);
+      }
       if (n.done) return void (ended = true);
       read.push(n.value);
       yield n.value;
@@ -415,6 +420,14 @@ async function peekSmall(
   return { small: null, rest };
 }
 
+/** An error of the source itself (or an abort) met while peeking: the caller's, passed on as it is. */
+class FromSource {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    this.error = error;
+  }
+}
+
 /**
  * Converts `source` into `out`: a small tar ({@link INLINE_TAR_BYTES}) here, anything larger in a child;
  * everything here with `LCOW_NOREEXEC=1`, everything in a child with `LCOW_REEXEC=always`.
@@ -435,7 +448,9 @@ export async function convertLayer(
   try {
     peeked = await peekSmall(source, opts.signal);
   } catch (e) {
-    throw named(e);
+    // The source's own failure (a blob that does not hash to its digest, a download cut) is the caller's
+    // error, as when the child's feed fails; a tar that does not decompress is the converter's.
+    throw e instanceof FromSource ? e.error : named(e);
   }
   if (peeked.small === null) return convertInChild(peeked.rest, out, opts);
   try {
