@@ -1,6 +1,6 @@
 // Sandboxes made ahead of need: taken by a rename, made again after, each whole (e2fsck, qemu-img), never
 // taken twice when several takers race, and a killed maker's temporary file swept.
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkfs } from '@lcow/ext4';
@@ -65,13 +65,16 @@ describe('SpareSandboxes', () => {
     // The name a killed process (pid 2^22 + 1 is above Linux's pid_max) leaves while it makes a spare.
     const dead = join(spareDir, `.1g-fixed-aaaa.vhdx-o${2 ** 22 + 1}.1-0011223344556677.tmp`);
     await writeFile(dead, 'half a disk');
+    // A link under a spare's name (to a file outside) is not a spare: never moved into a layer.
+    await symlink('/etc/passwd', join(spareDir, '1g-fixed-00000000000000ff.vhdx'));
     const s = new SpareSandboxes(spareDir, '1g-fixed', 1, makeSmall);
     expect(await s.take(join(dir.path, 'c', 'x.vhdx'))).toBe(false);
     s.fill();
     await settle(s, 1);
     const names = (await readdir(spareDir)).sort();
-    expect(names).toHaveLength(2);
+    expect(names).toHaveLength(3);
     expect(names).toContain('20g-fixed-0123456789abcdef.vhdx');
+    expect(names).toContain('1g-fixed-00000000000000ff.vhdx');
     expect(names.some((n) => n.startsWith('1g-fixed-'))).toBe(true);
     await s.close();
     s.fill(); // closed: starts nothing

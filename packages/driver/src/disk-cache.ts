@@ -124,8 +124,11 @@ export class SpareSandboxes {
 
   /** The spares ready now (whole, of this kind). */
   async ready(): Promise<string[]> {
-    const names = await readdir(this.dir).catch(() => [] as string[]);
-    return names.filter((n) => n.startsWith(`${this.#kind}-`) && n.endsWith('.vhdx')).map((n) => join(this.dir, n));
+    // Plain files only: a link planted under a spare's name is never moved into a layer and attached.
+    const entries = await readdir(this.dir, { withFileTypes: true }).catch(() => []);
+    return entries
+      .filter((e) => e.isFile() && e.name.startsWith(`${this.#kind}-`) && e.name.endsWith('.vhdx'))
+      .map((e) => join(this.dir, e.name));
   }
 
   /**

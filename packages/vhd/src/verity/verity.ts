@@ -258,6 +258,8 @@ export class LeafHasher {
   #worker: Worker | null = null;
   readonly #salt: Buffer;
   #inline = INLINE_BYTES;
+  /** salt ‖ one block, reused for every block hashed here. */
+  #scratch: Buffer | null = null;
   /** Jobs in flight: id → first block. */
   readonly #jobs = new Map<number, number>();
   readonly #onDigests: (firstBlock: number, digests: Uint8Array) => void;
@@ -297,8 +299,7 @@ export class LeafHasher {
 
   /** Leaf digests of whole blocks, here and now (what the worker does, for a little data). */
   #hashHere(first: number, data: Uint8Array): void {
-    const scratch = Buffer.alloc(this.#salt.length + VERITY_BLOCK);
-    this.#salt.copy(scratch, 0);
+    const scratch = (this.#scratch ??= Buffer.concat([this.#salt, Buffer.alloc(VERITY_BLOCK)]));
     const count = data.length / VERITY_BLOCK;
     const out = new Uint8Array(count * 32);
     for (let i = 0; i < count; i++) {
