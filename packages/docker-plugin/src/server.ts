@@ -220,7 +220,9 @@ export class PluginServer {
     } finally {
       if (this.#traceCalls) {
         const ms = (performance.now() - started).toFixed(1);
-        this.#log(`lcow docker plugin: call ${method} ${layer || '-'} ${ms} ms${failed ? ' (failed)' : ''}`);
+        // The id is the client's text: quoted and escaped, it cannot start a line of its own in the log.
+        const id = layer ? JSON.stringify(layer) : '-';
+        this.#log(`lcow docker plugin: call ${method} ${id} ${ms} ms${failed ? ' (failed)' : ''}`);
       }
     }
   }

@@ -245,6 +245,24 @@ describe('the plugin holds its defences', () => {
     }
   });
 
+  it('--trace-calls: one line per call with its layer and duration; a hostile id cannot forge a log line', async () => {
+    const socket = join(dir.path, 'trace.sock');
+    const lines: string[] = [];
+    const server = await PluginServer.listen({ socket, log: (l) => lines.push(l), stateFile: null, traceCalls: true });
+    try {
+      expect((await call(socket, 'Plugin.Activate')).status).toBe(200);
+      const forged = 'x\nlcow docker plugin: call GraphDriver.Remove everything 0.0 ms';
+      expect((await call(socket, 'GraphDriver.Exists', { ID: forged })).status).toBe(500); // no Init yet
+      const traced = lines.filter((l) => l.includes(' call '));
+      expect(traced).toHaveLength(2);
+      expect(traced[0]).toMatch(/^lcow docker plugin: call Plugin\.Activate - [\d.]+ ms$/);
+      expect(traced[1]).toMatch(/^lcow docker plugin: call GraphDriver\.Exists "x\\nlcow .*" [\d.]+ ms \(failed\)$/);
+      expect(lines.every((l) => !l.includes('\n'))).toBe(true);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('the socket is 0660 and a peer that is not root cannot connect', async () => {
     const socket = join(dir.path, 'mode.sock');
     const server = await PluginServer.listen({ socket, log: () => {}, stateFile: null });
