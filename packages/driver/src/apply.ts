@@ -2,7 +2,6 @@
 // re-exec'd itself: a bad tar or a crash in the converter cannot take the daemon down, and parallel
 // applies use every core), inline with `LCOW_NOREEXEC=1`.
 import { existsSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { basename, dirname, extname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -216,11 +215,13 @@ function childCommand(): { execPath: string; args: string[] } {
  * Converts in a child process: the tar goes to its stdin, the image to `out`, the result back as one JSON
  * line. An abort kills the child; its error (a typed `Ext4Error` there) comes back with code and message.
  */
-export function convertInChild(
+export async function convertInChild(
   source: LayerSource,
   out: string,
   opts: LayerConvertOptions & { what: string },
 ): Promise<ApplyResult> {
+  // Loaded when a child is needed: small layers never start one, and child_process brings net and dgram.
+  const { spawn } = await import('node:child_process');
   const { execPath, args } = childCommand();
   // A file (or a range of one) is opened by the child itself (4 MiB reads, no pipe); a stream goes to its stdin.
   const file = typeof source === 'string' || isFileRange(source) ? source : null;

@@ -13,6 +13,8 @@ import { Ext4Error } from './errors.ts';
 const DIGEST = 32;
 /** Blocks per chunk of the leaf table: 1 MiB of digests (128 MiB of image). */
 const CHUNK_BLOCKS = 32768;
+/** A new chunk's first size in blocks (4 MiB of image). */
+const FIRST_CHUNK_BLOCKS = 1024;
 /**
  * Jobs of 1 MiB in flight to the hashing thread. It hashes faster than the tar is converted, so the window
  * fills only in the metadata burst at the end, where 8 in flight bought nothing but 4 MB.
@@ -74,7 +76,7 @@ class LeafDigestFile {
   readonly #hasher: LeafHasher;
   /**
    * Leaf digests in chunks of {@link CHUNK_BLOCKS} blocks, made as the image reaches them: a table that
-   * grows by chunks is never copied, and needs no guess of the image's size (growing one array meant, for
+   * grows by chunks is copied only while its last chunk is under 1 MiB, and needs no guess of the image's size (growing one array meant, for
    * a moment, the old table and the new one at once — 20 MB on a 1 GB tar).
    */
   readonly #leaves: Uint8Array[] = [];
@@ -95,11 +97,30 @@ class LeafDigestFile {
     await this.#hasher.close();
   }
 
-  /** Makes room for the digests of blocks `0…blocks − 1`. */
+  /**
+   * Makes room for the digests of blocks `0…blocks − 1`. The last chunk starts small and doubles up to
+   * {@link CHUNK_BLOCKS}: a small layer's image needs a few hundred blocks, and two zeroed arrays of 1 MiB and
+   * 32 KiB per layer were most of the digest's fixed cost on images of many small layers.
+   */
   #grow(blocks: number): void {
-    while (this.#leaves.length * CHUNK_BLOCKS < blocks) {
-      this.#leaves.push(new Uint8Array(CHUNK_BLOCKS * DIGEST));
-      this.#have.push(new Uint8Array(CHUNK_BLOCKS));
+    for (;;) {
+      const last = this.#have.length - 1;
+      const lastLength = last < 0 ? CHUNK_BLOCKS : this.#have[last]!.length;
+      const room = last < 0 ? 0 : last * CHUNK_BLOCKS + lastLength;
+      if (room >= blocks) return;
+      if (lastLength < CHUNK_BLOCKS) {
+        const n = Math.min(CHUNK_BLOCKS, Math.max(blocks - last * CHUNK_BLOCKS, 2 * lastLength));
+        const leaves = new Uint8Array(n * DIGEST);
+        leaves.set(this.#leaves[last]!);
+        const have = new Uint8Array(n);
+        have.set(this.#have[last]!);
+        this.#leaves[last] = leaves;
+        this.#have[last] = have;
+      } else {
+        const n = Math.min(CHUNK_BLOCKS, Math.max(blocks - (last + 1) * CHUNK_BLOCKS, FIRST_CHUNK_BLOCKS));
+        this.#leaves.push(new Uint8Array(n * DIGEST));
+        this.#have.push(new Uint8Array(n));
+      }
     }
   }
 

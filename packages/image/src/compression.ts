@@ -2,7 +2,6 @@
 // zstd measured here on a 300 MB tar (110 MB compressed): the `zstd` program 0.6 s, fzstd (pure JS)
 // 9 s. Node's zlib decodes zstd from 22.15/23.8 and is used where present; else the `zstd` program on PATH
 // in a child process (it also runs on another core); else fzstd, so it always works.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { Readable } from 'node:stream';
@@ -61,6 +60,8 @@ async function* viaZlib(
 }
 
 async function* viaProgram(src: AsyncIterable<Uint8Array>, exe: string): AsyncGenerator<Uint8Array> {
+  // Loaded here: only zstd without a native decoder needs it, and it brings net and dgram to every start.
+  const { spawn } = await import('node:child_process');
   const child = spawn(exe, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(0, 4096)));

@@ -4,7 +4,7 @@
 // when the image is closed).
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm, statfs } from 'node:fs/promises';
-import * as http from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
@@ -47,7 +47,9 @@ function endpoint(host: string): { socketPath?: string; host?: string; port?: nu
 }
 
 /** One GET to the daemon: resolves with the answer (body unread), which goes quiet for `idleMs` at most. */
-function call(host: string, path: string, idleMs: number, signal?: AbortSignal): Promise<http.IncomingMessage> {
+async function call(host: string, path: string, idleMs: number, signal?: AbortSignal): Promise<IncomingMessage> {
+  // Loaded here, not at the top: only this source needs it, and every `lcow` start would pay for it.
+  const http = await import('node:http');
   return new Promise((resolve, reject) => {
     const req = http.request({ ...endpoint(host), path, method: 'GET', signal, headers: { host: 'docker' } });
     const quiet = (): void =>
@@ -76,7 +78,7 @@ function daemonError(host: string, e: unknown, signal?: AbortSignal): ImageError
 }
 
 /** What the daemon said in an error answer: its JSON `message`, else its text, quoted and cut. */
-async function said(res: http.IncomingMessage): Promise<string> {
+async function said(res: IncomingMessage): Promise<string> {
   const body = await readPrefix(res, 16 << 10);
   let text = body.trim();
   try {

@@ -849,7 +849,7 @@ export class HcsshimLayout {
   /** The inode table of `groups` × `ipg` inodes, encoded and written a slice at a time. */
   async #writeInodeTable(groups: number, ipg: number): Promise<void> {
     const total = groups * ipg;
-    const slice = Buffer.alloc(TABLE_SLICE * INODE_SIZE);
+    const slice = Buffer.alloc(Math.min(TABLE_SLICE, Math.max(1, this.#inodes.length)) * INODE_SIZE);
     const used = this.#inodes.length;
     for (let first = 0; first < used; first += TABLE_SLICE) {
       const n = Math.min(TABLE_SLICE, used - first);

@@ -2,14 +2,28 @@
 // `--tls-verify=false`), proxies from the environment as Go programs read them (HTTPS_PROXY, HTTP_PROXY,
 // NO_PROXY; never for loopback), redirects, and retries with backoff for what a retry can fix.
 import { readdirSync, readFileSync } from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
+import type * as Http from 'node:http';
+import type * as Https from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import * as tls from 'node:tls';
+import type * as Tls from 'node:tls';
 import { ImageError } from '../errors.ts';
+
+// Loaded at the first request: commands that read only local images (`lcow image roothash FILE`) would
+// otherwise pay for http, https and tls at every start (≈ 15–20 ms on a 2-core VM).
+let http: typeof Http;
+let https: typeof Https;
+let tls: typeof Tls;
+let loading: Promise<void> | undefined;
+function loadNet(): Promise<void> {
+  return (loading ??= Promise.all([import('node:http'), import('node:https'), import('node:tls')]).then(([a, b, c]) => {
+    http = a;
+    https = b;
+    tls = c;
+  }));
+}
 
 /** How to reach registries. */
 export interface TransportOptions {
@@ -124,7 +138,7 @@ export function proxyFor(url: URL, env: NodeJS.ProcessEnv = process.env): URL | 
 function tunnel(
   proxy: URL,
   target: URL,
-  tlsOpts: tls.ConnectionOptions,
+  tlsOpts: Tls.ConnectionOptions,
   done: (err: Error | null, socket?: Duplex) => void,
 ): (err: Error) => void {
   const port = target.port || '443';
@@ -176,22 +190,23 @@ export interface Request {
 }
 
 /** One HTTP exchange (no retry, no redirect): resolves with the response, body unread. */
-export function send(url: URL, req: Request, opts: TransportOptions): Promise<http.IncomingMessage> {
+export async function send(url: URL, req: Request, opts: TransportOptions): Promise<Http.IncomingMessage> {
+  await loadNet();
   return new Promise((resolve, reject) => {
     const secure = url.protocol === 'https:';
     const files = secure ? tlsFilesFor(url.host, opts.certDir) : {};
-    const tlsOpts: tls.ConnectionOptions = {
+    const tlsOpts: Tls.ConnectionOptions = {
       rejectUnauthorized: opts.tlsVerify !== false,
       ...(files.ca ? { ca: [...tls.rootCertificates, ...files.ca.map((b) => b.toString())] } : {}),
       ...(files.cert ? { cert: files.cert, key: files.key } : {}),
     };
     const proxy = proxyFor(url, opts.env);
-    const base: http.RequestOptions = {
+    const base: Http.RequestOptions = {
       method: req.method ?? 'GET',
       headers: { 'user-agent': 'lcow', ...req.headers },
       signal: req.signal,
     };
-    let r: http.ClientRequest;
+    let r: Http.ClientRequest;
     let cancelTunnel: ((err: Error) => void) | null = null;
     if (proxy && !secure) {
       // A plain-HTTP request through a proxy names the whole URL.
@@ -204,7 +219,7 @@ export function send(url: URL, req: Request, opts: TransportOptions): Promise<ht
         createConnection: ((_: unknown, cb: (err: Error | null, s?: Duplex) => void) => {
           cancelTunnel = tunnel(proxy, url, tlsOpts, cb);
           return undefined;
-        }) as unknown as https.RequestOptions['createConnection'],
+        }) as unknown as Https.RequestOptions['createConnection'],
       });
     } else r = (secure ? https : http).request(url, { ...base, ...(secure ? tlsOpts : {}) });
     const idleMs = opts.idleTimeoutMs ?? 30_000;
@@ -328,7 +343,7 @@ export class SpeedFloor {
  * The first `max` bytes of a body (an error answer, to be quoted), the rest not read; whatever arrived
  * before a failure. Always resolves.
  */
-export async function readPrefix(res: http.IncomingMessage, max: number): Promise<string> {
+export async function readPrefix(res: Http.IncomingMessage, max: number): Promise<string> {
   const parts: Buffer[] = [];
   let n = 0;
   try {
@@ -347,7 +362,7 @@ export async function readPrefix(res: http.IncomingMessage, max: number): Promis
 
 /** Reads a response body of at most `max` bytes, no slower than the speed floor. */
 export async function readBody(
-  res: http.IncomingMessage,
+  res: Http.IncomingMessage,
   max: number,
   what: string,
   opts: TransportOptions = {},
