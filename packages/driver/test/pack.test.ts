@@ -182,6 +182,13 @@ describe('packed and installed outside the workspace', () => {
     const info = JSON.parse((await exec(bin, ['vhd', 'info', 'bin.vhd', '--json'], { cwd: project })).stdout);
     expect(info).toMatchObject({ verdict: 'ok', disk: { format: 'vhd' }, contents: { type: 'ext4' } });
   });
+
+  it('the dmverity-vhd bin: its help, and its usage error as hcsshim’s tool gives it', async () => {
+    const bin = join(project, 'node_modules', '.bin', 'dmverity-vhd');
+    expect((await exec(bin, ['-h'], { cwd: project })).stdout).toMatch(/^NAME:\n {3}dmverity-vhd /);
+    const bad = await exec(bin, ['roothash'], { cwd: project }).catch((e: { code: number; stderr: string }) => e);
+    expect(bad).toMatchObject({ code: 1, stderr: 'Required flag "image" not set\n' });
+  });
 });
 
 describe('the prepack guard', () => {

@@ -46,7 +46,7 @@ export function formatBytes(n: number): string {
     v /= 1024;
     u++;
   }
-  return `${u === 0 ? v : Number.isInteger(v) ? v : v.toFixed(2)} ${units[u]}`;
+  return `${u === 0 ? Math.round(v) : Number.isInteger(v) ? v : v.toFixed(2)} ${units[u]}`;
 }
 
 /** JSON with bigints as decimal strings and dates as ISO strings. */

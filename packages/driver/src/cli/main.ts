@@ -133,7 +133,19 @@ function applyGlobals(p: Parsed, io: Io): void {
 const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 /** Runs the `lcow` command line; returns the exit status. */
-export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
+export function main(argv: string[], io?: Partial<Io>): Promise<number> {
+  return run(argv, io, 'lcow');
+}
+
+/**
+ * Runs a `dmverity-vhd` command line (hcsshim's tool: its flags, output lines and exit statuses) through
+ * `lcow image`; returns the exit status.
+ */
+export function dmverityVhdMain(argv: string[], io?: Partial<Io>): Promise<number> {
+  return run(argv, io, 'dmverity-vhd');
+}
+
+async function run(argv: string[], io: Partial<Io> | undefined, as: 'lcow' | 'dmverity-vhd'): Promise<number> {
   const ac = new AbortController();
   // SIGINT, SIGTERM and SIGHUP abort the command, which removes what it had not finished (temporary files,
   // half-made layers); the status is then 128 + the signal's number, as a shell reports a killed process. The
@@ -165,6 +177,10 @@ export async function main(argv: string[], io?: Partial<Io>): Promise<number> {
   const status = (code: number): number =>
     pipeClosed ? 128 + osConstants.signals.SIGPIPE : caught ? 128 + osConstants.signals[caught] : code;
   try {
+    if (as === 'dmverity-vhd') {
+      const { dmverityVhd } = await import('./dmverity-vhd.ts');
+      return status(await dmverityVhd(argv, full, (args, inner) => run(args, inner, 'lcow')));
+    }
     // Global options before the command (checked by the same parser).
     let at = 0;
     while (at < argv.length) {

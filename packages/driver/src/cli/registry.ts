@@ -105,6 +105,18 @@ const IMAGE_NAMING = {
     group: 'naming',
   },
   docker: { kind: 'flag', short: 'd', help: 'the image is in the Docker daemon', group: 'naming' },
+  verbose: {
+    kind: 'flag',
+    short: 'v',
+    help: 'log each step to standard error (level=debug lines, as dmverity-vhd -v)',
+    group: 'naming',
+  },
+  'buffered-reader': {
+    kind: 'flag',
+    short: 'b',
+    help: "accepted for dmverity-vhd's scripts (az confcom --faster-hashing); lcow always reads buffered",
+    group: 'naming',
+  },
 } as const satisfies Record<string, OptionSpec>;
 
 const REF_NOTE =
@@ -239,7 +251,7 @@ export const SPECS = {
             kind: 'value',
             short: 'o',
             arg: 'DIR',
-            help: 'the folder the VHDs go to',
+            help: 'the folder the VHDs go to (made if missing)',
             required: true,
           },
           'hash-dev-vhd': {

@@ -5,6 +5,8 @@ import type { Parsed } from './args.ts';
 export interface Io {
   out(text: string): void;
   err(text: string): void;
+  /** Where `-v`'s debug lines go; default {@link err}. */
+  debug?: (text: string) => void;
   /** Binary output (`cat`, a tar to `-`); default process.stdout. */
   stdout: NodeJS.WritableStream;
   /** Stream for a progress bar (drawn only when it is a TTY). */

@@ -3,7 +3,7 @@
 // computes it (hcsshim's layout, 128 GiB maximum), or one VHD per layer — as hcsshim's dmverity-vhd does,
 // by its spellings too (`--tarball FILE`, `--docker`, `-i`, `-o`, `--hash-dev-vhd`/`--hdv`, `-u`, `-p`).
 import { availableParallelism } from 'node:os';
-import { open, rm, stat } from 'node:fs/promises';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DurableFile, publishFile } from '@lcow/durable';
@@ -78,6 +78,24 @@ function imageArg(p: Parsed, what: string): string {
 }
 
 const TRANSPORT = /^(docker:\/\/|docker-archive:|oci-archive:|oci:|docker-daemon:)/;
+
+/**
+ * `-v`: one `level=debug msg="…"` line per step, with the messages and fields dmverity-vhd -v logs (scripts
+ * written for it may read them), on standard error (`io.debug`: dmverity-vhd's own stream, standard output,
+ * when run as `dmverity-vhd`). Layers are worked on in parallel; their lines come in layer order with each
+ * result, as the tool's own sequential run prints them.
+ */
+function debugLog(p: Parsed, io: Io): (msg: string, fields?: Record<string, string | number>) => void {
+  if (!p.flag('verbose')) return () => {};
+  const write = io.debug ?? io.err;
+  return (msg, fields = {}) =>
+    write(
+      [
+        `level=debug msg=${JSON.stringify(msg)}`,
+        ...Object.entries(fields).map(([k, v]) => `${k}=${JSON.stringify(v)}`),
+      ].join(' '),
+    );
+}
 
 function what(image: Image, layer: ImageLayer): string {
   return `${image.name}: layer ${layer.index}`;
@@ -192,9 +210,12 @@ async function roothash(p: Parsed, io: Io): Promise<number> {
   const parallel = parallelism(p);
   const src = sourceOptions(p);
   const ref = imageArg(p, 'lcow image roothash');
+  const debug = debugLog(p, io);
   const image = await openImage(ref, { ...src, signal: io.signal });
   try {
-    const bar = progressBar(`roothash ${image.name}`, io.progress);
+    debug(`Image id: ${image.configDigest}`);
+    debug(`${image.layers.length} layers found`);
+    const bar = progressBar(`roothash ${image.name}`, io.progress, 'layers');
     let finished = 0;
     // Each layer converted in a child of its own (both cores), straight into the digest: no image is
     // written anywhere. The child checks the diff id; the blob's digest is checked as it streams.
@@ -217,7 +238,11 @@ async function roothash(p: Parsed, io: Io): Promise<number> {
           })),
         }),
       );
-    else for (const [i, r] of results.entries()) io.out(`Layer ${i} root hash: ${r.rootDigest}`);
+    else
+      for (const [i, r] of results.entries()) {
+        debug('uncompressed layer', { layerDiff: image.layers[i]!.diffId, layerNumber: i });
+        io.out(`Layer ${i} root hash: ${r.rootDigest}`);
+      }
     return 0;
   } finally {
     await image.close();
@@ -240,13 +265,10 @@ async function create(p: Parsed, io: Io): Promise<number> {
   const parallel = parallelism(p);
   const src = sourceOptions(p);
   const ref = imageArg(p, 'lcow image create');
-  if (
-    !(await stat(out).then(
-      (s) => s.isDirectory(),
-      () => false,
-    ))
-  )
-    throw new DriverError('ERR_NOT_FOUND', `${out}: not a folder`);
+  const debug = debugLog(p, io);
+  // Made when missing, as dmverity-vhd does; anything else already there under that name is refused.
+  await mkdir(out, { recursive: true });
+  if (!(await stat(out)).isDirectory()) throw new DriverError('ERR_EXISTS', `${out}: not a folder`);
   const image = await openImage(ref, { ...src, signal: io.signal });
   try {
     const names = image.layers.map((l) => l.diffId.slice('sha256:'.length));
@@ -255,7 +277,9 @@ async function create(p: Parsed, io: Io): Promise<number> {
         for (const f of [`${n}.vhd`, ...(hashDev ? [`${n}.hash-dev.vhd`] : [])])
           if (await exists(join(out, f)))
             throw new DriverError('ERR_EXISTS', `${join(out, f)}: already exists (--force to replace it)`);
-    const bar = progressBar(`create ${image.name}`, io.progress);
+    debug(`Image id: ${image.configDigest}`);
+    debug('creating layer VHDs with dm-verity');
+    const bar = progressBar(`create ${image.name}`, io.progress, 'layers');
     let finished = 0;
     const made = await eachLayer(image, parallel, async (layer) => {
       const name = names[layer.index]!;
@@ -279,6 +303,7 @@ async function create(p: Parsed, io: Io): Promise<number> {
     if (json) io.out(toJson({ image: image.name, layers: made }));
     else
       for (const m of made) {
+        debug('converting tar to layer VHD', { layerDiff: m.diffId, layerNumber: m.index });
         if (hashDev) io.out(`hash device created at ${m.files[1]}`);
         io.out(`Layer VHD created at ${m.files[0]}`);
       }
