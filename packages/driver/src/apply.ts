@@ -8,7 +8,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createHash } from 'node:crypto';
 import { open, readdir, rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { Ext4Error, convert, rootDigest, type ConvertOptions, type Ext4ErrorCode } from '@lcow/ext4';
+import { DMVERITY_VHD, Ext4Error, convert, rootDigest, type ConvertOptions, type Ext4ErrorCode } from '@lcow/ext4';
 import { decompress } from '@lcow/image';
 import { DriverError } from './errors.ts';
 
@@ -126,11 +126,6 @@ export interface LayerConvertOptions {
   digestOnly?: boolean;
 }
 
-/** hcsshim's ConvertAndComputeRootDigest and dmverity-vhd settings. */
-const HCSSHIM = { layout: 'hcsshim', convertWhiteouts: true, maximumDiskSize: 128 * 2 ** 30 } as const;
-/** A VHD footer time stamp of 0 (2000-01-01), as hcsshim writes. */
-const VHD_EPOCH = new Date(Date.UTC(2000, 0, 1));
-
 /**
  * Converts in this process. With `digest`, the uncompressed tar's sha256 is reported as `diffId` (a file
  * path is then read through the same hashing path as a stream).
@@ -149,7 +144,7 @@ export async function convertInline(source: LayerSource, out: string, opts: Laye
   }
   if (opts.digestOnly) {
     const d = await rootDigest(input, {
-      ...(opts.hcsshim ? HCSSHIM : { convertWhiteouts: true }),
+      ...(opts.hcsshim ? DMVERITY_VHD : { convertWhiteouts: true }),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     return {
@@ -164,10 +159,8 @@ export async function convertInline(source: LayerSource, out: string, opts: Laye
     out,
     opts.hcsshim
       ? {
-          ...HCSSHIM,
-          appendVhdFooter: true,
+          ...DMVERITY_VHD,
           verity: opts.verity,
-          timestamp: VHD_EPOCH,
           fsync: true,
           ...(opts.sizeLimit !== undefined ? { sizeLimit: opts.sizeLimit } : {}),
           ...(opts.signal ? { signal: opts.signal } : {}),

@@ -8,6 +8,12 @@ export {
   type LayerFromDiffOptions,
   type StagedLayer,
 } from './driver.ts';
+export {
+  imageRootHashes,
+  type ImageRootHashes,
+  type ImageRootHashesOptions,
+  type LayerRootHash,
+} from './image-hashes.ts';
 export { parseDriverOptions, type BackendName, type DriverOptions } from './options.ts';
 export type { Change, ChangeKind } from './changes.ts';
 export type { ContainerFile, ContainerFs, DirEntry, EntryKind, FileInfo } from './fs/types.ts';

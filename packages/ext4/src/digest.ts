@@ -33,7 +33,10 @@ export interface RootDigestResult {
   fileBytes: number;
 }
 
-/** Options of {@link rootDigest}: the converter's, less those that only shape an output file. */
+/**
+ * Options of {@link rootDigest}: the converter's, less those that only shape an output file (given anyway, as
+ * in the `DMVERITY_VHD` preset, they are ignored).
+ */
 export type RootDigestOptions = Omit<ConvertOptions, 'appendVhdFooter' | 'verity' | 'fsync' | 'timestamp'> & {
   /** dm-verity salt (default 32 zero bytes, as hcsshim). */
   salt?: Uint8Array;
@@ -50,7 +53,15 @@ export async function rootDigest(
   input: string | Readable | AsyncIterable<Uint8Array>,
   options: RootDigestOptions = {},
 ): Promise<RootDigestResult> {
-  const { salt, ...rest } = options;
+  // A preset made for convert (DMVERITY_VHD) serves here too: what only shapes an output file is dropped.
+  const {
+    salt,
+    appendVhdFooter: _footer,
+    verity: _verity,
+    fsync: _fsync,
+    timestamp: _time,
+    ...rest
+  } = options as RootDigestOptions & Pick<ConvertOptions, 'appendVhdFooter' | 'verity' | 'fsync' | 'timestamp'>;
   const file = new LeafDigestFile(salt ?? DEFAULT_SALT);
   try {
     const r = await convert(input, file as unknown as FileHandle, { ...rest, fsync: false });

@@ -5,6 +5,7 @@ export { hasExt4Magic, probeExt4, type Ext4Summary, type ReadAt } from './probe.
 export { SYNTHETIC_LOST_FOUND } from './writer/writer.ts';
 export { convert, type ConvertOptions, type ConvertProgress, type ConvertResult } from './convert.ts';
 export { rootDigest, type RootDigestOptions, type RootDigestResult } from './digest.ts';
+export { DMVERITY_VHD } from './presets.ts';
 export {
   encodeHeader as encodeTarHeader,
   bodyPadding as tarPadding,

@@ -7,9 +7,9 @@ import { mkdir, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DurableFile, publishFile } from '@lcow/durable';
-import { formatPlatform, openImage, type Image, type ImageLayer, type OpenImageOptions } from '@lcow/image';
+import { formatPlatform, openImage, type OpenImageOptions } from '@lcow/image';
 import { createFixedFooter } from '@lcow/vhd';
-import { convertLayer, type ApplyResult, type LayerSource } from '../../apply.ts';
+import { convertImageLayer, eachLayer, imageRootHashes } from '../../image-hashes.ts';
 import { DriverError } from '../../errors.ts';
 import type { Parsed } from '../args.ts';
 import { escapeName, formatBytes, parseDuration, parseSize, toJson } from '../format.ts';
@@ -97,61 +97,6 @@ function debugLog(p: Parsed, io: Io): (msg: string, fields?: Record<string, stri
     );
 }
 
-function what(image: Image, layer: ImageLayer): string {
-  return `${image.name}: layer ${layer.index}`;
-}
-
-/** Where the converter child reads a layer: the file range itself, or the checked blob stream. */
-function layerSource(layer: ImageLayer, signal: AbortSignal): LayerSource {
-  return layer.file ?? layer.open({ signal });
-}
-
-/**
- * One layer through the converter child as dmverity-vhd converts it (hcsshim's layout), its tar checked
- * against the layer's diff id there; the blob's digest is checked as it streams.
- */
-async function convertChecked(
-  image: Image,
-  layer: ImageLayer,
-  out: string,
-  opts: { verity: boolean; digestOnly?: boolean },
-  signal: AbortSignal,
-): Promise<ApplyResult> {
-  const r = await convertLayer(layerSource(layer, signal), out, {
-    ...opts,
-    digest: true,
-    hcsshim: true,
-    signal,
-    what: what(image, layer),
-  });
-  if (r.diffId !== layer.diffId)
-    throw new DriverError(
-      'ERR_VERIFICATION',
-      `${what(image, layer)}: its tar hashes to ${r.diffId}, not ${layer.diffId}`,
-    );
-  return r;
-}
-
-/** Runs `job` for every layer, `parallel` at a time, in index order of start; results in layer order. */
-async function eachLayer<T>(image: Image, parallel: number, job: (layer: ImageLayer) => Promise<T>): Promise<T[]> {
-  const out = new Array<T>(image.layers.length);
-  let next = 0;
-  let failed: unknown = null;
-  const worker = async (): Promise<void> => {
-    while (failed === null && next < image.layers.length) {
-      const layer = image.layers[next++]!;
-      try {
-        out[layer.index] = await job(layer);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(parallel, image.layers.length)) }, worker));
-  if (failed !== null) throw failed;
-  return out;
-}
-
 /** `--parallel N` (1 to 64), default the number of cores. */
 export function parallelism(p: Parsed): number {
   const v = p.value('parallel');
@@ -211,42 +156,27 @@ async function roothash(p: Parsed, io: Io): Promise<number> {
   const src = sourceOptions(p);
   const ref = imageArg(p, 'lcow image roothash');
   const debug = debugLog(p, io);
-  const image = await openImage(ref, { ...src, signal: io.signal });
-  try {
-    debug(`Image id: ${image.configDigest}`);
-    debug(`${image.layers.length} layers found`);
-    const bar = progressBar(`roothash ${image.name}`, io.progress, 'layers');
-    let finished = 0;
-    // Each layer converted in a child of its own (both cores), straight into the digest: no image is
-    // written anywhere. The child checks the diff id; the blob's digest is checked as it streams.
-    const results = await eachLayer(image, parallel, async (layer) => {
-      const r = await convertChecked(image, layer, '', { digestOnly: true, verity: false }, io.signal);
-      bar.update({ done: ++finished, total: image.layers.length });
-      return r;
-    });
-    bar.done();
-    if (json)
-      io.out(
-        toJson({
-          image: image.name,
-          manifestDigest: image.manifestDigest,
-          layers: results.map((r, i) => ({
-            index: i,
-            diffId: image.layers[i]!.diffId,
-            rootHash: r.rootDigest,
-            dataBytes: r.size,
-          })),
-        }),
-      );
-    else
-      for (const [i, r] of results.entries()) {
-        debug('uncompressed layer', { layerDiff: image.layers[i]!.diffId, layerNumber: i });
-        io.out(`Layer ${i} root hash: ${r.rootDigest}`);
-      }
+  const bar = progressBar(`roothash ${ref}`, io.progress, 'layers');
+  // Each layer converted straight into its digest (a large one in a child process of its own, so both
+  // cores work): no image is written anywhere.
+  const r = await imageRootHashes(ref, {
+    ...src,
+    signal: io.signal,
+    parallel,
+    onLayer: (done, total) => bar.update({ done, total }),
+  });
+  bar.done();
+  if (json) {
+    io.out(toJson({ image: r.image, manifestDigest: r.manifestDigest, layers: r.layers }));
     return 0;
-  } finally {
-    await image.close();
   }
+  debug(`Image id: ${r.configDigest}`);
+  debug(`${r.layers.length} layers found`);
+  for (const l of r.layers) {
+    debug('uncompressed layer', { layerDiff: l.diffId, layerNumber: l.index });
+    io.out(`Layer ${l.index} root hash: ${l.rootHash}`);
+  }
+  return 0;
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -285,7 +215,7 @@ async function create(p: Parsed, io: Io): Promise<number> {
       const name = names[layer.index]!;
       const partial = join(out, `.${name}.vhd.${randomBytes(4).toString('hex')}.partial`);
       try {
-        const r = await convertChecked(image, layer, partial, { verity: true }, io.signal);
+        const r = await convertImageLayer(image, layer, partial, { verity: true, signal: io.signal });
         const files = [join(out, `${name}.vhd`)];
         if (hashDev) {
           files.push(join(out, `${name}.hash-dev.vhd`));
