@@ -1,7 +1,8 @@
 // `lcow-containerd-snapshotter` (also `lcow containerd-snapshotter`): serves containerd's snapshots API until
 // SIGTERM, SIGINT or SIGHUP, then stops cleanly (the unions stay mounted for the next process to adopt).
+import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import { errorText } from '@lcow/driver';
+import { SERVICE_ARGS, SERVICE_HELP, errorText, serveUntilSignal, serviceCommon } from '@lcow/driver';
 import { DEFAULT_CONTAINERD_ADDRESS } from './content.ts';
 import { loadPins } from './pins.ts';
 import { DEFAULT_ROOT, DEFAULT_SOCKET, SnapshotterServer } from './server.ts';
@@ -29,7 +30,12 @@ then \`ctr --snapshotter lcow …\`, or the CRI's snapshotter = "lcow".
                        otherwise is refused at commit and before any mount
   --storage-opt K=V    driver options, as lcow --storage-opt (repeatable)
   --no-verity          no dm-verity tree on committed layers (and no root-hash label)
-  -h, --help           this text`;
+${SERVICE_HELP}`;
+
+function version(): string {
+  const own = createRequire(import.meta.url)('../package.json') as { version: string };
+  return `lcow-containerd-snapshotter ${own.version}`;
+}
 
 /** Runs the snapshotter; resolves with the exit status once it has stopped. */
 export async function main(argv: string[]): Promise<number> {
@@ -42,6 +48,9 @@ export async function main(argv: string[]): Promise<number> {
     pins?: string;
     'storage-opt'?: string[];
     'no-verity'?: boolean;
+    'log-level'?: string;
+    'log-format'?: string;
+    version?: boolean;
     help?: boolean;
   };
   try {
@@ -56,7 +65,7 @@ export async function main(argv: string[]): Promise<number> {
         pins: { type: 'string' },
         'storage-opt': { type: 'string', multiple: true },
         'no-verity': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
+        ...SERVICE_ARGS,
       },
       strict: true,
       allowPositionals: false,
@@ -65,10 +74,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`lcow: ERR_USAGE: ${(e as Error).message}\n${USAGE}\n`);
     return 2;
   }
-  if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
+  const log = serviceCommon(values, USAGE, version);
+  if (typeof log === 'number') return log;
   const layout = values.layout ?? 'lcow';
   if (layout !== 'lcow' && layout !== 'hcsshim') {
     process.stderr.write(`lcow: ERR_USAGE: --layout ${JSON.stringify(layout)}: lcow or hcsshim\n`);
@@ -84,17 +91,11 @@ export async function main(argv: string[]): Promise<number> {
       layout,
       ...(values.pins !== undefined ? { pins: await loadPins(values.pins) } : {}),
       containerdAddress: values['no-fast-path'] ? null : (values['containerd-address'] ?? DEFAULT_CONTAINERD_ADDRESS),
+      log,
     });
   } catch (e) {
     process.stderr.write(`lcow: ${errorText(e)}\n`);
     return 1;
   }
-  process.stderr.write(`lcow containerd snapshotter: serving ${server.socket}\n`);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, () => resolve(s));
-  });
-  process.stderr.write(`lcow containerd snapshotter: ${signal}, stopping\n`);
-  await server.close();
-  process.stderr.write('lcow containerd snapshotter: stopped\n');
-  return 0;
+  return serveUntilSignal(server, log, 'lcow containerd snapshotter');
 }

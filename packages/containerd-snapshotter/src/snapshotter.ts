@@ -11,7 +11,7 @@ import { open, readFile, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { probeExt4, type Ext4Summary } from '@lcow/ext4';
 import { checkVerity } from '@lcow/vhd';
-import { LcowDriver } from '@lcow/driver';
+import { LcowDriver, serviceLog, type ServiceLog } from '@lcow/driver';
 import { KeyedLock } from '@lcow/layerstore';
 import { ContentStore, isDigest, type BlobInfo } from './content.ts';
 import { SnapshotError } from './errors.ts';
@@ -72,8 +72,8 @@ export interface SnapshotterOptions {
    * containerd's content store and converts it straight into the layer (null: never).
    */
   containerdAddress?: string | null;
-  /** Where diagnostics go (default stderr). */
-  log?: (line: string) => void;
+  /** Where events go (default: standard error, with a time and a level; {@link serviceLog}). */
+  log?: ServiceLog;
 }
 
 /**
@@ -88,7 +88,7 @@ export class Snapshotter {
   readonly #hcsshim: boolean;
   readonly #pins: Pins | null;
   readonly #content: ContentStore | null;
-  readonly #log: (line: string) => void;
+  readonly #log: ServiceLog;
   /** One fast-path conversion per chain at a time: parallel pulls of a shared base convert it once. */
   readonly #targets = new KeyedLock();
   /** One decision about the record at a time; the long work (a conversion) runs outside it. */
@@ -109,7 +109,7 @@ export class Snapshotter {
     if (this.#pins && !this.#verity)
       throw new SnapshotError('ERR_INVALID_ARGUMENT', 'pinned root hashes need dm-verity trees (verity is off)');
     this.#content = opts.containerdAddress ? new ContentStore(opts.containerdAddress) : null;
-    this.#log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
+    this.#log = opts.log ?? serviceLog();
   }
 
   /**
@@ -130,7 +130,7 @@ export class Snapshotter {
       await s
         .#verifyChain(parent, `mount ${JSON.stringify(snap.key)}`)
         .then(() => driver.get(snap.id))
-        .catch((e: unknown) => s.#log(`lcow snapshotter: ${snap.key}: not mounted: ${errorMessage(e)}`));
+        .catch((e: unknown) => s.#log(`lcow snapshotter: ${snap.key}: not mounted: ${errorMessage(e)}`, 'warn'));
     }
     return s;
   }
@@ -311,7 +311,7 @@ export class Snapshotter {
     try {
       blob = await this.#awaitBlob(content, ctx.namespace, digest);
     } catch (e) {
-      this.#log(`lcow snapshotter: ${what}: no fast path: ${errorMessage(e)}`);
+      this.#log(`lcow snapshotter: ${what}: no fast path: ${errorMessage(e)}`, 'warn');
       return false;
     }
     if (!blob) {
@@ -358,6 +358,7 @@ export class Snapshotter {
         this.#verified.add(id);
         this.#log(
           `lcow snapshotter: ${what}: blob ${digest} (${blob.size} bytes) converted from containerd's store as ${JSON.stringify(name)}`,
+          'debug',
         );
         return true;
       } finally {
@@ -502,6 +503,7 @@ export class Snapshotter {
       .catch((e: unknown) =>
         this.#log(
           `lcow snapshotter: commit ${JSON.stringify(name)}: the sandbox ${active.id} stays until Cleanup: ${String(e)}`,
+          'warn',
         ),
       );
   }
@@ -526,7 +528,7 @@ export class Snapshotter {
     const parentChain = parent ? chainIdOf(parent) : '';
     if (parentChain === null) return null;
     const blob = await content.info(ctx.namespace, digest).catch((e: unknown) => {
-      this.#log(`lcow snapshotter: ${what}: made from the sandbox: ${errorMessage(e)}`);
+      this.#log(`lcow snapshotter: ${what}: made from the sandbox: ${errorMessage(e)}`, 'warn');
       return null;
     });
     return blob ? { content, namespace: ctx.namespace, blob, target, parentChain } : null;
@@ -564,6 +566,7 @@ export class Snapshotter {
         .catch((e: unknown) =>
           this.#log(
             `lcow snapshotter: remove ${JSON.stringify(key)}: layer ${snap.id} stays until Cleanup: ${String(e)}`,
+            'warn',
           ),
         );
   }
@@ -669,7 +672,7 @@ export class Snapshotter {
           await this.driver.remove(id);
           removed.push(id);
         } catch (e) {
-          this.#log(`lcow snapshotter: cleanup: layer ${id}: ${String(e)}`);
+          this.#log(`lcow snapshotter: cleanup: layer ${id}: ${String(e)}`, 'warn');
         }
       }
       // The store's own cleanup (what dead processes left), not the driver's, which is moby's shutdown: it

@@ -1,6 +1,8 @@
 // `lcow-docker-plugin` (also `lcow docker-plugin`): serves the graph-driver plugin protocol until SIGTERM,
 // SIGINT or SIGHUP, then shuts down cleanly (in-flight ApplyDiffs aborted, unions released).
+import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
+import { SERVICE_ARGS, SERVICE_HELP, serveUntilSignal, serviceCommon } from '@lcow/driver';
 import { PluginServer } from './server.ts';
 
 export const DEFAULT_SOCKET = '/run/docker/plugins/lcow.sock';
@@ -15,11 +17,25 @@ Serves Docker's graph-driver plugin protocol on a unix socket. dockerd finds a p
   --state FILE         where the last Init is kept for a restart while dockerd runs
                        (default: /run/lcow/docker-plugin/<hash of the socket>.init)
   --trace-calls        log every call too: its layer and how long it took
-  -h, --help           this text`;
+${SERVICE_HELP}`;
+
+function version(): string {
+  const own = createRequire(import.meta.url)('../package.json') as { version: string };
+  return `lcow-docker-plugin ${own.version}`;
+}
 
 /** Runs the plugin; resolves with the exit status once it has stopped. */
 export async function main(argv: string[]): Promise<number> {
-  let values: { socket?: string; 'storage-opt'?: string[]; state?: string; 'trace-calls'?: boolean; help?: boolean };
+  let values: {
+    socket?: string;
+    'storage-opt'?: string[];
+    state?: string;
+    'trace-calls'?: boolean;
+    'log-level'?: string;
+    'log-format'?: string;
+    version?: boolean;
+    help?: boolean;
+  };
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -28,7 +44,7 @@ export async function main(argv: string[]): Promise<number> {
         'storage-opt': { type: 'string', multiple: true },
         state: { type: 'string' },
         'trace-calls': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
+        ...SERVICE_ARGS,
       },
       strict: true,
       allowPositionals: false,
@@ -37,10 +53,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`lcow: ERR_USAGE: ${(e as Error).message}\n${USAGE}\n`);
     return 2;
   }
-  if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
+  const log = serviceCommon(values, USAGE, version);
+  if (typeof log === 'number') return log;
   const bad = (values['storage-opt'] ?? []).find((o) => !/^lcow\.[a-z]+=/i.test(o));
   if (bad) {
     process.stderr.write(`lcow: ERR_USAGE: --storage-opt ${JSON.stringify(bad)}: expected lcow.KEY=VALUE\n`);
@@ -53,15 +67,12 @@ export async function main(argv: string[]): Promise<number> {
       defaults: values['storage-opt'],
       ...(values.state ? { stateFile: values.state } : {}),
       traceCalls: values['trace-calls'] ?? false,
+      log,
     });
   } catch (e) {
     const err = e as { code?: string; message?: string };
     process.stderr.write(`lcow: ${err.code?.startsWith('ERR_') ? err.code : 'ERR_INTERNAL'}: ${err.message}\n`);
     return 1;
   }
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, () => resolve(s));
-  });
-  await server.close();
-  return signal === 'SIGTERM' ? 0 : 128 + ({ SIGINT: 2, SIGHUP: 1 } as Record<string, number>)[signal]!;
+  return serveUntilSignal(server, log, 'lcow docker plugin');
 }

@@ -7,7 +7,7 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { writeFileDurable } from '@lcow/durable';
-import { LcowDriver, errorText } from '@lcow/driver';
+import { LcowDriver, errorText, serviceLog, type ServiceLog } from '@lcow/driver';
 import { PluginError } from './errors.ts';
 import {
   ChangeKind,
@@ -24,8 +24,11 @@ export interface PluginServerOptions {
   socket: string;
   /** Driver options applied before the ones dockerd sends (`lcow.backend=host`…). */
   defaults?: readonly string[];
-  /** One line per failed call and per lifecycle event (default: stderr). */
-  log?: (line: string) => void;
+  /**
+   * One event per failed call (`warn`) and per lifecycle step (`info`); default: standard error, with a
+   * time and a level ({@link serviceLog}).
+   */
+  log?: ServiceLog;
   /**
    * Where the last `Init` is kept (default: under /run/lcow, named after the socket; null: nowhere). dockerd
    * sends `Init` once, when it starts; a plugin restarted while dockerd runs reads it back from here.
@@ -94,7 +97,7 @@ export class PluginServer {
   readonly socket: string;
   readonly #server: Server;
   readonly #defaults: readonly string[];
-  readonly #log: (line: string) => void;
+  readonly #log: ServiceLog;
   readonly #stateFile: string | null;
   readonly #traceCalls: boolean;
   #driver: LcowDriver | null = null;
@@ -108,7 +111,7 @@ export class PluginServer {
     this.#server = server;
     this.socket = opts.socket;
     this.#defaults = opts.defaults ?? [];
-    this.#log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
+    this.#log = opts.log ?? serviceLog();
     this.#stateFile = opts.stateFile === undefined ? defaultStateFile(opts.socket) : opts.stateFile;
     this.#traceCalls = opts.traceCalls ?? false;
   }
@@ -132,7 +135,6 @@ export class PluginServer {
     // dockerd runs as root; nobody else has business on this socket.
     await chmod(opts.socket, 0o660);
     await plugin.#resume();
-    plugin.#log(`lcow docker plugin: serving ${opts.socket}`);
     return plugin;
   }
 
@@ -146,7 +148,7 @@ export class PluginServer {
       return; // none: dockerd will send Init
     }
     await this.#init(saved).catch((e: unknown) =>
-      this.#log(`lcow docker plugin: the saved Init (${this.#stateFile}) failed: ${errText(e)}`),
+      this.#log(`lcow docker plugin: the saved Init (${this.#stateFile}) failed: ${errText(e)}`, 'warn'),
     );
   }
 
@@ -174,9 +176,10 @@ export class PluginServer {
       this.#server.closeAllConnections();
       await stopped;
       if (d)
-        await d.close({ detach: true }).catch((e: unknown) => this.#log(`lcow docker plugin: close: ${errText(e)}`));
+        await d
+          .close({ detach: true })
+          .catch((e: unknown) => this.#log(`lcow docker plugin: close: ${errText(e)}`, 'warn'));
       await rm(this.socket, { force: true });
-      this.#log('lcow docker plugin: stopped');
     })());
   }
 
@@ -205,7 +208,7 @@ export class PluginServer {
     } catch (e) {
       failed = true;
       const text = errText(e);
-      this.#log(`lcow docker plugin: ${method}: ${text}`);
+      this.#log(`lcow docker plugin: ${method}: ${text}`, 'warn');
       if (res.headersSent)
         res.destroy(); // a tar cut short: dockerd sees the stream fail
       else {

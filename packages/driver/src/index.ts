@@ -14,6 +14,20 @@ export {
   type ImageRootHashesOptions,
   type LayerRootHash,
 } from './image-hashes.ts';
+export {
+  LOG_FORMATS,
+  LOG_LEVELS,
+  logOptions,
+  notifySystemd,
+  serveUntilSignal,
+  serviceCommon,
+  serviceLog,
+  SERVICE_ARGS,
+  SERVICE_HELP,
+  type LogFormat,
+  type LogLevel,
+  type ServiceLog,
+} from './service.ts';
 export { parseDriverOptions, type BackendName, type DriverOptions } from './options.ts';
 export type { Change, ChangeKind } from './changes.ts';
 export type { ContainerFile, ContainerFs, DirEntry, EntryKind, FileInfo } from './fs/types.ts';

@@ -1,6 +1,7 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { createRequire } from 'node:module';
+import { delimiter, dirname, join } from 'node:path';
 import { DriverError, describeError } from '../errors.ts';
 import {
   GLOBAL_OPTIONS,
@@ -54,6 +55,11 @@ export function help(): string {
       wrap(c.summary, 96).map((line, i) => `  ${(i === 0 ? name : '').padEnd(11)}${line}`),
     ),
     '',
+    'service commands (each its own package, installed beside this one; also run as lcow-NAME):',
+    ...Object.entries(SERVICES).flatMap(([name, summary]) =>
+      wrap(summary, 96).map((line, i) => `  ${(i === 0 ? name : '').padEnd(23)}${line}`),
+    ),
+    '',
     'synopses:',
     ...synopses().map((s) => `  ${s}`),
     '',
@@ -77,14 +83,36 @@ function commandHelp(name: string, spec: CommandSpec, only?: string): string {
 }
 
 /** `lcow-NAME` on PATH, for a NAME that could be a command, or null. */
-function findExternal(name: string): string | null {
+/** The services `lcow` runs from their own packages (`@lcow/NAME`, bin `lcow-NAME`). */
+const SERVICES: Record<string, string> = {
+  'docker-plugin': "serve dockerd's graph-driver plugin API on a unix socket (@lcow/docker-plugin)",
+  'containerd-snapshotter': "serve containerd's snapshots API as a proxy plugin (@lcow/containerd-snapshotter)",
+};
+
+/**
+ * Where `lcow NAME` finds `lcow-NAME`: a service's package installed beside this one (a global npm install
+ * puts every `@lcow/*` package in one node_modules, and `lcow` is then called without that folder's
+ * `.bin` on PATH), else an executable `lcow-NAME` on PATH (as git finds its commands). Run with the node
+ * running us, so it works where `#!/usr/bin/env node` would find another.
+ */
+function findExternal(name: string): { cmd: string; args: string[] } | null {
   if (!/^[a-z][a-z0-9-]{0,40}$/.test(name)) return null;
+  if (Object.hasOwn(SERVICES, name)) {
+    try {
+      const manifest = createRequire(import.meta.url).resolve(`@lcow/${name}/package.json`);
+      const pkg = JSON.parse(readFileSync(manifest, 'utf8')) as { bin?: Record<string, string> };
+      const bin = pkg.bin?.[`lcow-${name}`];
+      if (bin) return { cmd: process.execPath, args: [join(dirname(manifest), bin)] };
+    } catch {
+      // not installed beside us: try PATH
+    }
+  }
   for (const d of (process.env.PATH ?? '').split(delimiter)) {
     if (!d) continue;
     const p = join(d, `lcow-${name}`);
     try {
       accessSync(p, constants.X_OK);
-      return p;
+      return { cmd: p, args: [] };
     } catch {
       // not here
     }
@@ -93,11 +121,16 @@ function findExternal(name: string): string | null {
 }
 
 /** Runs an external command with our stdio; signals reach it; resolves with its exit status. */
-async function runExternal(path: string, args: string[], signal: AbortSignal): Promise<number> {
+async function runExternal(
+  external: { cmd: string; args: string[] },
+  args: string[],
+  signal: AbortSignal,
+): Promise<number> {
+  const path = external.cmd;
   // Loaded here, not at the top: node:child_process costs every other command ~7 ms of start-up.
   const { spawn } = await import('node:child_process');
   return new Promise((resolve, reject) => {
-    const child = spawn(path, args, { stdio: 'inherit' });
+    const child = spawn(path, [...external.args, ...args], { stdio: 'inherit' });
     const forward = (s: NodeJS.Signals) => (): void => void child.kill(s);
     const handlers = (['SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
     for (const [s, h] of handlers) process.on(s, h);
