@@ -2,13 +2,16 @@
 // with dockerd's home folder and storage options. Tars stream in both directions; nothing holds a layer.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { writeFileDurable } from '@lcow/durable';
-import { LcowDriver, errorText, serviceLog, type ServiceLog } from '@lcow/driver';
+import { LcowDriver, errorText, parseDriverOptions, serviceLog, type ServiceLog } from '@lcow/driver';
 import { PluginError } from './errors.ts';
+
+const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 import {
   ChangeKind,
   MAX_JSON_BODY,
@@ -286,12 +289,17 @@ export class PluginServer {
       case 'GraphDriver.Status': {
         const s = await this.#need().status();
         return {
+          // What `docker info` prints under "Storage Driver": counts as they are now (a union adopted after a
+          // restart counts before its next Get), as overlay2 prints its backing filesystem.
           Status: [
             ['Backend', s.backend],
             ['Data root', s.root],
+            ['Backing Filesystem', s.backingFilesystem],
             ['Layers', String(s.layers)],
             ['Mounted', String(s.mounted.length)],
+            ['Sandbox size', `${s.sandboxSizeGb} GiB (${s.sandboxType} VHDX)`],
             ['Mode', s.mode],
+            ['Plugin', `lcow-docker-plugin ${VERSION}`],
           ],
         };
       }
@@ -335,6 +343,9 @@ export class PluginServer {
       this.#log(`lcow docker plugin: Init ${home} again: kept`);
       return;
     }
+    // Options checked before the open driver is let go: an Init that is refused (a second dockerd with a
+    // bad --storage-opt) leaves the dockerd this plugin serves undisturbed.
+    parseDriverOptions([...this.#defaults, ...opts]);
     const old = this.#driver;
     this.#driver = null;
     await old?.close({ detach: true });

@@ -4,7 +4,8 @@
 // container's writes seen by `docker diff` (Changes) and carried by `docker commit` (Diff → ApplyDiff),
 // parallel runs, `docker rm`/`rmi` (Put, Remove), and a plugin restart while dockerd runs. Everything is
 // stopped whatever happens.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { releaseLeftovers, startPlugin } from './client.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -13,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inCI, makeTar, oracle, rootWithLoop, run, tempDir } from '@lcow/testkit';
 
 const DOCKER = '/usr/bin/docker';
+const execFileP = promisify(execFile);
 // Under CI=true a missing capability throws here (testkit), so the suite cannot pass without dockerd.
 const ready = process.platform === 'linux' && rootWithLoop() && oracle('dockerd') && oracle('cc');
 if (!ready && !inCI) console.warn('[docker-plugin] skipping the dockerd tests: they need Linux, root, dockerd and cc');
@@ -53,7 +55,11 @@ async function image(tag: string): Promise<string> {
     src,
     [
       '#include <stdio.h>',
+      '#include <stdlib.h>',
+      '#include <string.h>',
+      '#include <unistd.h>',
       'int main(int argc, char **argv) {',
+      '  if (argc > 2 && !strcmp(argv[1], "sleep")) { sleep(atoi(argv[2])); return 0; }',
       '  printf("hello from lcow: %s\\n", argc > 1 ? argv[1] : "-");',
       '  if (argc > 2) { FILE *f = fopen(argv[2], "w"); if (!f) return 3; fputs(argv[1], f); fclose(f); }',
       '  return 0;',
@@ -186,6 +192,73 @@ describe.runIf(ready)('dockerd 20.10 with lcow as its storage driver', () => {
     );
     expect(outs.sort()).toEqual([0, 1, 2, 3].map((i) => `hello from lcow: p${i}\n`));
     await docker('rmi', 'lcow-test/committed:1');
+  }, 600_000);
+
+  it('storage options: unknown ones refused, size= honoured as the sandbox size', async () => {
+    const tag = 'lcow-test/hello:1';
+    const bad = await docker('create', '--storage-opt', 'bogus=1', tag).catch((e: Error) => e);
+    expect(bad).toBeInstanceOf(Error);
+    expect(String(bad)).toMatch(/unknown storage option "bogus"; known: size, lcow\.sandboxsize/);
+    const small = await docker('create', '--storage-opt', 'size=1G', '--network', 'none', tag).catch((e: Error) => e);
+    expect(small, String(small)).not.toBeInstanceOf(Error);
+    // The container's sandbox, read by qemu-img: 1 GiB (the others are the default 20 GiB).
+    const sizes: number[] = [];
+    const layers = join(data, NAME);
+    for (const d of await readdir(layers)) {
+      const vhdx = join(layers, d, 'sandbox.vhdx');
+      const info = await run('qemu-img', ['info', '--output=json', vhdx]).catch(() => null);
+      if (info) sizes.push((JSON.parse(info) as { 'virtual-size': number })['virtual-size']);
+    }
+    expect(sizes).toContain(2 ** 30);
+    await docker('rm', String(small).trim());
+    // Daemon-wide: an unknown key stops dockerd from starting on lcow, naming the key and the known ones.
+    const other = join(dir.path, 'other');
+    await mkdir(join(other, 'exec'), { recursive: true });
+    const refused = await execFileP(
+      'dockerd',
+      [
+        '--experimental',
+        '--storage-driver',
+        NAME,
+        '--storage-opt',
+        'lcow.bogus=1',
+        '--data-root',
+        join(other, 'data'),
+        '--exec-root',
+        join(other, 'exec'),
+        '--pidfile',
+        join(other, 'docker.pid'),
+        '-H',
+        `unix://${join(other, 'docker.sock')}`,
+        '--iptables=false',
+        '--ip-masq=false',
+        '--bridge=none',
+      ],
+      { env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` }, timeout: 120_000 },
+    ).catch((e: Error & { stderr?: string }) => e);
+    expect(refused).toBeInstanceOf(Error);
+    expect((refused as { stderr?: string }).stderr).toMatch(/unknown option \\?"lcow\.bogus\\?"; known: lcow\.sandboxsize/);
+    // Refused before anything changed: the dockerd this plugin serves still runs containers.
+    expect(await docker('run', '--rm', '--network', 'none', tag, '/hello', 'still')).toBe('hello from lcow: still\n');
+  }, 600_000);
+
+  it('docker info counts a container that runs across a plugin restart; its status lines', async () => {
+    const tag = 'lcow-test/hello:1';
+    const ctr = (await docker('run', '-d', '--network', 'none', tag, '/hello', 'sleep', '60')).trim();
+    const status = async (): Promise<Record<string, string>> =>
+      Object.fromEntries(JSON.parse(await docker('info', '--format', '{{json .DriverStatus}}')) as [string, string][]);
+    const before = await status();
+    expect(Number(before.Mounted)).toBeGreaterThanOrEqual(1);
+    await stop(plugin);
+    plugin = await startOurPlugin();
+    const after = await status();
+    expect(after.Mounted).toBe(before.Mounted);
+    expect(after).toMatchObject({
+      'Backing Filesystem': expect.stringMatching(/^(extfs|xfs|btrfs|tmpfs|overlayfs|zfs)$/),
+      'Sandbox size': '20 GiB (fixed VHDX)',
+      Plugin: expect.stringMatching(/^lcow-docker-plugin \d+\.\d+\.\d+/),
+    });
+    await docker('rm', '-f', ctr);
   }, 600_000);
 
   it('the plugin restarts while dockerd runs: a running container keeps its root, and is removed after', async () => {

@@ -34,7 +34,7 @@ import { BlankDisk, CACHED_DISK_GIB, SpareSandboxes } from './disk-cache.ts';
 import { DriverError } from './errors.ts';
 import type { ContainerFs } from './fs/types.ts';
 import { readTarTree } from './tar-tree.ts';
-import { optionMap, parseDriverOptions, parseSandboxSize, type BackendName, type DriverOptions } from './options.ts';
+import { parseDriverOptions, parseLayerOptions, type BackendName, type DriverOptions } from './options.ts';
 
 const GiB = 2 ** 30;
 /** Read-only layer disks kept attached after their last union on the host backend (see the pool's lingerDisks). */
@@ -65,7 +65,17 @@ export interface DriverStatus {
   vmMode: 'global' | 'safe';
   root: string;
   layers: number;
-  mounted: { id: string; refs: number }[];
+  /**
+   * Every union mounted now: this process's (`refs`: its gets), and, where the backend can see them, those
+   * an earlier process left for this one to adopt at its next `get` (`detached`: a container still running
+   * across a plugin restart).
+   */
+  mounted: { id: string; refs: number; detached?: true }[];
+  /** The filesystem the data root is on (`extfs`, `xfs`, `btrfs`, `tmpfs`…, as Docker names them). */
+  backingFilesystem: string;
+  /** A sandbox's default size and its VHDX type. */
+  sandboxSizeGb: number;
+  sandboxType: 'dynamic' | 'fixed';
   vms: PoolSnapshot['vms'];
 }
 
@@ -233,14 +243,15 @@ export class LcowDriver {
   }
 
   /** `create`: a read-only layer's folder and `layerchain.json`; `applyDiff` fills it. */
-  async create(id: string, parent: string | null = null, _opts: CreateOptions = {}): Promise<void> {
+  async create(id: string, parent: string | null = null, opts: CreateOptions = {}): Promise<void> {
+    parseLayerOptions(opts.storageOpt ?? {}, id, 'create');
     await this.store.create(id, parent || null);
   }
 
   /**
    * `createReadWrite`: a sandbox — ext4 made by `@lcow/ext4` mkfs inside a VHDX whose payload is one
    * contiguous run (so the host backend can loop-mount it), of `lcow.sandboxsize` GiB (default 20, at
-   * least 20, the original's messages).
+   * least 20, the original's messages) or Docker's `size=` ({@link parseLayerOptions}).
    */
   async createReadWrite(id: string, parent: string | null = null, opts: CreateOptions = {}): Promise<void> {
     const sizeGb = this.#sandboxSize(id, opts);
@@ -252,8 +263,7 @@ export class LcowDriver {
   }
 
   #sandboxSize(id: string, opts: CreateOptions): number {
-    const own = optionMap(opts.storageOpt ?? {}).get('lcow.sandboxsize');
-    return own === undefined ? this.options.sandboxSizeGb : parseSandboxSize(own, id);
+    return parseLayerOptions(opts.storageOpt ?? {}, id, 'createreadwrite').sandboxSizeGb ?? this.options.sandboxSizeGb;
   }
 
   /**
@@ -882,7 +892,15 @@ export class LcowDriver {
       vmMode: snap.mode,
       root: this.root,
       layers: (await this.store.list()).length,
-      mounted: [...this.#mounted].map(([id, m]) => ({ id, refs: m.refs })),
+      mounted: [
+        ...[...this.#mounted].map(([id, m]) => ({ id, refs: m.refs })),
+        ...((await this.backend.mountedUnions?.()) ?? [])
+          .filter((id) => !this.#mounted.has(id))
+          .map((id) => ({ id, refs: 1, detached: true as const })),
+      ],
+      backingFilesystem: await backingFilesystem(this.root),
+      sandboxSizeGb: this.options.sandboxSizeGb,
+      sandboxType: this.sandboxType,
       vms: snap.vms,
     };
   }
@@ -979,4 +997,24 @@ async function* changesTar(
     yield tarPadding(st.size);
   }
   yield TAR_END;
+}
+
+/** statfs(2) f_type values, named as Docker's `Backing Filesystem` names them (fsutils/magic). */
+const FS_MAGIC: Record<number, string> = {
+  0xef53: 'extfs',
+  0x58465342: 'xfs',
+  0x9123683e: 'btrfs',
+  0x01021994: 'tmpfs',
+  0x794c7630: 'overlayfs',
+  0x2fc12fc1: 'zfs',
+  0x6969: 'nfs',
+  0xff534d42: 'cifs',
+  0x65735546: 'fuse',
+  0x858458f6: 'ramfs',
+  0x5346544e: 'ntfs',
+};
+
+async function backingFilesystem(root: string): Promise<string> {
+  const { type } = await statfs(root);
+  return FS_MAGIC[type] ?? `unknown (0x${type.toString(16)})`;
 }

@@ -142,7 +142,7 @@ Under systemd (Type=notify) it reports READY=1 once the socket answers, STOPPING
 /**
  * Runs a started service until SIGTERM, SIGINT or SIGHUP: tells systemd it is ready (a notification that
  * cannot be sent stops it at once: status 1), then on the signal says it is stopping, closes the server and
- * resolves with the status (0 for SIGTERM, a service manager's normal stop; 128 + n for the others).
+ * resolves with status 0.
  */
 export async function serveUntilSignal(
   server: { socket: string; close(): Promise<void> },
@@ -164,5 +164,7 @@ export async function serveUntilSignal(
   notifySystemd('STOPPING=1');
   await server.close();
   log(`${name}: stopped`);
-  return signal === 'SIGTERM' ? 0 : 128 + (signal === 'SIGINT' ? 2 : 1);
+  // A stop asked for is a clean end whatever the signal (containerd exits 0 on SIGINT too, and containerd's
+  // snapshotter test harness stops a proxy with it and counts any other status as a failed cleanup).
+  return 0;
 }

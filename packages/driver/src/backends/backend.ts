@@ -11,6 +11,7 @@ import {
   findDetached,
   hostBackendAvailable,
   hostRunDir,
+  mountedUnions,
   unmountDetached,
   unmountOrphanDisks,
   unmountStale,
@@ -60,6 +61,12 @@ export interface Backend {
   recover(): Promise<string[]>;
   /** Unmounts a union that another process mounted and left (`lcow mount`); false if there is none. */
   unmountDetached(target: string): Promise<boolean>;
+  /**
+   * The layers whose union is mounted now, by any process on this data root (what the kernel says), for a
+   * status that counts what is there, not what this process has seen (a restarted plugin adopts a union
+   * only at its next `get`). Absent where unions live in a VM that only this process knows.
+   */
+  mountedUnions?(): Promise<string[]>;
 }
 
 /**
@@ -85,6 +92,7 @@ export function hostBackend(dataRoot: string, opts: { suid?: boolean } = {}): Ba
     releaseOrphans: () => unmountOrphanDisks(runDir),
     recover: () => unmountStale(runDir),
     unmountDetached: (target) => unmountDetached(runDir, target),
+    mountedUnions: () => mountedUnions(runDir),
   };
 }
 

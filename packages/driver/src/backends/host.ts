@@ -5,7 +5,7 @@
 // host directory of the union.
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
-import { basename, join, relative, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Ext4Fs, exportTar, SYNTHETIC_LOST_FOUND } from '@lcow/ext4';
@@ -342,6 +342,13 @@ export async function findDetached(runDir: string, target: string): Promise<stri
   if (!(await mountsUnder(path)).includes(path)) return null;
   const owner = await unionOwner(runDir, id);
   return owner === null || vmGone(owner) ? path : null;
+}
+
+/** The layers with a union mounted under `runDir`, whichever process mounted it. */
+export async function mountedUnions(runDir: string): Promise<string[]> {
+  const base = join(runDir, UNIONS);
+  const ids = (await mountsUnder(base)).filter((p) => dirname(p) === base).map((p) => basename(p));
+  return [...new Set(ids)];
 }
 
 /**

@@ -336,7 +336,17 @@ export const statusCommand = command('status', async (p, io) => {
   const s = await withDriver(io, (d) => d.status());
   if (json) io.out(toJson(s));
   else {
-    io.out(`backend: ${s.backend}\nmode:    ${s.mode} (VMs: ${s.vmMode})\nroot:    ${s.root}\nlayers:  ${s.layers}`);
+    const detached = s.mounted.filter((m) => m.detached).length;
+    io.out(
+      [
+        `backend: ${s.backend}`,
+        `mode:    ${s.mode} (VMs: ${s.vmMode})`,
+        `root:    ${s.root} (${s.backingFilesystem})`,
+        `layers:  ${s.layers}`,
+        `mounted: ${s.mounted.length}${detached ? ` (${detached} left by another process, adopted at their next get)` : ''}`,
+        `sandbox: ${s.sandboxSizeGb} GiB, ${s.sandboxType} VHDX`,
+      ].join('\n'),
+    );
     for (const vm of s.vms) io.out(`vm ${vm.vmId}: ${vm.state}, ${vm.disks.length} disks, ${vm.mounts.length} unions`);
   }
   return 0;
