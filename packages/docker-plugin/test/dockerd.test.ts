@@ -237,7 +237,9 @@ describe.runIf(ready)('dockerd 20.10 with lcow as its storage driver', () => {
       { env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` }, timeout: 120_000 },
     ).catch((e: Error & { stderr?: string }) => e);
     expect(refused).toBeInstanceOf(Error);
-    expect((refused as { stderr?: string }).stderr).toMatch(/unknown option \\?"lcow\.bogus\\?"; known: lcow\.sandboxsize/);
+    expect((refused as { stderr?: string }).stderr).toMatch(
+      /unknown option \\?"lcow\.bogus\\?"; known: lcow\.sandboxsize/,
+    );
     // Refused before anything changed: the dockerd this plugin serves still runs containers.
     expect(await docker('run', '--rm', '--network', 'none', tag, '/hello', 'still')).toBe('hello from lcow: still\n');
   }, 600_000);
