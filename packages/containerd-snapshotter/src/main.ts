@@ -48,6 +48,7 @@ export async function main(argv: string[]): Promise<number> {
     pins?: string;
     'storage-opt'?: string[];
     'no-verity'?: boolean;
+    'metrics-address'?: string;
     'log-level'?: string;
     'log-format'?: string;
     version?: boolean;
@@ -97,5 +98,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`lcow: ${errorText(e)}\n`);
     return 1;
   }
-  return serveUntilSignal(server, log, 'lcow containerd snapshotter');
+  return serveUntilSignal(server, log, 'lcow containerd snapshotter', {
+    address: values['metrics-address'],
+    metrics: server.metrics,
+  });
 }

@@ -6,7 +6,7 @@ import { chmod, mkdir, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { errorText } from '@lcow/driver';
+import { Metrics, describeError, errorText } from '@lcow/driver';
 import { HostLock } from '@lcow/layerstore';
 import { SnapshotError } from './errors.ts';
 import { secondsAndNanos, type Snapshot } from './metadata.ts';
@@ -83,9 +83,22 @@ export class SnapshotterServer {
   readonly #release: () => Promise<void>;
   #closing: Promise<void> | null = null;
 
+  /** RPCs by method with durations and errors by code; layers and unions mounted. */
+  readonly metrics = new Metrics();
+
   private constructor(socket: string, snapshotter: Snapshotter, server: grpc.Server, release: () => Promise<void>) {
     this.socket = socket;
     this.snapshotter = snapshotter;
+    this.metrics.gauge(
+      'lcow_layers',
+      'Layers in the data root.',
+      async () => (await snapshotter.driver.status()).layers,
+    );
+    this.metrics.gauge(
+      'lcow_unions_mounted',
+      'Unions mounted now (active snapshots in use).',
+      async () => (await snapshotter.driver.status()).mounted.length,
+    );
     this.#server = server;
     this.#release = release;
   }
@@ -126,49 +139,60 @@ export class SnapshotterServer {
   #handlers(): grpc.UntypedServiceImplementation {
     const s = this.snapshotter;
     const unary =
-      <Req>(fn: (req: Req, ctx: CallContext) => Promise<unknown> | unknown): Unary<Req> =>
+      <Req>(method: string, fn: (req: Req, ctx: CallContext) => Promise<unknown> | unknown): Unary<Req> =>
       (call, done) => {
         if (this.#closing) return done(status(new SnapshotError('ERR_UNAVAILABLE', 'the snapshotter is stopping')));
         const ns = call.metadata.get(NAMESPACE_HEADER)[0];
+        const started = performance.now();
+        const seconds = (): number => (performance.now() - started) / 1000;
         Promise.resolve()
           .then(() => fn(call.request, typeof ns === 'string' && ns !== '' ? { namespace: ns } : {}))
           .then(
-            (r) => done(null, r),
-            (e: unknown) => done(status(e)),
+            (r) => {
+              this.metrics.call('lcow_snapshotter', method, seconds());
+              done(null, r);
+            },
+            (e: unknown) => {
+              this.metrics.call('lcow_snapshotter', method, seconds(), describeError(e).code);
+              done(status(e));
+            },
           );
       };
     type KeyReq = { key: string; parent: string; labels: Record<string, string> };
     return {
-      Prepare: unary<KeyReq>(async (r, ctx) => mounts(await s.prepare(r.key, r.parent, r.labels, ctx))),
-      View: unary<KeyReq>(async (r) => mounts(await s.view(r.key, r.parent, r.labels))),
-      Mounts: unary<{ key: string }>(async (r) => mounts(await s.mounts(r.key))),
-      Commit: unary<{ name: string; key: string; labels: Record<string, string> }>(async (r, ctx) => {
+      Prepare: unary<KeyReq>('Prepare', async (r, ctx) => mounts(await s.prepare(r.key, r.parent, r.labels, ctx))),
+      View: unary<KeyReq>('View', async (r) => mounts(await s.view(r.key, r.parent, r.labels))),
+      Mounts: unary<{ key: string }>('Mounts', async (r) => mounts(await s.mounts(r.key))),
+      Commit: unary<{ name: string; key: string; labels: Record<string, string> }>('Commit', async (r, ctx) => {
         await s.commit(r.name, r.key, r.labels, ctx);
         return {};
       }),
-      Remove: unary<{ key: string }>(async (r) => {
+      Remove: unary<{ key: string }>('Remove', async (r) => {
         await s.remove(r.key);
         return {};
       }),
-      Stat: unary<{ key: string }>((r) => ({ info: info(s.stat(r.key)) })),
+      Stat: unary<{ key: string }>('Stat', (r) => ({ info: info(s.stat(r.key)) })),
       Update: unary<{
         info: { name: string; labels: Record<string, string> } | null;
         update_mask: { paths: string[] } | null;
-      }>(async (r) => ({
+      }>('Update', async (r) => ({
         info: info(await s.update(r.info?.name ?? '', r.info?.labels ?? {}, r.update_mask?.paths ?? [])),
       })),
       List: (call: grpc.ServerWritableStream<{ filters: string[] }, unknown>) => {
+        const started = performance.now();
         try {
           const all = s.list(call.request.filters ?? []);
           for (let i = 0; i < all.length; i += LIST_BATCH) call.write({ info: all.slice(i, i + LIST_BATCH).map(info) });
           call.end();
+          this.metrics.call('lcow_snapshotter', 'List', (performance.now() - started) / 1000);
         } catch (e) {
+          this.metrics.call('lcow_snapshotter', 'List', (performance.now() - started) / 1000, describeError(e).code);
           // A server stream's error is emitted as its status.
           call.emit('error', status(e));
         }
       },
-      Usage: unary<{ key: string }>((r) => s.usage(r.key)),
-      Cleanup: unary<object>(async () => {
+      Usage: unary<{ key: string }>('Usage', (r) => s.usage(r.key)),
+      Cleanup: unary<object>('Cleanup', async () => {
         await s.cleanup();
         return {};
       }),

@@ -36,6 +36,11 @@ describe.runIf(ready)('the snapshots service over gRPC', () => {
   afterAll(async () => {
     c?.close();
     await server?.close();
+    const metrics = await server.metrics.render();
+    expect(metrics).toMatch(/^lcow_snapshotter_calls_total\{method="Prepare"\} \d+$/m);
+    expect(metrics).toMatch(/^lcow_snapshotter_errors_total\{method="Prepare",code="ERR_NOT_FOUND"\} 1$/m);
+    expect(metrics).toMatch(/^lcow_snapshotter_call_seconds_sum\{method="Commit"\} [\d.e-]+$/m);
+    expect(metrics).toMatch(/^lcow_layers \d+$/m);
   });
 
   it('the codes containerd reads: NotFound, AlreadyExists, FailedPrecondition, InvalidArgument', async () => {

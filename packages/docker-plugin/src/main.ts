@@ -31,6 +31,7 @@ export async function main(argv: string[]): Promise<number> {
     'storage-opt'?: string[];
     state?: string;
     'trace-calls'?: boolean;
+    'metrics-address'?: string;
     'log-level'?: string;
     'log-format'?: string;
     version?: boolean;
@@ -74,5 +75,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`lcow: ${err.code?.startsWith('ERR_') ? err.code : 'ERR_INTERNAL'}: ${err.message}\n`);
     return 1;
   }
-  return serveUntilSignal(server, log, 'lcow docker plugin');
+  return serveUntilSignal(server, log, 'lcow docker plugin', {
+    address: values['metrics-address'],
+    metrics: server.metrics,
+  });
 }

@@ -8,7 +8,15 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { writeFileDurable } from '@lcow/durable';
-import { LcowDriver, errorText, parseDriverOptions, serviceLog, type ServiceLog } from '@lcow/driver';
+import {
+  LcowDriver,
+  Metrics,
+  describeError,
+  errorText,
+  parseDriverOptions,
+  serviceLog,
+  type ServiceLog,
+} from '@lcow/driver';
 import { PluginError } from './errors.ts';
 
 const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
@@ -22,9 +30,31 @@ import {
 } from './protocol.ts';
 
 /** Options of {@link PluginServer.listen}. */
+/** Every method dockerd calls: the values of the `method` label (any other path counts as `other`). */
+const METHODS = new Set([
+  'Plugin.Activate',
+  'GraphDriver.ApplyDiff',
+  'GraphDriver.Diff',
+  'GraphDriver.Capabilities',
+  'GraphDriver.Changes',
+  'GraphDriver.Cleanup',
+  'GraphDriver.Create',
+  'GraphDriver.CreateReadWrite',
+  'GraphDriver.DiffSize',
+  'GraphDriver.Exists',
+  'GraphDriver.Get',
+  'GraphDriver.GetMetadata',
+  'GraphDriver.Init',
+  'GraphDriver.Put',
+  'GraphDriver.Remove',
+  'GraphDriver.Status',
+]);
+
 export interface PluginServerOptions {
   /** The unix socket to serve on: dockerd finds `/run/docker/plugins/NAME.sock` as storage driver NAME. */
   socket: string;
+  /** Where calls are counted (default: a registry of its own, {@link PluginServer.metrics}). */
+  metrics?: Metrics;
   /** Driver options applied before the ones dockerd sends (`lcow.backend=host`…). */
   defaults?: readonly string[];
   /**
@@ -103,6 +133,8 @@ export class PluginServer {
   readonly #log: ServiceLog;
   readonly #stateFile: string | null;
   readonly #traceCalls: boolean;
+  /** Calls by method with durations and errors by code, bytes applied, layers and unions mounted. */
+  readonly metrics: Metrics;
   #driver: LcowDriver | null = null;
   #home: string | null = null;
   #opts: string[] = [];
@@ -117,6 +149,17 @@ export class PluginServer {
     this.#log = opts.log ?? serviceLog();
     this.#stateFile = opts.stateFile === undefined ? defaultStateFile(opts.socket) : opts.stateFile;
     this.#traceCalls = opts.traceCalls ?? false;
+    this.metrics = opts.metrics ?? new Metrics();
+    this.metrics.gauge(
+      'lcow_layers',
+      'Layers in the data root.',
+      async () => (await this.#driver?.status())?.layers ?? 0,
+    );
+    this.metrics.gauge(
+      'lcow_unions_mounted',
+      'Unions mounted now (containers running or being set up).',
+      async () => (await this.#driver?.status())?.mounted.length ?? 0,
+    );
   }
 
   /**
@@ -196,7 +239,7 @@ export class PluginServer {
     const method = url.pathname.slice(1);
     const started = performance.now();
     let layer = url.searchParams.get('id') ?? '';
-    let failed = false;
+    let failed: string | null = null;
     try {
       if (req.method !== 'POST')
         throw new PluginError('ERR_INVALID_ARGUMENT', `${req.method} ${url.pathname}: POST only`);
@@ -209,7 +252,7 @@ export class PluginServer {
       if (method === 'GraphDriver.Diff') return await this.#diff(body, res);
       this.#reply(res, await this.#call(method, body));
     } catch (e) {
-      failed = true;
+      failed = describeError(e).code;
       const text = errText(e);
       this.#log(`lcow docker plugin: ${method}: ${text}`, 'warn');
       if (res.headersSent)
@@ -224,6 +267,12 @@ export class PluginServer {
         this.#reply(res, { Err: text }, 500);
       }
     } finally {
+      this.metrics.call(
+        'lcow_plugin',
+        METHODS.has(method) ? method : 'other',
+        (performance.now() - started) / 1000,
+        failed,
+      );
       if (this.#traceCalls) {
         const ms = (performance.now() - started).toFixed(1);
         // The id is the client's text: quoted and escaped, it cannot start a line of its own in the log.
@@ -384,7 +433,9 @@ export class PluginServer {
     req.on('close', onClose);
     this.#applies.add(ac);
     try {
-      return { Size: await d.applyDiff(id, parent, req, { signal: ac.signal }) };
+      const size = await d.applyDiff(id, parent, req, { signal: ac.signal });
+      this.metrics.count('lcow_plugin_applied_bytes_total', 'Bytes of layer tars applied (ApplyDiff).', {}, size);
+      return { Size: size };
     } finally {
       this.#applies.delete(ac);
       req.off('close', onClose);

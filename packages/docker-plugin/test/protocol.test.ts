@@ -109,6 +109,20 @@ describe(`the plugin protocol (${backend} backend)`, () => {
     );
     const status = (await call(socket, 'GraphDriver.Status')).body.Status as [string, string][];
     expect(Object.fromEntries(status)).toMatchObject({ Backend: backend, 'Data root': home, Layers: '3' });
+    expect(Object.fromEntries(status)).toMatchObject({
+      Mounted: '0',
+      Plugin: expect.stringMatching(/^lcow-docker-plugin /),
+    });
+    // Every call counted by method, failures by code, the bytes applied; a path dockerd never calls is `other`.
+    await call(socket, 'GraphDriver.NoSuchMethod');
+    const metrics = await server.metrics.render();
+    expect(metrics).toMatch(/^lcow_plugin_calls_total\{method="GraphDriver.Create"\} [2-9]$/m);
+    expect(metrics).toMatch(/^lcow_plugin_call_seconds_count\{method="GraphDriver.ApplyDiff"\} [1-9]$/m);
+    expect(metrics).toMatch(/^lcow_plugin_applied_bytes_total [1-9]\d*$/m);
+    expect(metrics).toMatch(/^lcow_plugin_errors_total\{method="GraphDriver.Exists",code="ERR_NOT_INITIALISED"\} 1$/m);
+    expect(metrics).toMatch(/^lcow_plugin_calls_total\{method="other"\} 1$/m);
+    expect(metrics).toMatch(/^lcow_layers 3$/m);
+    expect(metrics).not.toContain('NoSuchMethod');
     // dockerd restarted after a crash (no Cleanup) sends the same Init: the open driver is kept.
     expect((await call(socket, 'GraphDriver.Init', { Home: home, Opts: ['lcow.sandboxsize=20'] })).status).toBe(200);
     expect((await call(socket, 'GraphDriver.Exists', { ID: upper })).body).toEqual({ Exists: true });

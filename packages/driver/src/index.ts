@@ -14,11 +14,13 @@ export {
   type ImageRootHashesOptions,
   type LayerRootHash,
 } from './image-hashes.ts';
+export { Metrics } from './metrics.ts';
 export {
   LOG_FORMATS,
   LOG_LEVELS,
   logOptions,
   notifySystemd,
+  serveMetrics,
   serveUntilSignal,
   serviceCommon,
   serviceLog,

@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module';
 import { bytes, struct, u16 } from '@lcow/binary';
 import { DriverError } from './errors.ts';
+import type { Metrics } from './metrics.ts';
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -99,6 +100,7 @@ export function notifySystemd(state: string, env: Record<string, string | undefi
 
 /** The options every service takes beside its own, for `node:util` parseArgs. */
 export const SERVICE_ARGS = {
+  'metrics-address': { type: 'string' },
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },
   version: { type: 'boolean' },
@@ -132,7 +134,10 @@ export function serviceCommon(
 }
 
 /** Their help lines, for a service's usage text. */
-export const SERVICE_HELP = `  --log-level LEVEL    error, warn, info (default) or debug
+export const SERVICE_HELP = `  --metrics-address HOST:PORT
+                       serve Prometheus metrics at http://HOST:PORT/metrics (calls, durations,
+                       errors by code, bytes converted, layers, unions mounted); default: none
+  --log-level LEVEL    error, warn, info (default) or debug
   --log-format FORMAT  text (default: "TIME LEVEL message") or json (one object a line)
   --version            print the version and exit
   -h, --help           this text
@@ -148,12 +153,25 @@ export async function serveUntilSignal(
   server: { socket: string; close(): Promise<void> },
   log: ServiceLog,
   name: string,
+  metrics: { address: string | undefined; metrics: Metrics } | null = null,
 ): Promise<number> {
+  let exporter: { url: string; close(): Promise<void> } | null = null;
+  if (metrics?.address !== undefined) {
+    try {
+      exporter = await serveMetrics(metrics.address, metrics.metrics);
+    } catch (e) {
+      log(`${name}: ${(e as Error).message}`, 'error');
+      await server.close();
+      return (e as DriverError).code === 'ERR_USAGE' ? 2 : 1;
+    }
+    log(`${name}: metrics at ${exporter.url}`);
+  }
   log(`${name}: serving ${server.socket}`);
   try {
     notifySystemd(`READY=1\nSTATUS=serving ${server.socket}\nMAINPID=${process.pid}`);
   } catch (e) {
     log(`${name}: cannot tell systemd it is ready: ${(e as Error).message}`, 'error');
+    await exporter?.close();
     await server.close();
     return 1;
   }
@@ -162,9 +180,49 @@ export async function serveUntilSignal(
   });
   log(`${name}: ${signal}, stopping`);
   notifySystemd('STOPPING=1');
+  await exporter?.close();
   await server.close();
   log(`${name}: stopped`);
   // A stop asked for is a clean end whatever the signal (containerd exits 0 on SIGINT too, and containerd's
   // snapshotter test harness stops a proxy with it and counts any other status as a failed cleanup).
   return 0;
+}
+
+/**
+ * Serves `metrics` at `http://ADDRESS/metrics` in Prometheus' text format (`HOST:PORT`, `[v6]:PORT`; opt-in:
+ * a service starts none unless asked). Anything else is 404. Resolves once listening, with its `close`.
+ */
+export async function serveMetrics(
+  address: string,
+  metrics: Metrics,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(address);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 0 && port <= 65535))
+    throw new DriverError('ERR_USAGE', `--metrics-address ${JSON.stringify(address)}: HOST:PORT (127.0.0.1:9323)`);
+  const host = m[1] ?? (m[2] || '127.0.0.1');
+  const { createServer } = await import('node:http');
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404).end();
+      return;
+    }
+    metrics.render().then(
+      (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(text),
+      (e: unknown) => res.writeHead(500).end(String(e)),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) =>
+      reject(
+        new DriverError('ERR_HOST_COMMAND', `--metrics-address ${address}: ${(e as Error).message}`, { cause: e }),
+      ),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  const bound = server.address() as { port: number };
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${bound.port}/metrics`,
+    close: () => new Promise((r) => server.close(() => r())),
+  };
 }

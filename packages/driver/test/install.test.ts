@@ -81,15 +81,27 @@ describe('scripts/install.sh and uninstall.sh, on a clean prefix', { timeout: 60
     expect(r, JSON.stringify(r)).toMatchObject({ stderr: '' });
   });
 
-  it('the plugin as its unit starts it: READY=1 once the socket answers, STOPPING=1 and status 0 on SIGTERM', async () => {
+  it('the plugin as its unit starts it: READY=1 once the socket answers, metrics on request, STOPPING=1 and status 0 on SIGTERM', async () => {
     const unit = await readFile(join(units, 'lcow-docker-plugin.service'), 'utf8');
     const args = unit.match(/^ExecStart=(\S+) (.*)$/m)!;
     const socket = join(dir.path, 'plugins', 'lcow.sock');
     const notify = notifyListener(join(dir.path, 'notify'));
-    const child = spawn(args[1]!, [...args[2]!.split(' '), '--socket', socket, '--state', join(dir.path, 'init')], {
-      env: { PATH: HOST_PATH, NOTIFY_SOCKET: join(dir.path, 'notify') },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const child = spawn(
+      args[1]!,
+      [
+        ...args[2]!.split(' '),
+        '--socket',
+        socket,
+        '--state',
+        join(dir.path, 'init'),
+        '--metrics-address',
+        '127.0.0.1:0',
+      ],
+      {
+        env: { PATH: HOST_PATH, NOTIFY_SOCKET: join(dir.path, 'notify') },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     let log = '';
     child.stderr.on('data', (c: Buffer) => (log += c.toString()));
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
@@ -110,6 +122,10 @@ describe('scripts/install.sh and uninstall.sh, on a clean prefix', { timeout: 60
         req.end('{}');
       });
       expect(JSON.parse(activate)).toEqual({ Implements: ['GraphDriver'] });
+      // The opt-in metrics address: the call just made, counted.
+      const url = /metrics at (http:\/\/\S+)/.exec(log)?.[1];
+      expect(url, log).toBeDefined();
+      expect(await (await fetch(url!)).text()).toMatch(/^lcow_plugin_calls_total\{method="Plugin.Activate"\} 1$/m);
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
       said.push(...notify.read());
