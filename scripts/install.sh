@@ -2,7 +2,8 @@
 # Installs lcow on this host from this checkout (until the packages are published): every public package
 # packed as npm would publish it, installed into PREFIX/lib/lcow with its dependencies from the npm
 # registry; the commands lcow, dmverity-vhd, lcow-docker-plugin and lcow-containerd-snapshotter linked into
-# PREFIX/bin; the systemd units into UNIT_DIR with ExecStart pointing there. What it made is listed in
+# PREFIX/bin; manual pages and bash/zsh completion under PREFIX/share; the systemd units into UNIT_DIR with
+# ExecStart pointing there. What it made is listed in
 # PREFIX/lib/lcow/installed-files, which scripts/uninstall.sh removes. Run it again to upgrade.
 #
 #   bash scripts/install.sh [--prefix DIR] [--unit-dir DIR] [--no-units] [--no-build]
@@ -79,6 +80,13 @@ link lcow @lcow/driver bin.js
 link dmverity-vhd @lcow/driver dmverity-vhd.js
 link lcow-docker-plugin @lcow/docker-plugin bin.js
 link lcow-containerd-snapshotter @lcow/containerd-snapshotter bin.js
+
+# Manual pages (lcow.1, lcow-COMMAND.1) and shell completion, made by the installed command from its table.
+while IFS= read -r page; do made+=("$page"); done < <("$bin/lcow" man --out-dir "$prefix/share/man/man1")
+mkdir -p "$prefix/share/bash-completion/completions" "$prefix/share/zsh/site-functions"
+"$bin/lcow" completion bash >"$prefix/share/bash-completion/completions/lcow"
+"$bin/lcow" completion zsh >"$prefix/share/zsh/site-functions/_lcow"
+made+=("$prefix/share/bash-completion/completions/lcow" "$prefix/share/zsh/site-functions/_lcow")
 
 if [ "$units" = 1 ]; then
   mkdir -p "$unit_dir"

@@ -8,7 +8,8 @@ need_apt=()
 for pair in qemu-img:qemu-utils qemu-io:qemu-utils mkfs.ext4:e2fsprogs e2fsck:e2fsprogs debugfs:e2fsprogs dumpe2fs:e2fsprogs \
   getfattr:attr veritysetup:cryptsetup-bin losetup:mount tar:tar cc:gcc dockerd:docker.io findmnt:mount setpriv:util-linux \
   skopeo:skopeo docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl zstd:zstd strace:strace \
-  containerd:containerd ctr:containerd go:golang-go systemd-analyze:systemd; do
+  containerd:containerd ctr:containerd go:golang-go systemd-analyze:systemd \
+  groff:groff-base man:man-db zsh:zsh; do
   tool=${pair%%:*} pkg=${pair#*:}
   PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

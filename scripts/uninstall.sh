@@ -38,7 +38,9 @@ while IFS= read -r f; do
   dirs+=("$(dirname "$f")")
 done <"$manifest"
 # The folders left empty, deepest first (never the prefix itself).
-for d in "${dirs[@]}" "$prefix/lib/lcow" "$prefix/lib" "$prefix/bin"; do echo "$d"; done | sort -u -r |
+for d in "${dirs[@]}" "$prefix/lib/lcow" "$prefix/lib" "$prefix/bin" "$prefix/share/man/man1" "$prefix/share/man" \
+  "$prefix/share/bash-completion/completions" "$prefix/share/bash-completion" "$prefix/share/zsh/site-functions" \
+  "$prefix/share/zsh" "$prefix/share"; do echo "$d"; done | sort -u -r |
   while IFS= read -r d; do
     if [ "$d" != "$prefix" ] && [ -d "$d" ]; then rmdir --ignore-fail-on-non-empty -- "$d"; fi
   done

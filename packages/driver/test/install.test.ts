@@ -61,6 +61,26 @@ describe('scripts/install.sh and uninstall.sh, on a clean prefix', { timeout: 60
     expect((await exec(bin('lcow'), ['--version'], { env })).stdout).toBe(`lcow ${version}\n`);
   });
 
+  it('manual pages that man renders, and bash completion that completes', async () => {
+    const pages = await readdir(join(prefix, 'share/man/man1'));
+    expect(pages).toEqual(expect.arrayContaining(['lcow.1', 'lcow-image.1', 'lcow-tar2ext4.1', 'lcow-man.1']));
+    const page = (
+      await exec('man', ['-l', join(prefix, 'share/man/man1/lcow-image.1')], {
+        env: { ...process.env, MANWIDTH: '100' },
+      })
+    ).stdout;
+    expect(page).toMatch(/lcow\s+image\s+roothash/);
+    const completion = join(prefix, 'share/bash-completion/completions/lcow');
+    const got = await exec('bash', [
+      '-c',
+      `source "$1"; COMP_WORDS=(lcow ima); COMP_CWORD=1; _lcow; echo "\${COMPREPLY[@]}"`,
+      'bash',
+      completion,
+    ]);
+    expect(got.stdout.trim()).toBe('image');
+    expect(await readFile(join(prefix, 'share/zsh/site-functions/_lcow'), 'utf8')).toMatch(/^#compdef lcow\n/);
+  });
+
   it('the units: ExecStart in the prefix, ordered before their daemon, readiness by notify; systemd-analyze verify', async () => {
     const names = (await readdir(units)).sort();
     expect(names).toEqual(['lcow-containerd-snapshotter.service', 'lcow-docker-plugin.service']);

@@ -14,18 +14,14 @@ import {
   type FormSpec,
   type Parsed,
 } from './args.ts';
+import { version } from './version.ts';
 import { LOADERS, SPECS, type CommandName, type CommandSpec } from './registry.ts';
 import type { Io } from './types.ts';
 
 export type { Command, Io } from './types.ts';
+export { version } from './version.ts';
 
 /** `lcow X.Y.Z`, from the package this command belongs to. */
-export function version(): string {
-  // The same two levels up from src/cli, dist/cli and the bundle's dist/bin.
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return `lcow ${pkg.version}`;
-}
-
 /** Every form's synopsis, as `lcow --help` and the README list them. */
 export function synopses(): string[] {
   return Object.entries(SPECS).flatMap(([name, c]) =>
@@ -162,6 +158,10 @@ function applyGlobals(p: Parsed, io: Io): void {
   }
 }
 
+function ignoreEpipe(e: NodeJS.ErrnoException): void {
+  if (e.code !== 'EPIPE') throw e;
+}
+
 /** The signals that end a command cleanly (see {@link main}). */
 const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
@@ -292,6 +292,11 @@ async function run(argv: string[], io: Partial<Io> | undefined, as: 'lcow' | 'dm
     return status(code === 'ERR_USAGE' || code === 'ERR_INVALID_REFERENCE' ? 2 : 1);
   } finally {
     if (ownSignals) for (const sig of EXIT_SIGNALS) process.off(sig, onSignal);
-    if (ownStdout) process.stdout.off('error', onStdoutError);
+    if (ownStdout) {
+      process.stdout.off('error', onStdoutError);
+      // A write of the command's last output can fail after it ended (a fast command into `| head`): the
+      // reader's going away is not an error then either. One listener per process.
+      if (!process.stdout.listeners('error').includes(ignoreEpipe)) process.stdout.on('error', ignoreEpipe);
+    }
   }
 }

@@ -442,6 +442,26 @@ export const SPECS = {
       },
     },
   },
+  man: {
+    summary: 'print a manual page (roff): lcow(1), or lcow-COMMAND(1); made from the same table as --help',
+    forms: {
+      '': {
+        operands: ['[COMMAND]'],
+        options: {
+          'out-dir': {
+            kind: 'value',
+            short: 'o',
+            arg: 'DIR',
+            help: 'write every page (lcow.1, lcow-COMMAND.1) into DIR and print their paths',
+          },
+        },
+      },
+    },
+  },
+  completion: {
+    summary: 'print a shell completion script: lcow completion bash > /etc/bash_completion.d/lcow',
+    forms: { '': { operands: ['bash|zsh'], options: {} } },
+  },
 } as const satisfies Record<string, CommandSpec>;
 
 export type CommandName = keyof typeof SPECS;
@@ -468,5 +488,7 @@ export const LOADERS: Record<CommandName, () => Promise<Command>> = {
   mkfs: async () => (await import('./commands/mkfs.ts')).mkfsCommand,
   verity: async () => (await import('./commands/verity.ts')).verityCommand,
   vhd: async () => (await import('./commands/vhd.ts')).vhdCommand,
+  man: async () => (await import('./commands/docs.ts')).docsCommands.man,
+  completion: async () => (await import('./commands/docs.ts')).docsCommands.completion,
   demo: async () => (await import('./commands/demo.ts')).demoCommand,
 };
