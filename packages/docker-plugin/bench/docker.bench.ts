@@ -4,6 +4,8 @@
 //  2. `docker load` of a 250 MB two-layer image, and a classic-builder `docker build` of three steps;
 //  3. where a container start goes on the plugin: every graph-driver call of `docker run` with its duration
 //     (the plugin's `--trace-calls`), and the plugin's peak memory.
+// Run and create are also timed on a third dockerd whose storage driver is the protocol's floor
+// (floor-plugin.ts: overlay2's design served as a plugin): what being a plugin costs by itself.
 // Needs root, dockerd and cc (scripts/setup.sh installs them); says so otherwise.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -21,6 +23,7 @@ import {
   type Dockerd,
 } from '@lcow/testkit';
 import { releaseLeftovers } from '../test/client.ts';
+import { startFloorPlugin } from './floor-plugin.ts';
 
 const BIN = join(import.meta.dirname, '..', 'bin.js');
 const BUILT = join(import.meta.dirname, '..', 'dist', 'main.js');
@@ -90,6 +93,8 @@ async function main(): Promise<void> {
   const socket = `/run/docker/plugins/${name}.sock`;
   const trace: string[] = [];
   let plugin: ChildProcess | null = null;
+  let floorPlugin: { close(): Promise<void> } | null = null;
+  const floorName = `${name}floor`;
   const daemons: Dockerd[] = [];
   try {
     // A static /true in a two-layer image (the second layer a file), and a 250 MB two-layer image.
@@ -114,24 +119,27 @@ async function main(): Promise<void> {
       `the plugin: ${existsSync(BUILT) ? 'built (bin.js, bundled converter child)' : 'from the sources (tsx)'}`,
     );
     plugin = await startTracedPlugin(socket, join(work, 'plugin.init'), trace);
-    const [lcow, overlay] = await Promise.all([
+    floorPlugin = await startFloorPlugin(`/run/docker/plugins/${floorName}.sock`);
+    const [lcow, overlay, floor] = await Promise.all([
       startDockerd(join(work, 'lcow'), ['--experimental', '--storage-driver', name]),
       startDockerd(join(work, 'overlay2'), ['--storage-driver', 'overlay2']),
+      startDockerd(join(work, 'floor'), ['--experimental', '--storage-driver', floorName]),
     ]);
-    daemons.push(lcow, overlay);
+    daemons.push(lcow, overlay, floor);
     const sides = [
       ['overlay2', overlay],
       ['lcow', lcow],
     ] as const;
-    for (const [, d] of sides) await d.docker('load', '-i', join(work, 'true.tar'));
+    const startSides = [...sides, ['floor', floor] as const];
+    for (const [, d] of startSides) await d.docker('load', '-i', join(work, 'true.tar'));
 
     // 1. Container start and create.
     const times = new Map<string, number[]>();
     const add = (k: string, t: number): void => void (times.get(k) ?? times.set(k, []).get(k)!).push(t);
-    for (const [, d] of sides) await d.docker('run', '--rm', '--network', 'none', 'bench/true:1', '/true'); // warm
+    for (const [, d] of startSides) await d.docker('run', '--rm', '--network', 'none', 'bench/true:1', '/true'); // warm
     const traceFrom = trace.length;
     for (let i = 0; i < RUNS_START; i++)
-      for (const [side, d] of sides) {
+      for (const [side, d] of startSides) {
         add(`run ${side}`, await timed(() => d.docker('run', '--rm', '--network', 'none', 'bench/true:1', '/true')));
         let id = '';
         add(
@@ -156,13 +164,21 @@ async function main(): Promise<void> {
     const row = (label: string, key: string): string[] => {
       const o = times.get(`${key} overlay2`)!;
       const l = times.get(`${key} lcow`)!;
-      return [label, sec(median(o)), sec(median(l)), sec(pct(l, 0.9)), `${(median(l) / median(o)).toFixed(2)}×`];
+      const f = times.get(`${key} floor`);
+      return [
+        label,
+        sec(median(o)),
+        f ? `${sec(median(f))} (${(median(f) / median(o)).toFixed(2)}×)` : '—',
+        sec(median(l)),
+        sec(pct(l, 0.9)),
+        `${(median(l) / median(o)).toFixed(2)}×`,
+      ];
     };
     console.log(
       `\n1–2. What a Docker user waits for: medians (start and create: ${RUNS_START} each; load and build: ${runs})`,
     );
     printTable(
-      ['what', 'overlay2', 'lcow', 'lcow p90', 'lcow / overlay2'],
+      ['what', 'overlay2', 'plugin floor (/ overlay2)', 'lcow', 'lcow p90', 'lcow / overlay2'],
       [
         row('docker run --rm IMAGE /true', 'run'),
         row('docker create IMAGE', 'create'),
@@ -194,6 +210,8 @@ async function main(): Promise<void> {
     console.log(`the plugin’s peak RSS: ${peakRssMb(plugin.pid!).toFixed(0)} MB`);
   } finally {
     for (const d of daemons) await d.stop().catch(() => {});
+    await floorPlugin?.close().catch(() => {});
+    await rm(`/run/docker/plugins/${floorName}.sock`, { force: true });
     if (plugin && plugin.exitCode === null) {
       const exited = new Promise((r) => plugin!.once('exit', r));
       plugin.kill('SIGTERM');
