@@ -6,7 +6,7 @@ import { chmod, mkdir, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { Metrics, describeError, errorText } from '@lcow/driver';
+import { Metrics, describeError, driverGauges, errorText } from '@lcow/driver';
 import { HostLock } from '@lcow/layerstore';
 import { SnapshotError } from './errors.ts';
 import { secondsAndNanos, type Snapshot } from './metadata.ts';
@@ -89,16 +89,7 @@ export class SnapshotterServer {
   private constructor(socket: string, snapshotter: Snapshotter, server: grpc.Server, release: () => Promise<void>) {
     this.socket = socket;
     this.snapshotter = snapshotter;
-    this.metrics.gauge(
-      'lcow_layers',
-      'Layers in the data root.',
-      async () => (await snapshotter.driver.status()).layers,
-    );
-    this.metrics.gauge(
-      'lcow_unions_mounted',
-      'Unions mounted now (active snapshots in use).',
-      async () => (await snapshotter.driver.status()).mounted.length,
-    );
+    driverGauges(this.metrics, () => snapshotter.driver);
     this.#server = server;
     this.#release = release;
   }

@@ -12,6 +12,7 @@ import {
   LcowDriver,
   Metrics,
   describeError,
+  driverGauges,
   errorText,
   parseDriverOptions,
   serviceLog,
@@ -150,16 +151,7 @@ export class PluginServer {
     this.#stateFile = opts.stateFile === undefined ? defaultStateFile(opts.socket) : opts.stateFile;
     this.#traceCalls = opts.traceCalls ?? false;
     this.metrics = opts.metrics ?? new Metrics();
-    this.metrics.gauge(
-      'lcow_layers',
-      'Layers in the data root.',
-      async () => (await this.#driver?.status())?.layers ?? 0,
-    );
-    this.metrics.gauge(
-      'lcow_unions_mounted',
-      'Unions mounted now (containers running or being set up).',
-      async () => (await this.#driver?.status())?.mounted.length ?? 0,
-    );
+    driverGauges(this.metrics, () => this.#driver);
   }
 
   /**

@@ -14,7 +14,7 @@ export {
   type ImageRootHashesOptions,
   type LayerRootHash,
 } from './image-hashes.ts';
-export { Metrics } from './metrics.ts';
+export { Metrics, driverGauges } from './metrics.ts';
 export {
   LOG_FORMATS,
   LOG_LEVELS,

@@ -3,6 +3,8 @@
 // exposition format (version 0.0.4), or as one JSON object. Label values come from a closed set the caller
 // names (a client's method path is mapped to `other` by the caller), so a client cannot grow the series.
 
+import type { LcowDriver } from './driver.ts';
+
 type Labels = Readonly<Record<string, string>>;
 
 interface Family {
@@ -22,7 +24,8 @@ function labelText(labels: Labels): string {
 /** A service's counters, call timings and gauges. */
 export class Metrics {
   readonly #families = new Map<string, Family>();
-  readonly #gauges: { name: string; help: string; read: () => Promise<number> | number }[] = [];
+  /** Gauges read together at each scrape: their help by name, and one read that gives every value. */
+  readonly #gauges: { help: Record<string, string>; read: () => Promise<Record<string, number>> }[] = [];
 
   #family(name: string, help: string, type: Family['type']): Family {
     let f = this.#families.get(name);
@@ -61,14 +64,21 @@ export class Metrics {
 
   /** A value read when the metrics are (the number of layers, of unions mounted). */
   gauge(name: string, help: string, read: () => Promise<number> | number): void {
-    this.#gauges.push({ name, help, read });
+    this.gauges({ [name]: help }, async () => ({ [name]: await read() }));
+  }
+
+  /** Several values read at once when the metrics are (one status of the driver for all of them). */
+  gauges(help: Record<string, string>, read: () => Promise<Record<string, number>>): void {
+    this.#gauges.push({ help, read });
   }
 
   /** Prometheus' text format. */
   async render(): Promise<string> {
     const lines: string[] = [];
     for (const g of this.#gauges) {
-      lines.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} gauge`, `${g.name} ${await g.read()}`);
+      const values = await g.read();
+      for (const [name, help] of Object.entries(g.help))
+        lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name} ${values[name] ?? 0}`);
     }
     for (const [name, f] of [...this.#families].sort(([a], [b]) => (a < b ? -1 : 1))) {
       lines.push(`# HELP ${name} ${f.help}`, `# TYPE ${name} ${f.type}`);
@@ -81,8 +91,25 @@ export class Metrics {
   /** The same as one object: `{ "name{labels}": value }`. */
   async toJSON(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
-    for (const g of this.#gauges) out[g.name] = await g.read();
+    for (const g of this.#gauges) Object.assign(out, await g.read());
     for (const [name, f] of this.#families) for (const [key, v] of f.samples) out[`${name}${key}`] = v;
     return out;
   }
+}
+
+/**
+ * The data root's gauges for a service: `lcow_layers` and `lcow_unions_mounted`, from one `status()` per
+ * scrape of the driver `driver()` gives (0 before it has one).
+ */
+export function driverGauges(metrics: Metrics, driver: () => LcowDriver | null): void {
+  metrics.gauges(
+    {
+      lcow_layers: 'Layers in the data root.',
+      lcow_unions_mounted: 'Unions mounted now (containers running or being set up).',
+    },
+    async () => {
+      const s = await driver()?.status();
+      return { lcow_layers: s?.layers ?? 0, lcow_unions_mounted: s?.mounted.length ?? 0 };
+    },
+  );
 }
