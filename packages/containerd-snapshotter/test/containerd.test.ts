@@ -40,10 +40,11 @@ let root: string;
 
 const startSnapshotter = (): Promise<ChildProcess> => start(socket, root);
 
-// Snapshots made with `ctr snapshots prepare|view|commit` hold no lease: containerd's GC collects them at its next
-// run, which any deletion starts at once (deletion_threshold 0). The ctr snapshots case would race it (it lost on a
-// busy CI machine: "snapshot a view does not exist"), so this daemon collects only when a case asks
-// (`ctr images rm --sync`), which every case that removes an image does.
+// Snapshots made with `ctr snapshots prepare|view|commit` hold no lease (and a view not even ctr's GC root label):
+// containerd's GC collects them at its next run, which any deletion starts at once (deletion_threshold 0). The
+// ctr snapshots case would race it (it lost on a busy CI machine: "snapshot a view does not exist"), so this
+// daemon collects only when a case asks (`ctr images rm --sync`), which every case that removes an image does,
+// and that case roots its views itself (a collection still ran there once, beside a second full run).
 const startOurContainerd = (): Promise<Containerd> =>
   startContainerd(
     join(dir.path, 'containerd'),
@@ -178,9 +179,12 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
     };
     expect(info).toMatchObject({ Kind: 'Committed', Parent: top });
     expect(info.Labels['containerd.io/snapshot/lcow.verity.roothash']).toMatch(/^[0-9a-f]{64}$/);
+    // ctr gives prepared and committed snapshots a GC root label, views none: a collection containerd runs
+    // meanwhile (any sync delete, on a busy machine late) would take the view. Rooted at once.
+    const gcRoot = 'containerd.io/gc.root=lcow-test';
     await s('view', 'a view', 'committed name');
+    await s('label', 'a view', 'team=lcow', gcRoot);
     expect(await s('mounts', '/mnt/y', 'a view')).toMatch(/-o rbind,ro/);
-    await s('label', 'a view', 'team=lcow');
     expect(JSON.parse(await s('info', 'a view'))).toMatchObject({ Kind: 'View', Labels: { team: 'lcow' } });
     expect(await s('usage', 'committed name')).toMatch(/committed name\s+\d/);
     await expect(s('rm', 'committed name')).rejects.toThrow(/child/);
@@ -189,6 +193,7 @@ describe.runIf(ready)('containerd with lcow as a proxy snapshotter, beside its o
     // e2fsck needs, which containerd's own view of the layer does not have.
     const base = layers.find((l) => l.trim().split(/\s+/).length === 2)!.split(/\s+/)[0]!;
     await s('view', 'base view', base);
+    await s('label', 'base view', gcRoot);
     const m = /^mount -t bind (\S+) \/mnt\/z -o (\S+)$/m.exec(await s('mounts', '/mnt/z', 'base view'));
     expect(m?.[2]).toBe('rbind,ro');
     expect(await readFile(join(m![1]!, 'etc/motd'), 'utf8')).toBe('welcome\n');

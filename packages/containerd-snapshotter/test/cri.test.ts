@@ -236,13 +236,14 @@ describe.runIf(ready)("containerd's CRI on lcow layers, driven as kubelet drives
       await cri!.runtime('StopPodSandbox', { pod_sandbox_id: pod });
       await cri!.runtime('RemovePodSandbox', { pod_sandbox_id: pod });
     }
-    // The CRI sums its snapshots' usage every 10 s.
+    // The CRI sums its snapshots' usage every 10 s: a sum taken while the image was still unpacking is
+    // smaller, so wait for one taken after (two periods at most).
     let fs: { fs_id: { mountpoint: string }; used_bytes: { value: number } | null } | undefined;
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 50; i++) {
       ({
         image_filesystems: [fs],
       } = await cri!.image<{ image_filesystems: NonNullable<typeof fs>[] }>('ImageFsInfo', {}));
-      if ((fs?.used_bytes?.value ?? 0) > 0) break;
+      if ((fs?.used_bytes?.value ?? 0) > 1 << 20) break;
       await new Promise((r) => setTimeout(r, 500));
     }
     expect(fs!.fs_id.mountpoint).toBe(root);

@@ -86,6 +86,11 @@ const errText = (e: unknown): string => errorText(e);
 
 /** Sandboxes kept made ahead of need: `docker run` makes two (the init layer's and the container's). */
 const SPARE_SANDBOXES = 2;
+/**
+ * How long a container's union stays mounted after dockerd puts it: `docker run` mounts the root to create
+ * the container, puts it, and mounts it again to start it moments later — the second get then finds it.
+ */
+const LINGER_UNIONS_MS = 2000;
 
 function readJson(req: IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -396,6 +401,7 @@ export class PluginServer {
       containerRoots: true,
       recover: false,
       spareSandboxes: SPARE_SANDBOXES,
+      lingerUnionsMs: LINGER_UNIONS_MS,
     });
     // Removals and creations a killed process left are finished now, not at the next `lcow` command (the
     // mounts stay: dockerd may be running containers on them).

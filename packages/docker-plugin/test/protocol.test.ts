@@ -7,7 +7,7 @@ import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTar, rootWithLoop, run, tempDir } from '@lcow/testkit';
+import { eventually, makeTar, rootWithLoop, run, tempDir } from '@lcow/testkit';
 import { PluginServer } from '../src/index.ts';
 import { applyDiff, call, diff, send, startPlugin } from './client.ts';
 
@@ -164,7 +164,11 @@ describe(`the plugin protocol (${backend} backend)`, () => {
       expect((await call(socket, 'GraphDriver.Remove', { ID: ctr })).status).toBe(200);
       expect((await call(socket, 'GraphDriver.Remove', { ID: `${init}-init` })).status).toBe(200);
       expect((await call(socket, 'GraphDriver.Remove', { ID: ctr })).status).toBe(200); // already gone: not an error
-      expect((await readdir(home)).filter((f) => f.startsWith(ctr) || f.startsWith(init))).toEqual([]);
+      // Gone when Remove answers (renamed, durably); the folders' deletion finishes just after.
+      const left = async (): Promise<string[]> =>
+        (await readdir(home)).filter((f) => f.startsWith(ctr) || f.startsWith(init));
+      expect((await left()).every((f) => f.endsWith('-removing'))).toBe(true);
+      expect(await eventually(async () => (await left()).length === 0, 10_000), (await left()).join(' ')).toBe(true);
     },
   );
 

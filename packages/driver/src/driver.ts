@@ -89,6 +89,8 @@ interface Mounted {
   target: string;
   /** The pool's lease of the union's VM and disks (none for an adopted union). */
   lease: Lease | null;
+  /** With no `get` left, while it lingers ({@link LcowDriver.init}'s `lingerUnionsMs`): its unmount's timer. */
+  idle: NodeJS.Timeout | null;
 }
 
 /** A layer opened for reading on the host: its own content and its parents', top first. */
@@ -142,6 +144,9 @@ export class LcowDriver {
   readonly #pool: SvmPool;
   readonly #locks = new KeyedLock();
   readonly #mounted = new Map<string, Mounted>();
+  readonly #lingerMs: number;
+  /** Unions being unmounted outside their own id's lock ({@link #endLingering}), awaited by a new mount. */
+  readonly #ending = new Map<string, Promise<void>>();
   /** `dynamic` or `fixed` sandboxes: `lcow.sandboxtype`, else the backend's default. */
   readonly sandboxType: 'dynamic' | 'fixed';
   /** `cache/sandbox.vhdx`, the blank every default-size dynamic sandbox is copied from. */
@@ -155,7 +160,11 @@ export class LcowDriver {
     backend: Backend,
     options: DriverOptions,
     spareSandboxes: number,
+    lingerUnionsMs: number,
   ) {
+    if (!Number.isInteger(lingerUnionsMs) || lingerUnionsMs < 0)
+      throw new DriverError('ERR_INVALID_ARGUMENT', `lingerUnionsMs ${lingerUnionsMs}: a whole number of ms`);
+    this.#lingerMs = lingerUnionsMs;
     this.root = root;
     this.store = store;
     this.backend = backend;
@@ -210,6 +219,12 @@ export class LcowDriver {
        * one by a rename instead of formatting one while the container waits, and makes the next after.
        */
       spareSandboxes?: number;
+      /**
+       * How long a union stays mounted after its last `put` (default 0: unmounted at once). A `get` in that
+       * time finds it ready: dockerd mounts a container's root to create it and again, moments later, to
+       * start it. Operations that need the layer unmounted (remove, applyDiff, close) end it first.
+       */
+      lingerUnionsMs?: number;
     } = {},
   ): Promise<LcowDriver> {
     const opts = parseDriverOptions(options);
@@ -233,7 +248,7 @@ export class LcowDriver {
       );
     const store = await LayerStore.open(abs);
     if (extra.recover !== false) await backend.recover();
-    const driver = new LcowDriver(abs, store, backend, opts, extra.spareSandboxes ?? 0);
+    const driver = new LcowDriver(abs, store, backend, opts, extra.spareSandboxes ?? 0, extra.lingerUnionsMs ?? 0);
     driver.spares?.fill();
     return driver;
   }
@@ -340,9 +355,12 @@ export class LcowDriver {
     return this.#lock(id, async () => {
       const have = this.#mounted.get(id);
       if (have) {
+        if (have.idle) clearTimeout(have.idle);
+        have.idle = null;
         have.refs++;
         return have.fs;
       }
+      await this.#ending.get(id);
       // Held across processes while the union is made, so a remove or applyDiff elsewhere sees it whole.
       return this.store.withLock(id, () => this.#mount(id, opts), opts.signal);
     });
@@ -356,7 +374,7 @@ export class LcowDriver {
     if (left) {
       const fs = this.backend.containerFsAt(left);
       const release = async (): Promise<void> => void (await this.backend.unmountDetached(target));
-      this.#mounted.set(id, { release, adopted: true, refs: 2, fs, target, lease: null });
+      this.#mounted.set(id, { release, adopted: true, refs: 2, fs, target, lease: null, idle: null });
       return fs;
     }
     let info = await this.store.info(id);
@@ -381,7 +399,7 @@ export class LcowDriver {
       if (lowers.length > 0 || upper) await lease.mountUnion(target, lowers, upper, opts);
       else await lease.vm.mountUnion(target, []); // the empty union: only the inproc backend gets here
       const fs = this.backend.containerFs(lease.vm, target, !this.backend.writable);
-      this.#mounted.set(id, { release: () => lease.release(), adopted: false, refs: 1, fs, target, lease });
+      this.#mounted.set(id, { release: () => lease.release(), adopted: false, refs: 1, fs, target, lease, idle: null });
       return fs;
     } catch (e) {
       await lease.release().catch(() => {});
@@ -397,7 +415,13 @@ export class LcowDriver {
     return this.#lock(id, async () => {
       const m = this.#mounted.get(id);
       if (!m) throw new DriverError('ERR_NOT_MOUNTED', `put ${id}: not mounted (a put without its get)`);
+      if (m.refs === 0) throw new DriverError('ERR_NOT_MOUNTED', `put ${id}: not mounted (a put without its get)`);
       if (--m.refs > 0) return;
+      if (this.#lingerMs > 0 && !m.adopted) {
+        m.idle = setTimeout(() => void this.#expire(id, m), this.#lingerMs);
+        m.idle.unref();
+        return;
+      }
       this.#mounted.delete(id);
       // Under the lock `get` holds across processes: another process's get never sees this union half
       // gone (its folder removed after that get made its own there, its owner record dropped after that
@@ -412,9 +436,11 @@ export class LcowDriver {
    */
   unmount(id: string): Promise<boolean> {
     return this.#lock(id, async () => {
+      await this.#ending.get(id);
       const m = this.#mounted.get(id);
       return this.store.withLock(id, async () => {
         if (m) {
+          if (m.idle) clearTimeout(m.idle);
           this.#mounted.delete(id);
           await m.release();
           return true;
@@ -429,15 +455,47 @@ export class LcowDriver {
     return this.#mounted.get(id)?.refs ?? 0;
   }
 
+  /** A lingering union's time is up: unmounted, under its locks, unless a `get` took it back meanwhile. */
+  async #expire(id: string, m: Mounted): Promise<void> {
+    await this.#lock(id, () =>
+      this.store.withLock(id, async () => {
+        if (this.#mounted.get(id) !== m || m.refs > 0) return;
+        this.#mounted.delete(id);
+        await m.release();
+      }),
+    ).catch(() => {}); // a failed unmount leaves what cleanup finds, as a failed put would
+  }
+
+  /**
+   * Ends lingering unions now — those `which` picks — without their ids' locks (the caller holds another
+   * id's; a `get` of one of them waits for the unmount in {@link #ending}).
+   */
+  async #endLingering(which: (id: string, m: Mounted) => boolean): Promise<void> {
+    const ends: Promise<void>[] = [];
+    for (const [id, m] of [...this.#mounted]) {
+      if (m.refs > 0 || !which(id, m)) continue;
+      clearTimeout(m.idle!);
+      this.#mounted.delete(id);
+      const end = m.release().finally(() => {
+        if (this.#ending.get(id) === end) this.#ending.delete(id);
+      });
+      this.#ending.set(id, end);
+      ends.push(end);
+    }
+    await Promise.all(ends);
+  }
+
   /**
    * `remove`: drops the layer's mount if any (and, in safe mode, its VM), then removes the folder in two
-   * phases (`<id>-removing`, then delete). A layer attached as a parent of a mounted union is busy.
+   * phases (`<id>-removing`, durable, then deleted in the background). A layer attached as a parent of a mounted union is busy.
    */
   remove(id: string): Promise<void> {
     return this.#lock(id, () =>
       this.store.withLock(id, async () => {
+        await this.#ending.get(id);
         const m = this.#mounted.get(id);
         if (m) {
+          if (m.idle) clearTimeout(m.idle);
           this.#mounted.delete(id);
           await m.release();
         }
@@ -449,7 +507,9 @@ export class LcowDriver {
         if (!present) throw new LayerStoreError('ERR_LAYER_NOT_FOUND', `layer ${id}: not found in ${this.root}`);
         await this.#refuseIfInUse(id, 'remove');
         if (this.#pool.mode === 'safe') await this.#pool.terminate(id);
-        await this.store.remove(id);
+        // The folder's deletion (a 20 GiB sandbox's extents freed: most of a remove's time) need not hold
+        // up the caller: the layer is gone once its rename is durable. close() waits for it.
+        await this.store.remove(id, { background: true });
       }),
     );
   }
@@ -461,7 +521,8 @@ export class LcowDriver {
   async #refuseIfInUse(id: string, op: string): Promise<void> {
     const p = this.store.layer(id);
     for (const file of [p.layerVhd, p.sandboxVhdx]) {
-      // Still attached only because it lingers after its last union: let go, not in use.
+      // Still attached only because it lingers after its last union, or a union on it does: let go, not in use.
+      await this.#endLingering((_, m) => m.lease?.disks.some((d) => d.hostPath === file) ?? false);
       await this.#pool.releaseIdle(file);
       if (this.#attached(file, true) || this.#attached(file, false))
         throw new DriverError('ERR_LAYER_BUSY', `${op} ${id}: its disk is attached for a mounted layer`);
@@ -637,6 +698,7 @@ export class LcowDriver {
         'ERR_INVALID_ARGUMENT',
         `applyDiff ${id}: its parent is ${direct ?? 'none'}, not ${parent}`,
       );
+    await this.#endLingering((other) => other === id);
     if (this.#mounted.has(id))
       throw new DriverError('ERR_LAYER_BUSY', `applyDiff ${id}: the layer is mounted; put it first`);
     await this.#refuseIfInUse(id, 'applyDiff');
@@ -893,7 +955,7 @@ export class LcowDriver {
       root: this.root,
       layers: (await this.store.list()).length,
       mounted: [
-        ...[...this.#mounted].map(([id, m]) => ({ id, refs: m.refs })),
+        ...[...this.#mounted].filter(([, m]) => m.refs > 0).map(([id, m]) => ({ id, refs: m.refs })),
         ...((await this.backend.mountedUnions?.()) ?? [])
           .filter((id) => !this.#mounted.has(id))
           .map((id) => ({ id, refs: 1, detached: true as const })),
@@ -913,6 +975,9 @@ export class LcowDriver {
    */
   async close(opts: { detach?: boolean } = {}): Promise<void> {
     await this.spares?.close();
+    // Lingering unions are nobody's: a successor would take them for a container's and never unmount them.
+    await this.#endLingering(() => true).catch(() => {});
+    await Promise.all(this.#ending.values());
     for (const [id, m] of [...this.#mounted]) {
       this.#mounted.delete(id);
       if (!m.adopted && !opts.detach) await m.release().catch(() => {});
@@ -920,6 +985,7 @@ export class LcowDriver {
     // Left to a successor: the unions, not the disks no union uses.
     if (opts.detach) await this.#pool.releaseIdle().catch(() => {});
     else await this.#pool.cleanup();
+    await this.store.settled();
   }
 
   /**
@@ -927,7 +993,9 @@ export class LcowDriver {
    * and finishes interrupted removals, partial creations and temporary files.
    */
   async cleanup(): Promise<CleanupReport & { unmounted: string[] }> {
+    await Promise.all(this.#ending.values());
     for (const [id, m] of [...this.#mounted]) {
+      if (m.idle) clearTimeout(m.idle);
       this.#mounted.delete(id);
       await m.release().catch(() => {});
     }

@@ -118,6 +118,24 @@ describe('LayerStore', () => {
     expect(await readdir(join(root, 'kept'))).toEqual(['layerchain.json']);
   });
 
+  it('a background remove is durable at once, its deletion awaited by settled() and by a create of the same id', async () => {
+    const s = await LayerStore.open(root);
+    for (let i = 0; i < 3; i++) {
+      await s.create('again', null);
+      await mkdir(join(root, 'again', 'many'));
+      for (let f = 0; f < 200; f++) await writeFile(join(root, 'again', 'many', `f${f}`), 'x');
+      await s.remove('again', { background: true });
+      // Gone for every reader the moment remove returns, whether or not its folder is deleted yet.
+      expect(await s.exists('again')).toBe(false);
+      expect(await s.list()).toEqual([]);
+    }
+    await s.settled();
+    expect((await readdir(root)).sort()).toEqual(['cache', 'scratch', 'tmp']);
+    // Another process's interrupted removal of the id is finished by the next create, not refused.
+    await mkdir(join(root, 'other-removing', 'x'), { recursive: true });
+    await s.create('other', null);
+    expect((await readdir(root)).sort()).toEqual(['cache', 'other', 'scratch', 'tmp']);
+  });
   it('operations on one id are serialised; different ids run in parallel', async () => {
     const s = await LayerStore.open(root);
     await s.create('p', null);

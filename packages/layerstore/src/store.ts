@@ -75,6 +75,8 @@ export function scratchLock(root: string, vmId: string): HostLock {
 export class LayerStore {
   readonly paths: DataRootPaths;
   readonly #locks: SharedKeyedLock;
+  /** Deletions of `<id>-removing` folders that {@link remove} left running, by id. */
+  readonly #deleting = new Map<string, Promise<void>>();
 
   private constructor(paths: DataRootPaths) {
     this.paths = paths;
@@ -290,8 +292,9 @@ export class LayerStore {
       const p = this.layer(id);
       if (await this.exists(id))
         throw new LayerStoreError('ERR_LAYER_EXISTS', `layer ${id}: already exists in ${this.paths.root}`);
-      if (await exists(p.removing))
-        throw new LayerStoreError('ERR_LAYER_EXISTS', `layer ${id}: still being removed (${p.removing}); run cleanup`);
+      // The id's earlier layer is gone for good (its rename was durable): finish deleting its folder first,
+      // whether this process's background deletion or an interrupted one's, so the name is free again.
+      await this.#finishRemoval(id);
       let chain: string[] = [];
       if (parent) {
         const pp = this.layer(parent);
@@ -371,20 +374,40 @@ export class LayerStore {
   }
 
   /**
-   * Removes layer `id` in two phases: the folder is renamed to `<id>-removing` (from then on the layer is
-   * gone for every reader), then deleted. A crash between the two leaves the `-removing` folder for
+   * Removes layer `id` in two phases: the folder is renamed to `<id>-removing` and the rename made durable
+   * (from then on the layer is gone for every reader, after a crash too), then deleted. With `background`,
+   * the deletion — most of the time, a sandbox's extents freed — runs after this returns: {@link settled}
+   * waits for it, a later {@link create} of the same id finishes it first, and a crash leaves the folder to
    * {@link cleanup}. `ERR_LAYER_NOT_FOUND` if it does not exist.
    */
-  remove(id: string): Promise<void> {
+  remove(id: string, opts: { background?: boolean } = {}): Promise<void> {
     return this.withLock(id, async () => {
       const p = this.layer(id);
       if (!(await exists(p.dir)))
         throw new LayerStoreError('ERR_LAYER_NOT_FOUND', `layer ${id}: not found in ${this.paths.root}`);
-      await rm(p.removing, { recursive: true, force: true });
+      await this.#finishRemoval(id);
       await rename(p.dir, p.removing);
       await fsyncDir(this.paths.root);
-      await rm(p.removing, { recursive: true, force: true });
+      const deletion = rm(p.removing, { recursive: true, force: true });
+      if (!opts.background) return deletion;
+      const tracked = deletion
+        .catch(() => {}) // what is left is cleanup's: the layer itself is gone already
+        .finally(() => {
+          if (this.#deleting.get(id) === tracked) this.#deleting.delete(id);
+        });
+      this.#deleting.set(id, tracked);
     });
+  }
+
+  /** Waits for the deletions that background {@link remove}s left running. */
+  async settled(): Promise<void> {
+    while (this.#deleting.size > 0) await Promise.all(this.#deleting.values());
+  }
+
+  /** Deletes `<id>-removing` if it is there: this process's own deletion awaited, anyone else's finished. */
+  async #finishRemoval(id: string): Promise<void> {
+    await this.#deleting.get(id);
+    await rm(this.layer(id).removing, { recursive: true, force: true });
   }
 
   /**
@@ -392,6 +415,7 @@ export class LayerStore {
    * temporary files inside layer folders.
    */
   async cleanup(): Promise<CleanupReport> {
+    await this.settled();
     const report: CleanupReport = { removing: [], partial: await this.#clearTmp(), tempFiles: [] };
     for (const e of await readdir(this.paths.root, { withFileTypes: true })) {
       if (!e.isDirectory()) continue;

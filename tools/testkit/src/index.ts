@@ -109,6 +109,16 @@ export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what =
   );
 }
 
+/**
+ * Asks `check` until it answers true or `ms` have passed (every 20 ms), and returns its last answer: for
+ * what a system finishes just after it answers (a folder deleted in the background, a timer's unmount).
+ */
+export async function eventually(check: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 20)))
+    if (await check()) return true;
+  return check();
+}
+
 export { makeTar, type TarSpec } from './tar.ts';
 export { snapshotTree, splitDev, type FsEntry } from './fstree.ts';
 
