@@ -2,7 +2,14 @@
 // implemented: a layer that stores its own changes is read directly (the overlay algorithm), any other
 // pair of layers is compared tree against tree (the naive algorithm).
 import { posix } from 'node:path';
-import { SYNTHETIC_LOST_FOUND, type Ext4Dirent, type Ext4Stat } from '@lcow/ext4';
+import {
+  isOverlayOpaque,
+  isOverlayWhiteout,
+  OVERLAY_OPAQUE_XATTR,
+  SYNTHETIC_LOST_FOUND,
+  type Ext4Dirent,
+  type Ext4Stat,
+} from '@lcow/ext4';
 
 /** moby's ChangeType order: Modify, Add, Delete. */
 export type ChangeKind = 'modify' | 'add' | 'delete';
@@ -36,11 +43,8 @@ export function subtree(tree: Tree, root: string): Tree {
   };
 }
 
-export const isWhiteout = (st: Ext4Stat): boolean => st.type === 'chr' && st.rdev?.major === 0 && st.rdev.minor === 0;
-
 async function isOpaque(t: Tree, p: string): Promise<boolean> {
-  const v = (await t.listXattrs(p)).get('trusted.overlay.opaque');
-  return v !== undefined && Buffer.from(v).toString() === 'y';
+  return isOverlayOpaque((await t.listXattrs(p)).get(OVERLAY_OPAQUE_XATTR));
 }
 
 function lstatOrNull(t: Tree | null, p: string): Promise<Ext4Stat | null> {
@@ -83,7 +87,7 @@ export async function layerChanges(layer: Tree, lower: Tree | null, signal?: Abo
       if (p === '/lost+found' && (await syntheticLostFound(layer))) continue;
       const st = await layer.lstat(p);
       const below = added ? null : await lstatOrNull(lower, p);
-      if (isWhiteout(st)) {
+      if (isOverlayWhiteout(st)) {
         if (below) out.push({ path: p, kind: 'delete' });
         any ||= below !== null;
         continue;

@@ -13,6 +13,7 @@ import {
   exportChunks,
   mkfs,
   tarPadding,
+  whiteoutName,
   type TarHeaderSpec,
 } from '@lcow/ext4';
 import {
@@ -28,7 +29,7 @@ import { SvmPool, type DiskRequest, type Lease, type PoolSnapshot } from '@lcow/
 import { convertLayer, type ApplyResult, type LayerSource } from './apply.ts';
 import { defaultBackend, hostBackend, inprocBackend, unsupportedBackend, type Backend } from './backends/backend.ts';
 import { hostBackendAvailable } from './backends/host.ts';
-import { UnionView, type UnionLayer } from './backends/union-view.ts';
+import { UnionView, type UnionLayer } from './fs/union-view.ts';
 import { changesSize, layerChanges, subtree, treeChanges, type Change, type Tree } from './changes.ts';
 import { BlankDisk, CACHED_DISK_GIB, SpareSandboxes } from './disk-cache.ts';
 import { DriverError } from './errors.ts';
@@ -42,7 +43,6 @@ const LINGER_DISKS = 256;
 /** The smallest image the converter writes (1 MiB), below which no layer can fit. */
 const MIN_LAYER_BYTES = 2 ** 20;
 
-/** Options of `create` and `createReadWrite`: moby's `CreateOpts.StorageOpt`. */
 /** A converted layer waiting for its parent: see {@link LcowDriver.stageFromDiff}. */
 export interface StagedLayer {
   /** The staging folder (under the data root's `tmp/`). */
@@ -53,6 +53,7 @@ export interface StagedLayer {
   discard(): Promise<void>;
 }
 
+/** Options of `create` and `createReadWrite`: moby's `CreateOpts.StorageOpt`. */
 export interface CreateOptions {
   storageOpt?: Readonly<Record<string, string>>;
 }
@@ -1016,7 +1017,7 @@ async function* changesTar(
     signal?.throwIfAborted();
     const name = c.path.slice(1);
     if (c.kind === 'delete') {
-      const wh = posix.join(posix.dirname(name), `.wh.${posix.basename(name)}`).replace(/^\.\//, '');
+      const wh = posix.join(posix.dirname(name), whiteoutName(posix.basename(name))).replace(/^\.\//, '');
       yield encodeTarHeader({
         path: Buffer.from(wh),
         type: '0',

@@ -6,7 +6,7 @@
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { extract, type Header } from 'tar-stream';
-import type { Ext4Dirent, Ext4Stat } from '@lcow/ext4';
+import { OVERLAY_OPAQUE_VALUE, OVERLAY_OPAQUE_XATTR, tarWhiteout, type Ext4Dirent, type Ext4Stat } from '@lcow/ext4';
 import { DriverError } from './errors.ts';
 import type { Tree } from './changes.ts';
 
@@ -28,9 +28,6 @@ const TYPES: Partial<Record<Header['type'], FileType>> = {
   'block-device': 'blk',
   fifo: 'fifo',
 };
-
-const OPAQUE = '.wh..wh..opq';
-const WHITEOUT = '.wh.';
 
 function timeOf(d: Date | undefined): Ext4Stat['mtime'] {
   const ms = d ? d.getTime() : 0;
@@ -101,13 +98,14 @@ export async function readTarTree(tar: Readable, what: string, signal?: AbortSig
     const p = posix.normalize(`/${h.name}`).replace(/\/+$/, '') || '/';
     if (p.split('/').includes('..')) throw new DriverError('ERR_APPLY', `${what}: tar entry ${JSON.stringify(h.name)}`);
     const base = posix.basename(p);
-    if (base === OPAQUE) {
-      dir(posix.dirname(p)).xattrs.set('trusted.overlay.opaque', Buffer.from('y'));
+    const wh = tarWhiteout(base);
+    if (wh?.kind === 'opaque') {
+      dir(posix.dirname(p)).xattrs.set(OVERLAY_OPAQUE_XATTR, Buffer.from(OVERLAY_OPAQUE_VALUE));
       return;
     }
-    if (base.startsWith(WHITEOUT)) {
-      const wh = make('chr', { mode: 0 });
-      link(posix.join(posix.dirname(p), base.slice(WHITEOUT.length)), wh);
+    if (wh?.kind === 'aufs-meta') return; // never content, as the converter has it
+    if (wh) {
+      link(posix.join(posix.dirname(p), wh.name), make('chr', { mode: 0 }));
       return;
     }
     if (h.type === 'link') {

@@ -182,7 +182,6 @@ function release(buf: Uint8Array<ArrayBuffer>): void {
   if (buf.buffer.byteLength > 0) structuredClone(buf.buffer, { transfer: [buf.buffer] });
 }
 
-/** Peeks at the first bytes: gzip (1f 8b) is decompressed on the fly. */
 /** Compressions recognised by their magic bytes, to refuse them by name rather than as a bad tar header. */
 const MAGIC: readonly (readonly [string, readonly number[]])[] = [
   ['zstd', [0x28, 0xb5, 0x2f, 0xfd]],
@@ -197,6 +196,7 @@ function compressionOf(head: Uint8Array): string | null {
   return null;
 }
 
+/** Peeks at the first bytes: gzip (1f 8b) is decompressed on the fly. */
 async function* decompressed(input: AsyncIterable<Uint8Array>, flag: { gzip: boolean }): AsyncGenerator<Uint8Array> {
   const it = input[Symbol.asyncIterator]();
   // However the consumer stops (an error in a later entry, an abort), the source is told, so a file

@@ -6,12 +6,18 @@ export { SYNTHETIC_LOST_FOUND } from './writer/writer.ts';
 export { convert, type ConvertOptions, type ConvertProgress, type ConvertResult } from './convert.ts';
 export { rootDigest, type RootDigestOptions, type RootDigestResult } from './digest.ts';
 export { DMVERITY_VHD } from './presets.ts';
+export { encodeTarHeader, tarPadding, TAR_END, type TarHeaderSpec } from './tar/encode.ts';
 export {
-  encodeHeader as encodeTarHeader,
-  bodyPadding as tarPadding,
-  END_OF_ARCHIVE as TAR_END,
-  type TarHeaderSpec,
-} from './tar/encode.ts';
+  isOverlayOpaque,
+  isOverlayWhiteout,
+  OPAQUE_WHITEOUT,
+  OVERLAY_OPAQUE_VALUE,
+  OVERLAY_OPAQUE_XATTR,
+  tarWhiteout,
+  whiteoutName,
+  WHITEOUT_PREFIX,
+  type TarWhiteout,
+} from './tar/whiteouts.ts';
 export { TarParser, type TarEntry, type TarHandler, type EntryType, type SparseRegion } from './tar/parser.ts';
 export {
   Ext4Fs,

@@ -22,7 +22,7 @@ import {
   type TarSpec,
 } from '@lcow/testkit';
 import { Ext4Fs, convert, exportChunks, exportTar, mkfs } from '../src/index.ts';
-import { encodeHeader } from '../src/tar/encode.ts';
+import { encodeTarHeader } from '../src/tar/encode.ts';
 import { compareTrees } from './helpers.ts';
 
 const execFileP = promisify(execFile);
@@ -264,7 +264,7 @@ describe('round trip: tar → our writer → our export (property)', () => {
   });
 
   it('pax records where ustar cannot hold a value', () => {
-    const h = encodeHeader({
+    const h = encodeTarHeader({
       path: Buffer.from('f'),
       type: '0',
       mode: 0o644,

@@ -1,38 +1,10 @@
-// The host programs the `host` backend drives (util-linux `mount`/`umount`), run with argument vectors
-// and errors that name the command, plus what the kernel says is mounted (/proc/self/mountinfo).
-import { execFile } from 'node:child_process';
+// What the host says of disks and mounts, for the `host` backend: what the kernel has mounted
+// (/proc/self/mountinfo), which loop devices back a file, and where a disk's ext4 payload lies in its file.
 import { readFile, stat } from 'node:fs/promises';
 import { openVhdx, readFooter } from '@lcow/vhd';
 import { DriverError } from '../errors.ts';
+import { runTool } from '../run-tool.ts';
 import { loopsOf } from './linux.ts';
-
-const PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/bin:/bin`;
-
-/** Runs `cmd args…` (in `cwd`, if given); rejects with `ERR_HOST_COMMAND` carrying its stderr. */
-export function runTool(
-  cmd: string,
-  args: readonly string[],
-  signal?: AbortSignal,
-  opts: { cwd?: string } = {},
-): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      cmd,
-      args,
-      {
-        env: { ...process.env, PATH, LC_ALL: 'C' },
-        maxBuffer: 16 << 20,
-        signal,
-        ...(opts.cwd ? { cwd: opts.cwd } : {}),
-      },
-      (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
-        const why = String(stderr).trim() || err.message;
-        reject(new DriverError('ERR_HOST_COMMAND', `${cmd} ${args.join(' ')}: ${why}`, { cause: err }));
-      },
-    );
-  });
-}
 
 /** Mount points (decoded) at or under `prefix`, deepest first: the order to unmount them in. */
 export async function mountsUnder(prefix: string): Promise<string[]> {

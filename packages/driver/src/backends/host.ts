@@ -8,10 +8,11 @@ import { chmod, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeF
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Ext4Fs, exportTar, SYNTHETIC_LOST_FOUND } from '@lcow/ext4';
+import { Ext4Fs, exportTar, isOverlayWhiteout, SYNTHETIC_LOST_FOUND } from '@lcow/ext4';
 import { unionMountArgs, type MappedDisk, type UtilityVm } from '@lcow/svm-pool';
 import { DriverError } from '../errors.ts';
-import { diskPayload, mountsUnder, runTool } from './host-tools.ts';
+import { runTool } from '../run-tool.ts';
+import { diskPayload, mountsUnder } from './host-tools.ts';
 import { loopMount, loopsOf, mountFs, parseMountArgv, syscallsUnavailable, unmount } from './linux.ts';
 
 /** Where every data root's mounts live: only root may enter it (0700), so no user reaches a layer's files. */
@@ -266,7 +267,7 @@ export class HostVm implements UtilityVm {
     for (const l of lowers) {
       const st = await lstat(join(this.hostPath(l), 'lost+found')).catch(() => null);
       if (!st) continue;
-      if (st.isCharacterDevice() && st.rdev === 0) break; // whited out from here down
+      if (isOverlayWhiteout(st)) break; // whited out from here down
       // A layer disk's own root can hold a marked one; any other folder (a sandbox's upper/) cannot.
       const disk = this.#disks.get(l);
       if (!disk || !st.isDirectory() || !(await syntheticLostFound(disk.hostPath))) return false;
@@ -436,7 +437,7 @@ async function syntheticLostFound(file: string): Promise<boolean> {
 async function lostFoundMask(runDir: string): Promise<string> {
   const mask = join(runDir, 'mask');
   const st = await lstat(join(mask, 'lost+found')).catch(() => null);
-  if (st?.isCharacterDevice() && st.rdev === 0) return mask;
+  if (st && isOverlayWhiteout(st)) return mask;
   const tmp = join(runDir, `.mask-${process.pid}-${Date.now()}`);
   await mkdir(tmp, { mode: 0o755 });
   try {

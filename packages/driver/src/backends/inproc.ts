@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { Ext4Fs, exportTar } from '@lcow/ext4';
 import type { MappedDisk, UtilityVm } from '@lcow/svm-pool';
 import { DriverError } from '../errors.ts';
-import { UnionView, type UnionLayer } from './union-view.ts';
+import { UnionView, type UnionLayer } from '../fs/union-view.ts';
 
 export class InprocVm implements UtilityVm {
   readonly id: string;

@@ -5,7 +5,7 @@ import * as fsp from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { DriverError, type DriverErrorCode } from '../errors.ts';
-import { runTool } from '../backends/host-tools.ts';
+import { runTool } from '../run-tool.ts';
 import { archiveOf, extractInto } from './archive.ts';
 import {
   splitPath,

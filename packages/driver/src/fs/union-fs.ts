@@ -3,7 +3,7 @@
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Ext4Stat } from '@lcow/ext4';
-import type { UnionView } from '../backends/union-view.ts';
+import type { UnionView } from './union-view.ts';
 import { archiveOf } from './archive.ts';
 import type { ContainerFile, ContainerFs, DirEntry, FileInfo } from './types.ts';
 

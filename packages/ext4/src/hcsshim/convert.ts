@@ -6,6 +6,7 @@ import type { SparseRegion, TarEntry } from '../tar/parser.ts';
 import { ImageWriter } from '../writer/image.ts';
 import type { WriterSummary } from '../writer/writer.ts';
 import { FileMode } from '../format/inode.ts';
+import { OVERLAY_OPAQUE_VALUE, OVERLAY_OPAQUE_XATTR, tarWhiteout } from '../tar/whiteouts.ts';
 import { HcsshimLayout, type LayoutOptions } from './layout.ts';
 
 export interface HcsshimOptions extends LayoutOptions {
@@ -76,14 +77,15 @@ export class HcsshimWriter {
     if (this.#opts.convertWhiteouts) {
       const slash = name.lastIndexOf('/');
       const dir = name.slice(0, slash + 1);
-      const file = name.slice(slash + 1);
-      if (file.startsWith('.wh.')) {
+      const wh = tarWhiteout(name.slice(slash + 1));
+      if (wh) {
         this.#stats.whiteouts++;
-        if (file === '.wh..wh..opq') {
+        if (wh.kind === 'opaque') {
           const f = await w.stat(dir);
-          f.xattrs!.set('trusted.overlay.opaque', Buffer.from('y'));
+          f.xattrs!.set(OVERLAY_OPAQUE_XATTR, Buffer.from(OVERLAY_OPAQUE_VALUE));
           await w.create(dir, f);
-        } else await w.create(dir + file.slice(4), { mode: FileMode.CHR });
+          // hcsshim's tar2ext4 takes AUFS metadata (`.wh..wh.X`) for a whiteout of `.wh.X`: so do we, here.
+        } else await w.create(dir + wh.name, { mode: FileMode.CHR });
         return;
       }
     }

@@ -126,10 +126,6 @@ function dirBlock(entries: { ino: number; name: string }[], csum: boolean): Uint
   return b;
 }
 
-/**
- * The metadata writes of an empty ext4 filesystem; everything not written must read as zeros (a new
- * sparse file or VHDX). Exposed so a caller can write them into any block device or container.
- */
 /** What every step of {@link mkfsWrites} needs: the checked options and the layout. */
 interface MkfsPlan {
   layout: Layout;
@@ -393,7 +389,8 @@ function superblockFor(
 
 /**
  * Every write of an empty filesystem laid out for `opts`, sorted by offset: the root and lost+found, the
- * bitmaps and descriptors, the superblock and its backups.
+ * bitmaps and descriptors, the superblock and its backups. Everything not written must read as zeros (a new
+ * sparse file or VHDX); exposed so a caller can write them into any block device or container.
  */
 export function mkfsWrites(opts: MkfsOptions): {
   layout: Layout;

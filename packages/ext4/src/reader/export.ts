@@ -1,7 +1,14 @@
 // ext4 → tar: a layer image (or a sandbox's upper/ directory) as the OCI layer tar it stands for.
 import { Readable } from 'node:stream';
 import { Ext4Error } from '../errors.ts';
-import { bodyPadding, encodeHeader, END_OF_ARCHIVE, type TarHeaderSpec } from '../tar/encode.ts';
+import { tarPadding, encodeTarHeader, TAR_END, type TarHeaderSpec } from '../tar/encode.ts';
+import {
+  isOverlayOpaque,
+  isOverlayWhiteout,
+  OPAQUE_WHITEOUT,
+  OVERLAY_OPAQUE_XATTR,
+  WHITEOUT_PREFIX,
+} from '../tar/whiteouts.ts';
 import type { Ext4Fs, PathLike, ReadWarning, WalkEntry } from './ext4fs.ts';
 
 /** Options of {@link exportTar}. */
@@ -29,9 +36,8 @@ export interface ExportProgress {
 }
 
 const TYPE_FLAG = { file: '0', dir: '5', symlink: '2', chr: '3', blk: '4', fifo: '6' } as const;
-const WH_PREFIX = Buffer.from('.wh.');
-const WH_OPAQUE = Buffer.from('.wh..wh..opq');
-const OPAQUE_XATTR = 'trusted.overlay.opaque';
+const WH_PREFIX = Buffer.from(WHITEOUT_PREFIX);
+const WH_OPAQUE = Buffer.from(OPAQUE_WHITEOUT);
 const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
 /** Pieces smaller than this are gathered into one buffer before they are handed on. */
 const BATCH = 256 << 10;
@@ -87,7 +93,7 @@ export async function* exportChunks(fs: Ext4Fs, opts: ExportOptions = {}): Async
     if (oci) {
       for (const k of [...xattrs.keys()]) {
         if (!k.startsWith(OVERLAY_XATTR_PREFIX)) continue;
-        if (k === OPAQUE_XATTR) opaque = Buffer.from(xattrs.get(k)!).toString('latin1') === 'y';
+        if (k === OVERLAY_OPAQUE_XATTR) opaque = isOverlayOpaque(xattrs.get(k));
         else if (k === 'trusted.overlay.redirect' || k === 'trusted.overlay.metacopy')
           warn({
             code: 'EXT4_OVERLAY_FEATURE',
@@ -111,7 +117,7 @@ export async function* exportChunks(fs: Ext4Fs, opts: ExportOptions = {}): Async
       warn({ code: 'EXT4_SOCKET_SKIPPED', message: `${e.path}: a socket; tar cannot hold it, left out` });
       return null;
     }
-    if (oci && st.type === 'chr' && st.rdev?.major === 0 && st.rdev.minor === 0) {
+    if (oci && isOverlayWhiteout(st)) {
       const [dir, leaf] = parentOf(name);
       return {
         spec: { ...base, path: join(dir, Buffer.concat([WH_PREFIX, leaf])), mode: 0o600, xattrs: undefined },
@@ -145,7 +151,7 @@ export async function* exportChunks(fs: Ext4Fs, opts: ExportOptions = {}): Async
     if (!h) continue;
     const { spec } = h;
     entries++;
-    let out = put(encodeHeader(spec));
+    let out = put(encodeTarHeader(spec));
     if (out) yield out;
     if (spec.type === '0' && spec.size > 0) {
       let got = 0;
@@ -163,7 +169,7 @@ export async function* exportChunks(fs: Ext4Fs, opts: ExportOptions = {}): Async
       }
       if (got !== spec.size)
         throw new Ext4Error('ERR_INTERNAL', `${e.path}: read ${got} of ${spec.size} bytes (a bug in @lcow/ext4)`);
-      out = put(bodyPadding(spec.size));
+      out = put(tarPadding(spec.size));
       if (out) yield out;
     }
     if (h.opaque) {
@@ -177,12 +183,12 @@ export async function* exportChunks(fs: Ext4Fs, opts: ExportOptions = {}): Async
         mtime: e.stat.mtime,
       };
       entries++;
-      out = put(encodeHeader(wh));
+      out = put(encodeTarHeader(wh));
       if (out) yield out;
     }
     opts.onProgress?.({ entries, bytes });
   }
-  put(END_OF_ARCHIVE);
+  put(TAR_END);
   const last = flush();
   if (last) yield last;
   opts.onProgress?.({ entries, bytes });

@@ -55,10 +55,10 @@ const INCOMPAT_WHY: Record<number, string> = {
   [Incompat.dirdata]: 'dirdata (Lustre directory data)',
 };
 
-/** One time stamp: seconds since the epoch (may be negative) and nanoseconds. */
 /** Inodes kept decoded per open filesystem (about 1 KiB each). */
 const INODE_CACHE = 8192;
 
+/** One time stamp: seconds since the epoch (may be negative) and nanoseconds. */
 export interface Time {
   sec: number;
   nsec: number;

@@ -92,9 +92,9 @@ function padTo512(n: number): number {
 
 /**
  * The header blocks of one entry: a pax header and its records when needed, then the ustar header. The
- * entry's body (spec.size bytes, for type '0') and its padding ({@link bodyPadding}) follow.
+ * entry's body (spec.size bytes, for type '0') and its padding ({@link tarPadding}) follow.
  */
-export function encodeHeader(spec: TarHeaderSpec): Uint8Array {
+export function encodeTarHeader(spec: TarHeaderSpec): Uint8Array {
   const pax: Uint8Array[] = [];
   const split = splitUstar(spec.path);
   if (!split) pax.push(paxRecord('path', spec.path));
@@ -127,9 +127,9 @@ export function encodeHeader(spec: TarHeaderSpec): Uint8Array {
 }
 
 /** Zero bytes that pad a body of `size` bytes to the next 512-byte block. */
-export function bodyPadding(size: number): Uint8Array {
+export function tarPadding(size: number): Uint8Array {
   return new Uint8Array(padTo512(size));
 }
 
 /** The end of an archive: two zero blocks. */
-export const END_OF_ARCHIVE: Uint8Array = new Uint8Array(2 * BLOCK);
+export const TAR_END: Uint8Array = new Uint8Array(2 * BLOCK);

@@ -8,6 +8,7 @@ import { DeviceNumbers, EXTRA_ISIZE, FileMode, INODE_SIZE, Ino, Inode, InodeFlag
 import { SUPERBLOCK_MAGIC, SUPERBLOCK_OFFSET, Superblock } from '../format/superblock.ts';
 import { displayName } from '../tar/header.ts';
 import type { TarEntry } from '../tar/parser.ts';
+import { OVERLAY_OPAQUE_VALUE, OVERLAY_OPAQUE_XATTR, tarWhiteout } from '../tar/whiteouts.ts';
 import { Bitmap, popcount } from './bitmap.ts';
 import { ImageWriter } from './image.ts';
 import { extentCount, newNode, runsOf, splitPath, Tree, type FsNode, type Run } from './tree.ts';
@@ -178,22 +179,23 @@ export class Ext4Writer {
     if (parts[0] === 'lost+found') this.#lostFoundNamed = true;
     const base = parts[parts.length - 1] ?? '';
     const implicit = e.mtime;
-    if (this.#opts.convertWhiteouts && base.startsWith('.wh.')) {
-      if (base === '.wh..wh..opq') {
+    const wh = this.#opts.convertWhiteouts ? tarWhiteout(base) : null;
+    if (wh) {
+      if (wh.kind === 'opaque') {
         const dir = this.#tree.parentOf([...parts.slice(0, -1), 'x'], e.path, implicit);
-        (dir.xattrs ??= new Map()).set('trusted.overlay.opaque', Buffer.from('y'));
+        (dir.xattrs ??= new Map()).set(OVERLAY_OPAQUE_XATTR, Buffer.from(OVERLAY_OPAQUE_VALUE));
         dir.source ||= parts.slice(0, -1).join('/') || '/';
         this.#stats.whiteouts++;
         return;
       }
-      if (base.startsWith('.wh..wh.')) {
+      if (wh.kind === 'aufs-meta') {
         this.#opts.warn(
           'WHITEOUT_META',
           `tar entry ${JSON.stringify(displayName(e.path))}: AUFS metadata entry skipped`,
         );
         return;
       }
-      const name = base.slice(4);
+      const name = wh.name;
       if (name === '') throw this.#fail('ERR_TAR_FORMAT', e.path, 'whiteout without a name');
       if (name === '.' || name === '..')
         throw this.#fail('ERR_TAR_FORMAT', e.path, `whiteout of "${name}", which names no entry of a directory`);

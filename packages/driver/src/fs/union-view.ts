@@ -3,7 +3,15 @@
 // directory marked `trusted.overlay.opaque=y` hides everything below it; a non-directory ends the merge.
 // Symlinks resolve through the union and never leave it. Writes are not offered: this view is read-only.
 import type { Readable } from 'node:stream';
-import { SYNTHETIC_LOST_FOUND, type Ext4Dirent, type Ext4Fs, type Ext4Stat } from '@lcow/ext4';
+import {
+  isOverlayOpaque,
+  isOverlayWhiteout,
+  OVERLAY_OPAQUE_XATTR,
+  SYNTHETIC_LOST_FOUND,
+  type Ext4Dirent,
+  type Ext4Fs,
+  type Ext4Stat,
+} from '@lcow/ext4';
 import { DriverError } from '../errors.ts';
 
 /** One layer of the union: a filesystem and the directory in it that is the layer's root (`upper` for a sandbox). */
@@ -34,8 +42,6 @@ const EMPTY_ROOT: Ext4Stat = {
   rdev: null,
   flags: 0,
 };
-
-const isWhiteout = (st: Ext4Stat): boolean => st.type === 'chr' && st.rdev?.major === 0 && st.rdev.minor === 0;
 
 function split(p: string): string[] {
   return p.split('/').filter((x) => x !== '' && x !== '.');
@@ -75,8 +81,7 @@ export class UnionView {
 
   async #opaque(i: number, parts: readonly string[]): Promise<boolean> {
     const x = await this.#layers[i]!.fs.listXattrs(this.#inLayer(i, parts));
-    const v = x.get('trusted.overlay.opaque');
-    return v !== undefined && Buffer.from(v).toString() === 'y';
+    return isOverlayOpaque(x.get(OVERLAY_OPAQUE_XATTR));
   }
 
   /** The topmost entry at `prefix` among the layers `active` (those where its parent merges), or null. */
@@ -86,7 +91,7 @@ export class UnionView {
     for (const i of active) {
       const st = await this.#lstatIn(i, prefix);
       if (!st) continue;
-      if (isWhiteout(st)) break; // deleted from here down
+      if (isOverlayWhiteout(st)) break; // deleted from here down
       if (!top) top = { layer: i, path: this.#inLayer(i, prefix), stat: st, merged: [] };
       if (st.type !== 'dir') break; // a non-directory hides everything below
       next.push(i);
@@ -209,7 +214,7 @@ export class UnionView {
         if (seen.has(key)) continue;
         const white =
           e.type === 'chr' &&
-          isWhiteout(await this.#layers[i]!.fs.lstat(Buffer.concat([Buffer.from(`${dir}/`), e.raw])));
+          isOverlayWhiteout(await this.#layers[i]!.fs.lstat(Buffer.concat([Buffer.from(`${dir}/`), e.raw])));
         seen.set(key, white ? null : e);
       }
     }
