@@ -9,15 +9,11 @@ import { createHash } from 'node:crypto';
 import { open, readdir, rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { DMVERITY_VHD, Ext4Error, convert, rootDigest, type ConvertOptions, type Ext4ErrorCode } from '@lcow/ext4';
-import { decompress } from '@lcow/image';
+import { decompress, type FileRange } from '@lcow/image';
 import { DriverError } from './errors.ts';
 
 /** A byte range of a file that holds a layer (plain or gzip): a layer inside an image tarball. */
-export interface FileRange {
-  path: string;
-  offset: number;
-  length: number;
-}
+export type { FileRange };
 
 /** What applyDiff converts: a tar file, a range of a file, or a stream. */
 export type LayerSource = string | FileRange | Readable | AsyncIterable<Uint8Array>;

@@ -36,112 +36,144 @@ function timeOf(d: Date | undefined): Ext4Stat['mtime'] {
 
 /** The tree of a layer tar, read to its end. `what` names the layer in errors. */
 export async function readTarTree(tar: Readable, what: string, signal?: AbortSignal): Promise<Tree> {
-  const nodes = new Map<string, Node>();
-  let ino = 1;
-  const make = (type: FileType, h: Partial<Header>): Node => ({
-    stat: {
-      ino: ino++,
-      type,
-      mode: (h.mode ?? (type === 'dir' ? 0o755 : 0o644)) & 0o7777,
-      uid: h.uid ?? 0,
-      gid: h.gid ?? 0,
-      size: type === 'file' ? (h.size ?? 0) : 0,
-      nlink: 1,
-      blocks: 0,
-      atime: timeOf(h.mtime),
-      mtime: timeOf(h.mtime),
-      ctime: timeOf(h.mtime),
-      birthtime: null,
-      rdev: type === 'chr' || type === 'blk' ? { major: h.devmajor ?? 0, minor: h.devminor ?? 0 } : null,
-      flags: 0,
-    },
-    children: new Map(),
-    xattrs: new Map(),
-    target: null,
-  });
-  nodes.set('/', make('dir', {}));
-  /** The folder `p`, made (as a plain directory) where the tar did not list it before its contents. */
-  const dir = (p: string): Node => {
-    const have = nodes.get(p);
-    if (have) {
-      if (have.stat.type !== 'dir') throw new DriverError('ERR_APPLY', `${what}: ${p} is not a directory in the tar`);
-      return have;
-    }
-    const n = make('dir', {});
-    link(p, n);
-    return n;
-  };
-  const link = (p: string, n: Node): void => {
-    nodes.set(p, n);
-    const parent = dir(posix.dirname(p));
-    const name = posix.basename(p);
-    parent.children.set(name, { name, raw: Buffer.from(name), ino: n.stat.ino, type: n.stat.type });
-  };
+  const tree = new TarTree(what);
   const ex = extract();
-  const done = new Promise<void>((resolve, reject) => {
-    ex.on('entry', (h, stream, next) => {
-      stream.resume();
-      stream.on('end', () => {
-        try {
-          add(h);
-          next();
-        } catch (e) {
-          ex.destroy(e as Error);
-        }
-      });
-    });
-    ex.on('finish', resolve);
-    ex.on('error', reject);
-    signal?.addEventListener('abort', () => ex.destroy(signal.reason as Error), { once: true });
-  });
-  const add = (h: Header): void => {
+  const onAbort = (): void => void ex.destroy(signal!.reason as Error);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  tar.on('error', (e) => ex.destroy(e));
+  tar.pipe(ex);
+  try {
+    for await (const entry of ex) {
+      entry.resume(); // contents are never held
+      tree.add(entry.header);
+    }
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  signal?.throwIfAborted();
+  return tree.reader();
+}
+
+/** A tree being built from tar headers, in tar order. */
+class TarTree {
+  readonly #nodes = new Map<string, Node>();
+  readonly #what: string;
+  #ino = 1;
+
+  constructor(what: string) {
+    this.#what = what;
+    this.#nodes.set('/', this.#make('dir', {}));
+  }
+
+  /** One tar entry: a whiteout or opaque marker, a hard link, or a file, folder, link or device. */
+  add(h: Header): void {
     const p = posix.normalize(`/${h.name}`).replace(/\/+$/, '') || '/';
-    if (p.split('/').includes('..')) throw new DriverError('ERR_APPLY', `${what}: tar entry ${JSON.stringify(h.name)}`);
-    const base = posix.basename(p);
-    const wh = tarWhiteout(base);
+    if (p.split('/').includes('..'))
+      throw new DriverError('ERR_APPLY', `${this.#what}: tar entry ${JSON.stringify(h.name)}`);
+    const wh = tarWhiteout(posix.basename(p));
     if (wh?.kind === 'opaque') {
-      dir(posix.dirname(p)).xattrs.set(OVERLAY_OPAQUE_XATTR, Buffer.from(OVERLAY_OPAQUE_VALUE));
+      this.#dir(posix.dirname(p)).xattrs.set(OVERLAY_OPAQUE_XATTR, Buffer.from(OVERLAY_OPAQUE_VALUE));
       return;
     }
     if (wh?.kind === 'aufs-meta') return; // never content, as the converter has it
     if (wh) {
-      link(posix.join(posix.dirname(p), wh.name), make('chr', { mode: 0 }));
+      this.#link(posix.join(posix.dirname(p), wh.name), this.#make('chr', { mode: 0 }));
       return;
     }
     if (h.type === 'link') {
-      const target = nodes.get(posix.normalize(`/${h.linkname ?? ''}`));
-      if (!target) throw new DriverError('ERR_APPLY', `${what}: hard link ${p} to a missing ${h.linkname}`);
+      const target = this.#nodes.get(posix.normalize(`/${h.linkname ?? ''}`));
+      if (!target) throw new DriverError('ERR_APPLY', `${this.#what}: hard link ${p} to a missing ${h.linkname}`);
       target.stat.nlink++;
-      link(p, target);
+      this.#link(p, target);
       return;
     }
     const type = TYPES[h.type ?? 'file'];
     if (!type) return; // pax/GNU bookkeeping: not entries of the tree
-    if (p === '/') {
-      Object.assign(nodes.get('/')!.stat, make('dir', h).stat, { ino: nodes.get('/')!.stat.ino });
+    this.#place(p, type, h);
+  }
+
+  /** A file, folder, symbolic link or device at `p`; a folder listed again keeps its children. */
+  #place(p: string, type: FileType, h: Header): void {
+    const existing = this.#nodes.get(p);
+    if (p === '/' || (existing && type === 'dir' && existing.stat.type === 'dir')) {
+      const n = this.#nodes.get(p)!;
+      Object.assign(n.stat, this.#make('dir', h).stat, { ino: n.stat.ino });
+      if (p === '/') return;
+      n.target = h.linkname ?? null;
+      this.#xattrs(n, h);
+      this.#link(p, n);
       return;
     }
-    const existing = nodes.get(p);
-    const n = existing && type === 'dir' && existing.stat.type === 'dir' ? existing : make(type, h);
-    if (n === existing) Object.assign(n.stat, make('dir', h).stat, { ino: n.stat.ino });
+    const n = this.#make(type, h);
     n.target = h.linkname ?? null;
+    this.#xattrs(n, h);
+    this.#link(p, n);
+  }
+
+  #xattrs(n: Node, h: Header): void {
     for (const [k, v] of Object.entries((h.pax ?? {}) as Record<string, string>))
       if (k.startsWith('SCHILY.xattr.')) n.xattrs.set(k.slice('SCHILY.xattr.'.length), Buffer.from(v, 'latin1'));
-    link(p, n);
-  };
-  tar.pipe(ex);
-  await done;
-  const get = (p: string): Node | undefined => nodes.get(posix.normalize(`/${p}`).replace(/\/+$/, '') || '/');
-  const must = (p: string): Node => {
-    const n = get(p);
-    if (!n) throw new DriverError('ERR_NOT_FOUND', `${what}: ${p}: not in the layer`);
+  }
+
+  #make(type: FileType, h: Partial<Header>): Node {
+    const time = timeOf(h.mtime);
+    return {
+      stat: {
+        ino: this.#ino++,
+        type,
+        mode: (h.mode ?? (type === 'dir' ? 0o755 : 0o644)) & 0o7777,
+        uid: h.uid ?? 0,
+        gid: h.gid ?? 0,
+        size: type === 'file' ? (h.size ?? 0) : 0,
+        nlink: 1,
+        blocks: 0,
+        atime: time,
+        mtime: { ...time },
+        ctime: { ...time },
+        birthtime: null,
+        rdev: type === 'chr' || type === 'blk' ? { major: h.devmajor ?? 0, minor: h.devminor ?? 0 } : null,
+        flags: 0,
+      },
+      children: new Map(),
+      xattrs: new Map(),
+      target: null,
+    };
+  }
+
+  /** The folder `p`, made (as a plain directory) where the tar did not list it before its contents. */
+  #dir(p: string): Node {
+    const have = this.#nodes.get(p);
+    if (have) {
+      if (have.stat.type !== 'dir')
+        throw new DriverError('ERR_APPLY', `${this.#what}: ${p} is not a directory in the tar`);
+      return have;
+    }
+    const n = this.#make('dir', {});
+    this.#link(p, n);
     return n;
-  };
-  return {
-    lstat: async (p) => must(p).stat,
-    tryLstat: async (p) => get(p)?.stat ?? null,
-    readdir: async (p) => [...must(p).children.values()].sort((a, b) => Buffer.compare(a.raw, b.raw)),
-    listXattrs: async (p) => must(p).xattrs,
-    readlink: async (p) => must(p).target ?? '',
-  };
+  }
+
+  #link(p: string, n: Node): void {
+    this.#nodes.set(p, n);
+    const parent = this.#dir(posix.dirname(p));
+    const name = posix.basename(p);
+    parent.children.set(name, { name, raw: Buffer.from(name), ino: n.stat.ino, type: n.stat.type });
+  }
+
+  /** The finished tree, as the change algorithms read one. */
+  reader(): Tree {
+    const get = (p: string): Node | undefined => this.#nodes.get(posix.normalize(`/${p}`).replace(/\/+$/, '') || '/');
+    const must = (p: string): Node => {
+      const n = get(p);
+      if (!n) throw new DriverError('ERR_NOT_FOUND', `${this.#what}: ${p}: not in the layer`);
+      return n;
+    };
+    return {
+      lstat: async (p) => must(p).stat,
+      tryLstat: async (p) => get(p)?.stat ?? null,
+      readdir: async (p) => [...must(p).children.values()].sort((a, b) => Buffer.compare(a.raw, b.raw)),
+      listXattrs: async (p) => must(p).xattrs,
+      readlink: async (p) => must(p).target ?? '',
+    };
+  }
 }

@@ -23,7 +23,7 @@ export { createVhdx, planLayout, type CreateVhdxOptions, type VhdxLayout } from 
 export {
   Vhdx,
   openVhdx,
-  type FileRange,
+  type FileRegion,
   type OpenVhdxOptions,
   type VhdxAllocation,
   type VhdxInfo,

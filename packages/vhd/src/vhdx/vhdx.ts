@@ -51,7 +51,7 @@ export interface OpenVhdxOptions {
 }
 
 /** A region of the file, for overlap checks and for `info`. */
-export interface FileRange {
+export interface FileRegion {
   name: string;
   offset: number;
   length: number;
@@ -92,7 +92,7 @@ export interface VhdxInfo {
     logOffset: number;
     logLength: number;
   };
-  regions: FileRange[];
+  regions: FileRegion[];
   batEntries: number;
   chunkRatio: number;
 }
@@ -118,7 +118,7 @@ function isNil(g: string): boolean {
   return g === NIL_GUID;
 }
 
-function overlaps(a: FileRange, b: FileRange): boolean {
+function overlaps(a: FileRegion, b: FileRegion): boolean {
   return a.offset < b.offset + b.length && b.offset < a.offset + a.length;
 }
 
@@ -154,7 +154,7 @@ async function readHeaders(file: RandomAccessFile): Promise<{ header: Header; cu
   return best;
 }
 
-async function readRegions(file: RandomAccessFile, fileSize: number): Promise<FileRange[]> {
+async function readRegions(file: RandomAccessFile, fileSize: number): Promise<FileRegion[]> {
   const problems: string[] = [];
   for (const [n, at] of [
     [1, Layout.REGION_TABLE_1],
@@ -173,7 +173,7 @@ async function readRegions(file: RandomAccessFile, fileSize: number): Promise<Fi
     else if (h.entryCount > Layout.MAX_REGION_ENTRIES)
       problems.push(`region table ${n} has ${h.entryCount} entries (max 2047)`);
     else {
-      const regions: FileRange[] = [];
+      const regions: FileRegion[] = [];
       for (let i = 0; i < h.entryCount; i++) {
         const e = RegionTableEntry.decode(b, RegionTableHeader.size + i * RegionTableEntry.size);
         const name = e.guid === RegionGuid.BAT ? 'bat' : e.guid === RegionGuid.METADATA ? 'metadata' : undefined;
@@ -222,7 +222,7 @@ interface Metadata {
   physicalSectorSize: number;
 }
 
-async function readMetadata(file: RandomAccessFile, region: FileRange): Promise<Metadata> {
+async function readMetadata(file: RandomAccessFile, region: FileRegion): Promise<Metadata> {
   const table = await readExact(file, region.offset, Layout.METADATA_TABLE_SIZE, 'metadata table');
   const h = MetadataTableHeader.decode(table);
   if (h.signature !== Signature.METADATA)
@@ -230,7 +230,7 @@ async function readMetadata(file: RandomAccessFile, region: FileRange): Promise<
   if (h.entryCount > Layout.MAX_METADATA_ENTRIES)
     throw formatError(file.name, `metadata table has ${h.entryCount} entries (max 2047)`);
   const items = new Map<string, Uint8Array>();
-  const used: FileRange[] = [];
+  const used: FileRegion[] = [];
   for (let i = 0; i < h.entryCount; i++) {
     const e = MetadataTableEntry.decode(table, MetadataTableHeader.size + i * MetadataTableEntry.size);
     const where = `metadata item ${e.itemId}`;
@@ -376,7 +376,7 @@ async function parseStructure(file: RandomAccessFile): Promise<Parsed> {
       );
   }
   const regions = await readRegions(file, fileSize);
-  const log: FileRange = { name: 'log', offset: header.logOffset, length: header.logLength };
+  const log: FileRegion = { name: 'log', offset: header.logOffset, length: header.logLength };
   const all = header.logLength > 0 ? [...regions, log] : regions;
   for (let i = 0; i < all.length; i++) {
     for (let j = i + 1; j < all.length; j++) {
@@ -436,7 +436,7 @@ export class Vhdx {
   #batOffset: number;
   #pages = new Map<number, Uint8Array>();
   #end: number;
-  #protected: FileRange[];
+  #protected: FileRegion[];
   #dataWriteGuidUpdated = false;
   #queue: Promise<unknown> = Promise.resolve();
   #closed = false;
