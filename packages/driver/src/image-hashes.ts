@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os';
 import { openImage, type Image, type ImageLayer, type OpenImageOptions } from '@lcow/image';
 import { convertLayer, type ApplyResult } from './apply.ts';
 import { DriverError } from './errors.ts';
+import { inOrder } from './in-order.ts';
 
 /** One layer's dm-verity root hash, as `dmverity-vhd roothash` prints it. */
 export interface LayerRootHash {
@@ -65,27 +66,23 @@ export async function convertImageLayer(
   return r;
 }
 
-/** Runs `job` for every layer, `parallel` at a time, started in layer order; results in layer order. */
+/**
+ * Runs `job` for every layer, `parallel` at a time, started in layer order (the scheduler `lcow import` uses,
+ * with no window: results are small); results in layer order. The first failure is thrown once the jobs
+ * running have ended.
+ */
 export async function eachLayer<T>(
   image: Image,
   parallel: number,
   job: (layer: ImageLayer) => Promise<T>,
 ): Promise<T[]> {
   const out = new Array<T>(image.layers.length);
-  let next = 0;
-  let failed: unknown = null;
-  const worker = async (): Promise<void> => {
-    while (failed === null && next < image.layers.length) {
-      const layer = image.layers[next++]!;
-      try {
-        out[layer.index] = await job(layer);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(parallel, image.layers.length)) }, worker));
-  if (failed !== null) throw failed;
+  await inOrder(image.layers, {
+    parallel,
+    window: Infinity,
+    start: (layer) => job(layer),
+    finish: (layer, r) => void (out[layer.index] = r as T),
+  });
   return out;
 }
 

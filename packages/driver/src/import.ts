@@ -6,8 +6,9 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { openImage, type Image, type OpenImageOptions } from '@lcow/image';
 import { LayerStoreError, MAX_CHAIN_DEPTH } from '@lcow/layerstore';
-import type { LcowDriver, StagedLayer } from './driver.ts';
+import type { LcowDriver } from './driver.ts';
 import { DriverError } from './errors.ts';
+import { inOrder } from './in-order.ts';
 
 export interface ImportOptions {
   /** Name of the sandbox made on top (default a random id); null: no sandbox. */
@@ -101,70 +102,39 @@ export async function importImage(
     const fresh = await freshLayers(driver, image);
     // New layers are converted `parallel` at a time (each in its converter child, both cores busy) into
     // staging folders, and committed bottom up as their parents are: a failure commits nothing above it.
-    const parallel = Math.max(1, opts.parallel ?? availableParallelism());
-    const ac = new AbortController();
-    const signal = opts.signal ? AbortSignal.any([opts.signal, ac.signal]) : ac.signal;
-    const started = new Map<number, Promise<StagedLayer>>();
-    let next = 0;
-    const startMore = (): void => {
-      while (started.size - committed < parallel && next < image.layers.length) {
-        const layer = image.layers[next++]!;
-        if (!fresh[layer.index]) continue;
+    let parent: string | null = null;
+    await inOrder(image.layers, {
+      parallel: Math.max(1, opts.parallel ?? availableParallelism()),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      start: (layer, signal) => {
+        if (!fresh[layer.index]) return null;
         const source = layer.file
           ? layer.file
           : counted(layer.open({ signal }), (n) => {
               done += n;
               report(layer.index);
             });
-        const p = driver.stageFromDiff(image.chainIds[layer.index]!, source, {
+        const staging = driver.stageFromDiff(image.chainIds[layer.index]!, source, {
           signal,
           verity: opts.verity,
           diffId: layer.diffId,
         });
-        p.catch(() => {}); // awaited in order below; a later one's failure is seen there
-        started.set(layer.index, p);
-      }
-    };
-    let committed = 0;
-    let parent: string | null = null;
-    try {
-      startMore();
-      for (const layer of image.layers) {
-        opts.signal?.throwIfAborted();
-        const i = layer.index;
-        const id = image.chainIds[i]!;
-        if (!fresh[i]) {
-          reused.push(id);
-        } else {
-          let staged: StagedLayer;
-          try {
-            staged = await started.get(i)!;
-          } catch (e) {
-            const code = (e as { code?: string }).code;
-            if (code === 'ERR_VERIFICATION')
-              throw new DriverError('ERR_VERIFICATION', `image ${image.name}: layer ${i}: ${(e as Error).message}`, {
-                cause: e,
-              });
-            throw e;
-          }
-          await driver.createFromStaged(id, parent, staged, opts.signal);
-          committed++;
-          startMore();
-        }
-        if (layer.file || !fresh[i]) done += Math.max(0, layer.size);
-        report(i);
+        return staging.catch((e: unknown) => {
+          if ((e as { code?: string }).code !== 'ERR_VERIFICATION') throw e;
+          const message = `image ${image.name}: layer ${layer.index}: ${(e as Error).message}`;
+          throw new DriverError('ERR_VERIFICATION', message, { cause: e });
+        });
+      },
+      finish: async (layer, staged) => {
+        const id = image.chainIds[layer.index]!;
+        if (staged) await driver.createFromStaged(id, parent, staged, opts.signal);
+        else reused.push(id);
+        if (layer.file || !staged) done += Math.max(0, layer.size);
+        report(layer.index);
         parent = id;
-      }
-    } catch (e) {
-      // Stop the conversions still running and drop what they staged.
-      ac.abort(e);
-      for (const p of started.values())
-        await p.then(
-          (s) => s.discard(),
-          () => {},
-        );
-      throw e;
-    }
+      },
+      discard: (staged) => staged.discard(),
+    });
     let sandbox: string | null = null;
     if (opts.sandbox !== null) {
       sandbox = opts.sandbox ?? randomBytes(32).toString('hex');
