@@ -538,6 +538,15 @@ export class LcowDriver {
   }
 
   /**
+   * What an import needs to know of an existing layer `id` before it may reuse it: what the folder holds, its
+   * direct parent, and the diff id it was proven to have ({@link provenDiffId}).
+   */
+  async layerFacts(id: string): Promise<{ kind: LayerInfo['kind']; parent: string | null; diffId: string | null }> {
+    const info = await this.store.info(id);
+    return { kind: info.kind, parent: info.parentIds[0] ?? null, diffId: await this.provenDiffId(id) };
+  }
+
+  /**
    * The diff id (`sha256:…` of the uncompressed tar) layer `id` was proven to have when it was made —
    * checked against the tar as it was converted — or null when nothing proved one (made by `create` and
    * `applyDiff` without a diff id, or by an older lcow). An import reuses a layer only on this proof.

@@ -63,11 +63,8 @@ async function freshLayers(driver: LcowDriver, image: Image): Promise<boolean[]>
     if (!(await driver.exists(id))) {
       fresh.push(true);
     } else {
-      const have = await driver.store.info(id);
-      const proven =
-        have.kind === 'layer' &&
-        (have.parentIds[0] ?? null) === parentId &&
-        (await driver.provenDiffId(id)) === layer.diffId;
+      const have = await driver.layerFacts(id);
+      const proven = have.kind === 'layer' && have.parent === parentId && have.diffId === layer.diffId;
       if (!proven)
         throw new DriverError(
           'ERR_EXISTS',
