@@ -285,7 +285,10 @@ export class PluginServer {
     res.end(text);
   }
 
+  /** One protocol call: the driver's verb for it, its answer in the protocol's form. */
   async #call(method: string, b: DriverRequest & InitRequest): Promise<DriverResponse> {
+    const id = (): string => str(b.ID, 'ID');
+    const parent = (): string | null => str(b.Parent, 'Parent', false) || null;
     switch (method) {
       case 'Plugin.Activate':
         return { Implements: ['GraphDriver'] };
@@ -296,81 +299,97 @@ export class PluginServer {
         // Our diff is the layer read back from its ext4 image, not the bytes that were applied.
         return { Capabilities: { ReproducesExactDiffs: false } };
       case 'GraphDriver.Create':
-        await this.#need().create(str(b.ID, 'ID'), str(b.Parent, 'Parent', false) || null, storageOpt(b));
+        await this.#need().create(id(), parent(), storageOpt(b));
         return {};
       case 'GraphDriver.CreateReadWrite':
-        await this.#need().createReadWrite(str(b.ID, 'ID'), str(b.Parent, 'Parent', false) || null, storageOpt(b));
+        await this.#need().createReadWrite(id(), parent(), storageOpt(b));
         return {};
       case 'GraphDriver.Remove':
-        try {
-          await this.#need().remove(str(b.ID, 'ID'));
-        } catch (e) {
-          // dockerd removes what a failed create may never have made; moby's drivers answer nil then.
-          if ((e as { code?: string }).code !== 'ERR_LAYER_NOT_FOUND') throw e;
-        }
+        await this.#remove(id());
         return {};
-      case 'GraphDriver.Get': {
-        const fs = await this.#need().get(str(b.ID, 'ID'));
-        if (fs.path === null) {
-          await this.#need().put(b.ID!);
-          throw new PluginError('ERR_UNSUPPORTED', 'Get needs a backend that mounts on this host (lcow.backend=host)');
-        }
-        return { Dir: fs.path };
-      }
-      case 'GraphDriver.Put': {
-        const d = this.#need();
-        const id = str(b.ID, 'ID');
-        try {
-          await d.put(id);
-        } catch (e) {
-          if ((e as { code?: string }).code !== 'ERR_NOT_MOUNTED') throw e;
-          // A union an earlier plugin process mounted (dockerd kept running across our restart) is unmounted;
-          // nothing mounted at all is fine, as the original and overlay2 answer a Put without its Get.
-          await d.unmount(id);
-        }
+      case 'GraphDriver.Get':
+        return { Dir: await this.#get(id()) };
+      case 'GraphDriver.Put':
+        await this.#put(id());
         return {};
-      }
       case 'GraphDriver.Exists':
-        return { Exists: await this.#need().exists(str(b.ID, 'ID')) };
-      case 'GraphDriver.Status': {
-        const s = await this.#need().status();
-        return {
-          // What `docker info` prints under "Storage Driver": counts as they are now (a union adopted after a
-          // restart counts before its next Get), as overlay2 prints its backing filesystem.
-          Status: [
-            ['Backend', s.backend],
-            ['Data root', s.root],
-            ['Backing Filesystem', s.backingFilesystem],
-            ['Layers', String(s.layers)],
-            ['Mounted', String(s.mounted.length)],
-            ['Sandbox size', `${s.sandboxSizeGb} GiB (${s.sandboxType} VHDX)`],
-            ['Mode', s.mode],
-            ['Plugin', `lcow-docker-plugin ${VERSION}`],
-          ],
-        };
-      }
+        return { Exists: await this.#need().exists(id()) };
+      case 'GraphDriver.Status':
+        return { Status: await this.#status() };
       case 'GraphDriver.GetMetadata':
-        return { Metadata: { ...(await this.#need().getMetadata(str(b.ID, 'ID'))) } };
-      case 'GraphDriver.Cleanup': {
-        // dockerd's shutdown: release everything; a restarted dockerd calls Init again.
-        const d = this.#driver;
-        this.#driver = null;
-        this.#home = null;
-        if (this.#stateFile) await rm(this.#stateFile, { force: true });
-        // As `lcow cleanup` leaves it: unions put, leftovers of dead processes unmounted, interrupted
-        // removals and creations finished.
-        await d?.cleanup();
+        return { Metadata: { ...(await this.#need().getMetadata(id())) } };
+      case 'GraphDriver.Cleanup':
+        await this.#cleanup();
         return {};
-      }
       case 'GraphDriver.Changes': {
-        const changes = await this.#need().changes(str(b.ID, 'ID'), str(b.Parent, 'Parent', false) || null);
+        const changes = await this.#need().changes(id(), parent());
         return { Changes: changes.map((c) => ({ Path: c.path, Kind: ChangeKind[c.kind] })) };
       }
       case 'GraphDriver.DiffSize':
-        return { Size: await this.#need().diffSize(str(b.ID, 'ID'), str(b.Parent, 'Parent', false) || null) };
+        return { Size: await this.#need().diffSize(id(), parent()) };
       default:
         throw new PluginError('ERR_NOT_FOUND', `${method}: not a graph-driver call`);
     }
+  }
+
+  async #remove(id: string): Promise<void> {
+    try {
+      await this.#need().remove(id);
+    } catch (e) {
+      // dockerd removes what a failed create may never have made; moby's drivers answer nil then.
+      if ((e as { code?: string }).code !== 'ERR_LAYER_NOT_FOUND') throw e;
+    }
+  }
+
+  /** The union's folder on this host: dockerd runs the container there. */
+  async #get(id: string): Promise<string> {
+    const fs = await this.#need().get(id);
+    if (fs.path === null) {
+      await this.#need().put(id);
+      throw new PluginError('ERR_UNSUPPORTED', 'Get needs a backend that mounts on this host (lcow.backend=host)');
+    }
+    return fs.path;
+  }
+
+  async #put(id: string): Promise<void> {
+    const d = this.#need();
+    try {
+      await d.put(id);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ERR_NOT_MOUNTED') throw e;
+      // A union an earlier plugin process mounted (dockerd kept running across our restart) is unmounted;
+      // nothing mounted at all is fine, as the original and overlay2 answer a Put without its Get.
+      await d.unmount(id);
+    }
+  }
+
+  /**
+   * What `docker info` prints under "Storage Driver": counts as they are now (a union adopted after a
+   * restart counts before its next Get), as overlay2 prints its backing filesystem.
+   */
+  async #status(): Promise<[string, string][]> {
+    const s = await this.#need().status();
+    return [
+      ['Backend', s.backend],
+      ['Data root', s.root],
+      ['Backing Filesystem', s.backingFilesystem],
+      ['Layers', String(s.layers)],
+      ['Mounted', String(s.mounted.length)],
+      ['Sandbox size', `${s.sandboxSizeGb} GiB (${s.sandboxType} VHDX)`],
+      ['Mode', s.mode],
+      ['Plugin', `lcow-docker-plugin ${VERSION}`],
+    ];
+  }
+
+  /** dockerd's shutdown: release everything; a restarted dockerd calls Init again. */
+  async #cleanup(): Promise<void> {
+    const d = this.#driver;
+    this.#driver = null;
+    this.#home = null;
+    if (this.#stateFile) await rm(this.#stateFile, { force: true });
+    // As `lcow cleanup` leaves it: unions put, leftovers of dead processes unmounted, interrupted removals
+    // and creations finished.
+    await d?.cleanup();
   }
 
   async #init(b: InitRequest): Promise<void> {

@@ -222,7 +222,16 @@ interface Metadata {
   physicalSectorSize: number;
 }
 
+/** The metadata region: its table walked, then the items the disk's geometry is read from. */
 async function readMetadata(file: RandomAccessFile, region: FileRegion): Promise<Metadata> {
+  return checkedMetadata(file.name, await readMetadataItems(file, region));
+}
+
+/**
+ * The metadata table's known items, read: each entry checked (size, inside the region, no overlap); an
+ * unknown required item or a parent locator (a differencing disk) is unsupported.
+ */
+async function readMetadataItems(file: RandomAccessFile, region: FileRegion): Promise<Map<string, Uint8Array>> {
   const table = await readExact(file, region.offset, Layout.METADATA_TABLE_SIZE, 'metadata table');
   const h = MetadataTableHeader.decode(table);
   if (h.signature !== Signature.METADATA)
@@ -256,13 +265,18 @@ async function readMetadata(file: RandomAccessFile, region: FileRegion): Promise
     }
     items.set(e.itemId, await readExact(file, region.offset + e.offset, e.length, where));
   }
+  return items;
+}
+
+/** The disk's geometry from its metadata items, each required one present and every value in range. */
+function checkedMetadata(fileName: string, items: ReadonlyMap<string, Uint8Array>): Metadata {
   const item = <T>(id: string, name: string, decode: (b: Uint8Array) => T): T => {
     const b = items.get(id);
-    if (!b) throw formatError(file.name, `required metadata item ${name} is missing`);
+    if (!b) throw formatError(fileName, `required metadata item ${name} is missing`);
     try {
       return decode(b);
     } catch (e) {
-      if (e instanceof BinaryError) throw formatError(file.name, `metadata item ${name}: ${e.message}`, e);
+      if (e instanceof BinaryError) throw formatError(fileName, `metadata item ${name}: ${e.message}`, e);
       throw e;
     }
   };
@@ -280,22 +294,22 @@ async function readMetadata(file: RandomAccessFile, region: FileRegion): Promise
     (b) => SectorSize.decode(b).size,
   );
   if (params.flags & FileParameterFlags.HAS_PARENT) {
-    throw new VhdError('ERR_VHD_UNSUPPORTED', `${file.name}: differencing VHDX (HasParent) is not supported`);
+    throw new VhdError('ERR_VHD_UNSUPPORTED', `${fileName}: differencing VHDX (HasParent) is not supported`);
   }
   if (
     !isPowerOfTwo(params.blockSize) ||
     params.blockSize < Limits.MIN_BLOCK_SIZE ||
     params.blockSize > Limits.MAX_BLOCK_SIZE
   ) {
-    throw formatError(file.name, `block size ${params.blockSize} is not a power of two from 1 MiB to 256 MiB`);
+    throw formatError(fileName, `block size ${params.blockSize} is not a power of two from 1 MiB to 256 MiB`);
   }
   if (logicalSectorSize !== 512 && logicalSectorSize !== 4096)
-    throw formatError(file.name, `logical sector size ${logicalSectorSize}`);
+    throw formatError(fileName, `logical sector size ${logicalSectorSize}`);
   if (physicalSectorSize !== 512 && physicalSectorSize !== 4096)
-    throw formatError(file.name, `physical sector size ${physicalSectorSize}`);
+    throw formatError(fileName, `physical sector size ${physicalSectorSize}`);
   if (virtualSize <= 0 || virtualSize > Limits.MAX_VIRTUAL_SIZE || virtualSize % logicalSectorSize !== 0) {
     throw formatError(
-      file.name,
+      fileName,
       `virtual disk size ${virtualSize} is not a multiple of ${logicalSectorSize} up to 64 TiB`,
     );
   }
