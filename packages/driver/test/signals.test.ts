@@ -60,6 +60,27 @@ describe('signals and closed pipes', () => {
     }, 60_000);
   }
 
+  it('SIGTERM while the input stalls (its writer keeps the pipe open, sends nothing): ends at once', async () => {
+    const out = join(dir.path, 'stalled');
+    await mkdir(out);
+    const child = spawn(process.execPath, [...NODE_ARGS, 'tar2ext4', '-i', '-', '-o', join(out, 'layer.vhd')]);
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.stdin.on('error', () => {});
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    child.stdin.write(tar.subarray(0, 2 << 20)); // all of it read long before the signal
+    await until(async () => (await readdir(out)).some((f) => f.endsWith('.tmp')), 'the temporary output');
+    await new Promise((r) => setTimeout(r, 1500));
+    const sent = Date.now();
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000))]);
+    child.stdin.destroy();
+    expect(code, stderr).toBe(143);
+    expect(Date.now() - sent).toBeLessThan(20_000);
+    expect(stderr).toBe('lcow: ERR_ABORTED: interrupted by SIGTERM\n');
+    expect(await readdir(out)).toEqual([]);
+  }, 60_000);
+
   it('a reader that closes early (ext4 export -o - | head): exit 141, nothing on stderr', async () => {
     const image = join(dir.path, 'export.img');
     await convert(Readable.from([tar]), image, { fsync: false });

@@ -118,8 +118,43 @@ export interface ConvertResult extends Omit<WriterSummary, never> {
 
 const DEFAULT_MAX = 128 * 2 ** 30;
 
-async function* chunks(input: Readable | AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  for await (const c of input) yield typeof c === 'string' ? Buffer.from(c) : c;
+/**
+ * A stream's or iterable's chunks. An abort ends the wait for the next one — a writer that stalls with its
+ * pipe open would otherwise keep an aborted conversion waiting for ever — and a stream is destroyed then.
+ * (One listener per wait, removed when the chunk comes: a race against one long-lived promise would keep
+ * a reaction per chunk alive until the end.)
+ */
+async function* chunks(input: Readable | AsyncIterable<Uint8Array>, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  const it = input[Symbol.asyncIterator]() as AsyncIterator<Uint8Array | string>;
+  const next = (): Promise<IteratorResult<Uint8Array | string>> => {
+    if (!signal) return it.next();
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void =>
+        reject(new Ext4Error('ERR_ABORTED', 'conversion aborted while waiting for input', { cause: signal.reason }));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      it.next().then(
+        (r) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(r);
+        },
+        (e: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      );
+    });
+  };
+  try {
+    for (;;) {
+      const r = await next();
+      if (r.done) return;
+      yield typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+    }
+  } finally {
+    if (signal?.aborted && typeof (input as Readable).destroy === 'function') (input as Readable).destroy();
+    else await it.return?.();
+  }
 }
 
 const READ_CHUNK = 1 << 20;
@@ -318,7 +353,7 @@ export async function convert(
     const flag = { gzip: false };
     let tarBytes = 0;
     let lastReport = 0;
-    const source = typeof input === 'string' ? fileChunks(input) : chunks(input);
+    const source = typeof input === 'string' ? fileChunks(input) : chunks(input, signal);
     let trailing = 0;
     for await (const chunk of decompressed(source, flag)) {
       if (signal?.aborted)
